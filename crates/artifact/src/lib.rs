@@ -1,0 +1,1 @@
+//! Slug build and content-addressed artifact storage.

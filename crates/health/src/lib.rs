@@ -1,0 +1,1 @@
+//! Health probes and the healthy/unhealthy state machine.

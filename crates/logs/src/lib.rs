@@ -1,0 +1,1 @@
+//! Log records tagged with app, release and instance: capture, storage, reading, tailing.

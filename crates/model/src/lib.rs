@@ -1,0 +1,12 @@
+//! Drover's domain types, shared by every other crate.
+//!
+//! Values here are parsed once at the edge (`AppName::parse`, `Digest::parse`) and are valid by
+//! construction afterwards. This crate does no IO and knows nothing of SQLite, HTTP or processes.
+
+mod name;
+mod route;
+mod spec;
+
+pub use name::{AppName, Digest, InstanceId, NameError, ProcessType, ReleaseId};
+pub use route::{Backend, BackendStatus, Balance, HealthCheck, ProxyStatus, RouteTable, Site};
+pub use spec::{AppSpec, DeploySpec, HealthSpec, Strategy};

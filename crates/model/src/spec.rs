@@ -1,0 +1,94 @@
+//! What an app declares: processes, build, env, scale, health and deploy policy.
+//!
+//! `config` builds an [`AppSpec`] from `drover.yml` or a `Procfile`; everything downstream takes
+//! the validated spec. A release stores the spec it was built from, so rollback restores it.
+
+use crate::{AppName, ProcessType};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A validated app description.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSpec {
+    pub name: AppName,
+    /// Command lines run with `sh -c`, Procfile-style. `web` gets `$PORT` and is routed.
+    pub processes: BTreeMap<ProcessType, String>,
+    /// Commands run in a clean copy of the source; the resulting tree is the artifact.
+    pub build: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Instances per process type. Types absent here run one instance.
+    pub scale: BTreeMap<ProcessType, u32>,
+    pub health: HealthSpec,
+    pub deploy: DeploySpec,
+}
+
+impl AppSpec {
+    /// How many instances of `process` the spec asks for.
+    pub fn scale_of(&self, process: &ProcessType) -> u32 {
+        self.scale.get(process).copied().unwrap_or(1)
+    }
+}
+
+/// How the proxy decides an instance is ready, and when the reconciler replaces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthSpec {
+    /// HTTP path to GET; `None` means a TCP connect check.
+    pub path: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Failures during this period after start do not count against the instance.
+    pub start_period: Duration,
+    /// Consecutive successes before an instance becomes ready.
+    pub healthy_threshold: u32,
+    /// Consecutive failures before a ready instance stops receiving traffic.
+    pub unhealthy_threshold: u32,
+    /// Consecutive failures after which the instance is replaced (liveness).
+    pub liveness_threshold: u32,
+}
+
+impl Default for HealthSpec {
+    fn default() -> Self {
+        Self {
+            path: None,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            start_period: Duration::from_secs(10),
+            healthy_threshold: 1,
+            unhealthy_threshold: 2,
+            liveness_threshold: 10,
+        }
+    }
+}
+
+/// How a new release replaces the running one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploySpec {
+    pub strategy: Strategy,
+    /// If the new release is not fully healthy within this time, the deploy rolls back.
+    pub deadline: Duration,
+    /// How long a draining instance may finish in-flight requests before it is stopped.
+    pub drain_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when an instance stops.
+    pub stop_grace: Duration,
+}
+
+impl Default for DeploySpec {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::Rolling { max_surge: 1, max_unavailable: 0 },
+            deadline: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Strategy {
+    /// Replace instances a few at a time.
+    Rolling { max_surge: u32, max_unavailable: u32 },
+    /// Start the whole new set, switch the proxy at once, drain the old set.
+    BlueGreen,
+}

@@ -1,0 +1,1 @@
+//! Host-routed reverse proxy and load balancer with health checks and draining.

@@ -1,0 +1,1 @@
+//! The Runtime trait and its process backend: supervised instances that outlive the control plane.

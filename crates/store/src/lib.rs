@@ -1,0 +1,1 @@
+//! SQLite state: apps, releases, instances, events. The only crate with SQL.
