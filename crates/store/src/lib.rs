@@ -1,1 +1,576 @@
-//! SQLite state: apps, releases, instances, events. The only crate with SQL.
+//! Drover's durable state in SQLite: apps, releases, instances, deploys and events.
+//!
+//! This is the only crate that writes SQL. Every write that changes more than one row runs in
+//! one transaction, and the database runs in WAL mode, so a `kill -9` of the control plane leaves
+//! either the old or the new state, never half of a release.
+
+use model::{AppName, AppSpec, Digest, InstanceId, ProcessType, ReleaseId};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("stored {what} is corrupt: {source}")]
+    Corrupt { what: &'static str, source: serde_json::Error },
+    #[error("no app named {0}")]
+    NoApp(AppName),
+    #[error("app {app} has no release {release}")]
+    NoRelease { app: AppName, release: ReleaseId },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A numbered, immutable release: an artifact digest plus the spec (config and env) it runs with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub app: AppName,
+    pub id: ReleaseId,
+    pub digest: Digest,
+    pub spec: AppSpec,
+    pub description: String,
+    pub created_at_ms: u64,
+}
+
+/// What the reconciler should make true for an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppState {
+    pub name: AppName,
+    /// The release that should run, if any.
+    pub target: Option<ReleaseId>,
+    /// The last release that became fully healthy; a failed deploy goes back to it.
+    pub stable: Option<ReleaseId>,
+    /// Scale set with `drover scale`; overrides the release's `scale:`.
+    pub scale: BTreeMap<ProcessType, u32>,
+    pub created_at_ms: u64,
+}
+
+/// The control plane's record of an instance it started: port and routing role.
+/// What actually runs is the runtime's business; this row is what the control plane intended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRow {
+    pub id: InstanceId,
+    pub app: AppName,
+    pub release: ReleaseId,
+    pub process: ProcessType,
+    pub port: Option<u16>,
+    pub routed: bool,
+    /// Set when the instance stopped receiving new requests.
+    pub draining_since_ms: Option<u64>,
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeployStatus {
+    Building,
+    Deploying,
+    Succeeded,
+    Failed,
+    RolledBack,
+}
+
+impl DeployStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeployStatus::Building => "building",
+            DeployStatus::Deploying => "deploying",
+            DeployStatus::Succeeded => "succeeded",
+            DeployStatus::Failed => "failed",
+            DeployStatus::RolledBack => "rolled-back",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "building" => DeployStatus::Building,
+            "deploying" => DeployStatus::Deploying,
+            "succeeded" => DeployStatus::Succeeded,
+            "rolled-back" => DeployStatus::RolledBack,
+            _ => DeployStatus::Failed,
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        !matches!(self, DeployStatus::Building | DeployStatus::Deploying)
+    }
+}
+
+/// One request to change what runs: a build and rollout, a rollback, or a config change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deploy {
+    pub id: u64,
+    pub app: Option<AppName>,
+    pub release: Option<ReleaseId>,
+    pub previous: Option<ReleaseId>,
+    pub status: DeployStatus,
+    pub message: String,
+    pub started_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: u64,
+    pub ts_ms: u64,
+    pub app: Option<AppName>,
+    pub kind: String,
+    pub message: String,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE apps (
+    name TEXT PRIMARY KEY,
+    target INTEGER,
+    stable INTEGER,
+    scale_json TEXT NOT NULL DEFAULT '{}',
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE releases (
+    app TEXT NOT NULL REFERENCES apps(name),
+    id INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    spec_json TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (app, id)
+);
+CREATE TABLE instances (
+    id TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    release INTEGER NOT NULL,
+    process TEXT NOT NULL,
+    port INTEGER,
+    routed INTEGER NOT NULL,
+    draining_since_ms INTEGER,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE deploys (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT,
+    release INTEGER,
+    previous INTEGER,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    finished_at_ms INTEGER
+);
+CREATE TABLE deploy_log (
+    deploy INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    line TEXT NOT NULL,
+    PRIMARY KEY (deploy, seq)
+);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts_ms INTEGER NOT NULL,
+    app TEXT,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"#];
+
+fn parse_json<T: for<'de> Deserialize<'de>>(what: &'static str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|source| StoreError::Corrupt { what, source })
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("domain types always serialize")
+}
+
+fn sql_err<E: std::error::Error + Send + Sync + 'static>(index: usize, e: E) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
+}
+
+fn row_release(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, u64, String, String, String, u64)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+}
+
+fn row_instance(row: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRow> {
+    Ok(InstanceRow {
+        id: InstanceId::parse(&row.get::<_, String>(0)?).map_err(|e| sql_err(0, e))?,
+        app: AppName::parse(&row.get::<_, String>(1)?).map_err(|e| sql_err(1, e))?,
+        release: ReleaseId(row.get(2)?),
+        process: ProcessType::parse(&row.get::<_, String>(3)?).map_err(|e| sql_err(3, e))?,
+        port: row.get(4)?,
+        routed: row.get(5)?,
+        draining_since_ms: row.get(6)?,
+        created_at_ms: row.get(7)?,
+    })
+}
+
+fn row_deploy(row: &rusqlite::Row<'_>) -> rusqlite::Result<Deploy> {
+    let app: Option<String> = row.get(1)?;
+    Ok(Deploy {
+        id: row.get(0)?,
+        app: app.map(|a| AppName::parse(&a)).transpose().map_err(|e| sql_err(1, e))?,
+        release: row.get::<_, Option<u64>>(2)?.map(ReleaseId),
+        previous: row.get::<_, Option<u64>>(3)?.map(ReleaseId),
+        status: DeployStatus::parse(&row.get::<_, String>(4)?),
+        message: row.get(5)?,
+        started_at_ms: row.get(6)?,
+        finished_at_ms: row.get(7)?,
+    })
+}
+
+const DEPLOY_COLUMNS: &str = "id, app, release, previous, status, message, started_at_ms, finished_at_ms";
+const INSTANCE_COLUMNS: &str = "id, app, release, process, port, routed, draining_since_ms, created_at_ms";
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and runs pending migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    pub fn open_in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let tx = conn.transaction()?;
+        for (idx, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", idx + 1)?;
+        }
+        tx.commit()?;
+        Ok(Self { conn })
+    }
+
+    // ----- apps -----
+
+    pub fn apps(&self) -> Result<Vec<AppState>> {
+        let mut stmt = self.conn.prepare("SELECT name, target, stable, scale_json, created_at_ms FROM apps ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<u64>>(1)?, r.get::<_, Option<u64>>(2)?, r.get::<_, String>(3)?, r.get::<_, u64>(4)?))
+        })?;
+        let mut apps = Vec::new();
+        for row in rows {
+            let (name, target, stable, scale, created_at_ms) = row?;
+            apps.push(AppState {
+                name: AppName::parse(&name).map_err(|e| sql_err(0, e))?,
+                target: target.map(ReleaseId),
+                stable: stable.map(ReleaseId),
+                scale: parse_json("app scale", &scale)?,
+                created_at_ms,
+            });
+        }
+        Ok(apps)
+    }
+
+    pub fn app(&self, name: &AppName) -> Result<AppState> {
+        self.apps()?.into_iter().find(|a| &a.name == name).ok_or_else(|| StoreError::NoApp(name.clone()))
+    }
+
+    pub fn set_scale(&self, name: &AppName, scale: &BTreeMap<ProcessType, u32>) -> Result<()> {
+        let n = self.conn.execute("UPDATE apps SET scale_json = ?1 WHERE name = ?2", params![to_json(scale), name.as_str()])?;
+        if n == 0 {
+            return Err(StoreError::NoApp(name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Points the app at `target`, e.g. when a failed deploy goes back to the stable release.
+    pub fn set_target(&self, name: &AppName, target: Option<ReleaseId>) -> Result<()> {
+        self.conn.execute("UPDATE apps SET target = ?1 WHERE name = ?2", params![target.map(|r| r.0), name.as_str()])?;
+        Ok(())
+    }
+
+    pub fn set_stable(&self, name: &AppName, stable: ReleaseId) -> Result<()> {
+        self.conn.execute("UPDATE apps SET stable = ?1 WHERE name = ?2", params![stable.0, name.as_str()])?;
+        Ok(())
+    }
+
+    // ----- releases -----
+
+    /// Creates the app if needed, adds the next numbered release and makes it the target, in one
+    /// transaction. Returns the new release.
+    pub fn create_release(&mut self, spec: &AppSpec, digest: &Digest, description: &str, now_ms: u64) -> Result<Release> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO apps (name, created_at_ms) VALUES (?1, ?2)",
+            params![spec.name.as_str(), now_ms],
+        )?;
+        let next: u64 = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM releases WHERE app = ?1", [spec.name.as_str()], |r| r.get(0))?;
+        tx.execute(
+            "INSERT INTO releases (app, id, digest, spec_json, description, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![spec.name.as_str(), next, digest.as_str(), to_json(spec), description, now_ms],
+        )?;
+        tx.execute("UPDATE apps SET target = ?1 WHERE name = ?2", params![next, spec.name.as_str()])?;
+        tx.commit()?;
+        Ok(Release {
+            app: spec.name.clone(),
+            id: ReleaseId(next),
+            digest: digest.clone(),
+            spec: spec.clone(),
+            description: description.to_owned(),
+            created_at_ms: now_ms,
+        })
+    }
+
+    pub fn releases(&self, app: &AppName) -> Result<Vec<Release>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT app, id, digest, spec_json, description, created_at_ms FROM releases WHERE app = ?1 ORDER BY id DESC",
+        )?;
+        let rows = stmt.query_map([app.as_str()], row_release)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(Self::release_from_row(row?)?);
+        }
+        Ok(out)
+    }
+
+    pub fn release(&self, app: &AppName, id: ReleaseId) -> Result<Release> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT app, id, digest, spec_json, description, created_at_ms FROM releases WHERE app = ?1 AND id = ?2",
+                params![app.as_str(), id.0],
+                row_release,
+            )
+            .optional()?;
+        match row {
+            Some(row) => Self::release_from_row(row),
+            None => Err(StoreError::NoRelease { app: app.clone(), release: id }),
+        }
+    }
+
+    fn release_from_row((app, id, digest, spec, description, created_at_ms): (String, u64, String, String, String, u64)) -> Result<Release> {
+        Ok(Release {
+            app: AppName::parse(&app).map_err(|e| sql_err(0, e))?,
+            id: ReleaseId(id),
+            digest: Digest::parse(&digest).map_err(|e| sql_err(2, e))?,
+            spec: parse_json("release spec", &spec)?,
+            description,
+            created_at_ms,
+        })
+    }
+
+    // ----- instances -----
+
+    pub fn insert_instance(&self, row: &InstanceRow) -> Result<()> {
+        self.conn.execute(
+            &format!("INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            params![
+                row.id.as_str(),
+                row.app.as_str(),
+                row.release.0,
+                row.process.as_str(),
+                row.port,
+                row.routed,
+                row.draining_since_ms,
+                row.created_at_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn instances(&self) -> Result<Vec<InstanceRow>> {
+        let mut stmt = self.conn.prepare(&format!("SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY app, process, created_at_ms"))?;
+        let rows = stmt.query_map([], row_instance)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn set_routed(&self, id: &InstanceId, routed: bool) -> Result<()> {
+        self.conn.execute("UPDATE instances SET routed = ?1 WHERE id = ?2", params![routed, id.as_str()])?;
+        Ok(())
+    }
+
+    /// Takes the instance out of routing and remembers when draining began.
+    pub fn start_draining(&self, id: &InstanceId, now_ms: u64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE instances SET routed = 0, draining_since_ms = COALESCE(draining_since_ms, ?1) WHERE id = ?2",
+            params![now_ms, id.as_str()],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_instance(&self, id: &InstanceId) -> Result<()> {
+        self.conn.execute("DELETE FROM instances WHERE id = ?1", [id.as_str()])?;
+        Ok(())
+    }
+
+    // ----- deploys -----
+
+    pub fn create_deploy(&self, app: Option<&AppName>, message: &str, now_ms: u64) -> Result<u64> {
+        self.conn.execute(
+            "INSERT INTO deploys (app, status, message, started_at_ms) VALUES (?1, 'building', ?2, ?3)",
+            params![app.map(|a| a.as_str()), message, now_ms],
+        )?;
+        Ok(self.conn.last_insert_rowid() as u64)
+    }
+
+    /// Records which release a deploy rolls out, once the release exists.
+    pub fn deploy_released(&self, id: u64, app: &AppName, release: ReleaseId, previous: Option<ReleaseId>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE deploys SET app = ?1, release = ?2, previous = ?3, status = 'deploying' WHERE id = ?4",
+            params![app.as_str(), release.0, previous.map(|p| p.0), id],
+        )?;
+        Ok(())
+    }
+
+    pub fn finish_deploy(&self, id: u64, status: DeployStatus, message: &str, now_ms: u64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE deploys SET status = ?1, message = ?2, finished_at_ms = ?3 WHERE id = ?4 AND finished_at_ms IS NULL",
+            params![status.as_str(), message, now_ms, id],
+        )?;
+        Ok(())
+    }
+
+    pub fn deploy(&self, id: u64) -> Result<Option<Deploy>> {
+        Ok(self
+            .conn
+            .query_row(&format!("SELECT {DEPLOY_COLUMNS} FROM deploys WHERE id = ?1"), [id], row_deploy)
+            .optional()?)
+    }
+
+    /// Deploys that are rolling out a release right now.
+    pub fn active_deploys(&self) -> Result<Vec<Deploy>> {
+        let mut stmt = self.conn.prepare(&format!("SELECT {DEPLOY_COLUMNS} FROM deploys WHERE status = 'deploying' ORDER BY id"))?;
+        let rows = stmt.query_map([], row_deploy)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Deploys left building by a control plane that died: their upload is gone, so they failed.
+    pub fn fail_interrupted_builds(&self, now_ms: u64) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE deploys SET status = 'failed', message = 'interrupted: the server stopped during the build', finished_at_ms = ?1 WHERE status = 'building'",
+            [now_ms],
+        )?)
+    }
+
+    pub fn append_deploy_log(&self, id: u64, line: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO deploy_log (deploy, seq, line) VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM deploy_log WHERE deploy = ?1), ?2)",
+            params![id, line],
+        )?;
+        Ok(())
+    }
+
+    /// Log lines of a deploy after sequence number `after`, with their sequence numbers.
+    pub fn deploy_log(&self, id: u64, after: u64) -> Result<Vec<(u64, String)>> {
+        let mut stmt = self.conn.prepare("SELECT seq, line FROM deploy_log WHERE deploy = ?1 AND seq > ?2 ORDER BY seq")?;
+        let rows = stmt.query_map(params![id, after], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    // ----- events and counters -----
+
+    pub fn add_event(&self, app: Option<&AppName>, kind: &str, message: &str, now_ms: u64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO events (ts_ms, app, kind, message) VALUES (?1, ?2, ?3, ?4)",
+            params![now_ms, app.map(|a| a.as_str()), kind, message],
+        )?;
+        Ok(())
+    }
+
+    pub fn events(&self, app: Option<&AppName>, limit: usize) -> Result<Vec<Event>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, ts_ms, app, kind, message FROM events WHERE (?1 IS NULL OR app = ?1) ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![app.map(|a| a.as_str()), limit as i64], |r| {
+            let app: Option<String> = r.get(2)?;
+            Ok(Event {
+                id: r.get(0)?,
+                ts_ms: r.get(1)?,
+                app: app.map(|a| AppName::parse(&a)).transpose().map_err(|e| sql_err(2, e))?,
+                kind: r.get(3)?,
+                message: r.get(4)?,
+            })
+        })?;
+        let mut events: Vec<Event> = rows.collect::<rusqlite::Result<_>>()?;
+        events.reverse();
+        Ok(events)
+    }
+
+    /// Increments and returns a named counter (e.g. the routing table generation).
+    pub fn next_counter(&self, key: &str) -> Result<u64> {
+        Ok(self.conn.query_row(
+            "INSERT INTO meta (key, value) VALUES (?1, 1) ON CONFLICT(key) DO UPDATE SET value = value + 1 RETURNING value",
+            [key],
+            |r| r.get(0),
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> AppSpec {
+        AppSpec {
+            name: AppName::parse(name).unwrap(),
+            processes: [(ProcessType::web(), "python3 app.py".to_owned())].into(),
+            build: vec![],
+            env: BTreeMap::new(),
+            scale: BTreeMap::new(),
+            health: Default::default(),
+            deploy: Default::default(),
+        }
+    }
+
+    #[test]
+    fn releases_are_numbered_per_app_and_become_target() {
+        let mut store = Store::open_in_memory().unwrap();
+        let d = Digest::from_sha256(&[1; 32]);
+        let r1 = store.create_release(&spec("hello"), &d, "first", 1).unwrap();
+        let r2 = store.create_release(&spec("hello"), &d, "second", 2).unwrap();
+        let other = store.create_release(&spec("other"), &d, "first", 3).unwrap();
+        assert_eq!((r1.id, r2.id, other.id), (ReleaseId(1), ReleaseId(2), ReleaseId(1)));
+        let app = store.app(&AppName::parse("hello").unwrap()).unwrap();
+        assert_eq!(app.target, Some(ReleaseId(2)));
+        assert_eq!(app.stable, None);
+        let releases = store.releases(&app.name).unwrap();
+        assert_eq!(releases.iter().map(|r| r.id.0).collect::<Vec<_>>(), vec![2, 1]);
+        assert_eq!(store.release(&app.name, ReleaseId(1)).unwrap().spec, spec("hello"));
+        assert!(matches!(store.release(&app.name, ReleaseId(9)), Err(StoreError::NoRelease { .. })));
+    }
+
+    #[test]
+    fn instances_drain_and_deploy_logs_are_ordered() {
+        let store = Store::open_in_memory().unwrap();
+        let app = AppName::parse("hello").unwrap();
+        let id = InstanceId::new(&app, &ProcessType::web(), ReleaseId(1), "abcd");
+        let row = InstanceRow {
+            id: id.clone(),
+            app: app.clone(),
+            release: ReleaseId(1),
+            process: ProcessType::web(),
+            port: Some(4000),
+            routed: true,
+            draining_since_ms: None,
+            created_at_ms: 5,
+        };
+        store.insert_instance(&row).unwrap();
+        store.start_draining(&id, 10).unwrap();
+        store.start_draining(&id, 20).unwrap();
+        let got = store.instances().unwrap();
+        assert_eq!(got[0].draining_since_ms, Some(10));
+        assert!(!got[0].routed);
+
+        let deploy = store.create_deploy(None, "upload", 1).unwrap();
+        store.append_deploy_log(deploy, "one").unwrap();
+        store.append_deploy_log(deploy, "two").unwrap();
+        assert_eq!(store.deploy_log(deploy, 1).unwrap(), vec![(2, "two".to_owned())]);
+        assert_eq!(store.next_counter("gen").unwrap(), 1);
+        assert_eq!(store.next_counter("gen").unwrap(), 2);
+        assert_eq!(store.fail_interrupted_builds(3).unwrap(), 1);
+        assert_eq!(store.deploy(deploy).unwrap().unwrap().status, DeployStatus::Failed);
+    }
+}
