@@ -1,1 +1,93 @@
-//! drover.yml and Procfile parsing into a validated AppSpec, with file:line:column errors.
+//! An app's configuration: `drover.yml`, or a `Procfile` when there is none, parsed into a
+//! validated [`model::AppSpec`].
+//!
+//! This crate owns the file formats and their error messages, and nothing after: it does no IO
+//! beyond reading the two files in [`load_dir`], and knows nothing of releases, processes or the
+//! proxy. Everything downstream takes the `AppSpec`, never the YAML.
+//!
+//! Every rejection says where: `drover.yml:14:7: health.path: expected a path starting with "/"`.
+//! To get positions for semantic problems too (a bad app name, not only broken YAML), the YAML
+//! is read into a tree of located nodes (`node`) and then walked field by field (`yaml`).
+//!
+//! The drover.yml shape (all but `app` and `processes` optional):
+//!
+//! ```yaml
+//! app: hello
+//! processes:                 # Procfile-style; `web` gets $PORT and is routed by the proxy
+//!   web: python3 app.py
+//!   worker: python3 worker.py
+//! build:                     # a command or a list of commands
+//!   - pip install -r requirements.txt --target .deps
+//! env: {GREETING: hello}     # numbers and booleans are kept as written
+//! scale: {web: 2}            # 0 to 100 per declared process; 1 when absent
+//! health: {path: /healthz, interval: 1s, timeout: 1s, start_period: 10s,
+//!          healthy_threshold: 1, unhealthy_threshold: 2, liveness_threshold: 10}
+//! deploy: {strategy: rolling, max_surge: 1, max_unavailable: 0,
+//!          deadline: 60s, drain_timeout: 30s, stop_grace: 10s}
+//! pipeline: {}               # reserved; accepted and ignored
+//! ```
+
+mod duration;
+mod error;
+mod node;
+mod procfile;
+mod suggest;
+#[cfg(test)]
+mod tests;
+mod yaml;
+
+pub use error::{ConfigError, Position};
+
+use model::{AppName, AppSpec};
+use std::io;
+use std::path::Path;
+
+/// The file that describes an app, at the root of its source.
+pub const DROVER_YML: &str = "drover.yml";
+/// The file read when there is no drover.yml.
+pub const PROCFILE: &str = "Procfile";
+
+/// Loads `dir/drover.yml`, or else `dir/Procfile`.
+///
+/// A drover.yml names the app itself; with only a Procfile, the app is named `fallback_name`,
+/// and it is an error if there is none. A Procfile next to a drover.yml is ignored.
+///
+/// Errors about a file's contents name it relative to `dir` (`drover.yml:3:5: ...`), so they
+/// read the same for a local checkout and a build directory.
+pub fn load_dir(dir: &Path, fallback_name: Option<&AppName>) -> Result<AppSpec, ConfigError> {
+    if let Some(text) = read_if_exists(&dir.join(DROVER_YML))? {
+        return parse_yaml(DROVER_YML, &text);
+    }
+    let procfile = dir.join(PROCFILE);
+    let Some(text) = read_if_exists(&procfile)? else {
+        return Err(ConfigError::NotFound {
+            dir: dir.to_owned(),
+        });
+    };
+    let Some(name) = fallback_name else {
+        return Err(ConfigError::NoAppName { procfile });
+    };
+    parse_procfile(PROCFILE, &text, name.clone())
+}
+
+/// Parses the text of a drover.yml; `file` is the name used in errors, e.g. `drover.yml`.
+pub fn parse_yaml(file: &str, text: &str) -> Result<AppSpec, ConfigError> {
+    yaml::parse(file, text)
+}
+
+/// Parses the text of a Procfile into a spec named `name` with default build, env, scale,
+/// health and deploy settings; `file` is the name used in errors.
+pub fn parse_procfile(file: &str, text: &str, name: AppName) -> Result<AppSpec, ConfigError> {
+    procfile::parse(file, text, name)
+}
+
+fn read_if_exists(path: &Path) -> Result<Option<String>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}

@@ -1,0 +1,400 @@
+//! Table tests for the public API: drover.yml and Procfile text in, a spec summary or the exact
+//! error message out.
+//!
+//! Every row goes through [`check`], so a change to the spec's shape or the error format is a
+//! change to [`summary`] or the expected strings, not to a hundred test functions.
+
+use crate::{load_dir, parse_procfile, parse_yaml, ConfigError};
+use model::{AppName, AppSpec, DeploySpec, HealthSpec};
+use std::fmt::Write;
+
+/// A spec in one line: name, processes, then only the parts that differ from the defaults.
+fn summary(spec: &AppSpec) -> String {
+    let mut out = spec.name.to_string();
+    out.push(';');
+    for (process, command) in &spec.processes {
+        write!(out, " {process}={command:?}").expect("writing to a String cannot fail");
+    }
+    if !spec.build.is_empty() {
+        write!(out, "; build={:?}", spec.build).expect("writing to a String cannot fail");
+    }
+    if !spec.env.is_empty() {
+        write!(out, "; env={:?}", spec.env).expect("writing to a String cannot fail");
+    }
+    if !spec.scale.is_empty() {
+        let scale: Vec<String> = spec
+            .scale
+            .iter()
+            .map(|(process, n)| format!("{process}={n}"))
+            .collect();
+        write!(out, "; scale={}", scale.join(" ")).expect("writing to a String cannot fail");
+    }
+    if spec.health != HealthSpec::default() {
+        write!(out, "; {:?}", spec.health).expect("writing to a String cannot fail");
+    }
+    if spec.deploy != DeploySpec::default() {
+        write!(out, "; {:?}", spec.deploy).expect("writing to a String cannot fail");
+    }
+    out
+}
+
+fn check(input: &str, actual: Result<AppSpec, ConfigError>, expected: &str) {
+    let actual = match actual {
+        Ok(spec) => summary(&spec),
+        Err(err) => err.to_string(),
+    };
+    assert_eq!(actual, expected, "\ninput:\n{input}");
+}
+
+/// The smallest valid drover.yml, three lines long, so that rows can add lines from line 4.
+const MINIMAL: &str = "app: hello\nprocesses:\n  web: python3 app.py\n";
+
+fn with(extra: &str) -> String {
+    format!("{MINIMAL}{extra}")
+}
+
+const FULL: &str = r#"app: hello
+processes:                 # Procfile-style; `web` gets $PORT and is routed by the proxy
+  web: python3 app.py
+  worker: python3 worker.py
+build:                     # list of shell command strings (or a single string)
+  - pip install -r requirements.txt --target .deps
+env: {GREETING: hello}
+scale: {web: 2}
+health: {path: /healthz, interval: 1s, timeout: 1s, start_period: 10s, healthy_threshold: 1, unhealthy_threshold: 2, liveness_threshold: 10}
+deploy: {strategy: rolling, max_surge: 1, max_unavailable: 0, deadline: 60s, drain_timeout: 30s, stop_grace: 10s}
+pipeline:
+  test: [make test]
+"#;
+
+#[test]
+fn drover_yml_accepted() {
+    let table: &[(String, &str)] = &[
+        (MINIMAL.to_owned(), r#"hello; web="python3 app.py""#),
+        (
+            FULL.to_owned(),
+            r#"hello; web="python3 app.py" worker="python3 worker.py"; build=["pip install -r requirements.txt --target .deps"]; env={"GREETING": "hello"}; scale=web=2; HealthSpec { path: Some("/healthz"), interval: 1s, timeout: 1s, start_period: 10s, healthy_threshold: 1, unhealthy_threshold: 2, liveness_threshold: 10 }"#,
+        ),
+        (
+            "# my app\napp: my-app-2\nprocesses: {web: ./server, worker: \"./work --queue=a\"}\n".to_owned(),
+            r#"my-app-2; web="./server" worker="./work --queue=a""#,
+        ),
+        // A single build command; a `|` block loses its trailing newline.
+        (with("build: make\n"), r#"hello; web="python3 app.py"; build=["make"]"#),
+        (with("build:\n  - |\n    make\n  - make install\n"), r#"hello; web="python3 app.py"; build=["make", "make install"]"#),
+        // Numbers and booleans are stringified as written; `yes` is not a boolean.
+        (
+            with("env: {A: 1, B: true, C: 1.10, D: \"x\", E: yes, F: '', G: 0x1F, _H: -2}\n"),
+            r#"hello; web="python3 app.py"; env={"A": "1", "B": "true", "C": "1.10", "D": "x", "E": "yes", "F": "", "G": "0x1F", "_H": "-2"}"#,
+        ),
+        (with("env: {A: .nan, B: 1e999, C: !!str 12}\n"), r#"hello; web="python3 app.py"; env={"A": ".nan", "B": "1e999", "C": "12"}"#),
+        (with("scale: {web: 0}\n"), r#"hello; web="python3 app.py"; scale=web=0"#),
+        (with("scale: {web: 100}\n"), r#"hello; web="python3 app.py"; scale=web=100"#),
+        // No path means a TCP check; the timeout may exceed the interval; start_period may be 0.
+        (
+            with("health: {interval: 500ms, timeout: 1.5s, start_period: 0s}\n"),
+            r#"hello; web="python3 app.py"; HealthSpec { path: None, interval: 500ms, timeout: 1.5s, start_period: 0ns, healthy_threshold: 1, unhealthy_threshold: 2, liveness_threshold: 10 }"#,
+        ),
+        (
+            with("deploy: {strategy: blue-green, deadline: 2m, drain_timeout: 0s, stop_grace: 0s}\n"),
+            r#"hello; web="python3 app.py"; DeploySpec { strategy: BlueGreen, deadline: 120s, drain_timeout: 0ns, stop_grace: 0ns }"#,
+        ),
+        (
+            with("deploy: {max_surge: 0, max_unavailable: 1}\n"),
+            r#"hello; web="python3 app.py"; DeploySpec { strategy: Rolling { max_surge: 0, max_unavailable: 1 }, deadline: 60s, drain_timeout: 30s, stop_grace: 10s }"#,
+        ),
+        // Empty optional sections mean the defaults.
+        (with("build:\nenv:\nscale:\nhealth:\ndeploy:\npipeline:\n"), r#"hello; web="python3 app.py""#),
+        // `pipeline` is reserved: any mapping is accepted and ignored.
+        (with("pipeline:\n  steps:\n    - run: make test\n  whatever: {x: [1, 2]}\n"), r#"hello; web="python3 app.py""#),
+        // Anchors and merge keys are plain YAML and work.
+        (
+            "app: hello\nprocesses:\n  web: &cmd ./server\n  worker: *cmd\nhealth: &h {interval: 2s}\n".to_owned(),
+            r#"hello; web="./server" worker="./server"; HealthSpec { path: None, interval: 2s, timeout: 1s, start_period: 10s, healthy_threshold: 1, unhealthy_threshold: 2, liveness_threshold: 10 }"#,
+        ),
+    ];
+    for (input, expected) in table {
+        check(input, parse_yaml("drover.yml", input), expected);
+    }
+}
+
+#[test]
+fn drover_yml_rejected() {
+    const TOP: &str =
+        "(expected one of: app, processes, build, env, scale, health, deploy, pipeline)";
+    const NAME_RULE: &str =
+        "may only contain lowercase letters, digits and '-', and must start with a letter";
+    let table: &[(String, String)] = &[
+        // Malformed YAML and documents of the wrong shape.
+        ("app: [hello\n".into(), "drover.yml:1:6: unclosed bracket '['".into()),
+        (with("env: {A: 1\n"), "drover.yml:4:6: unclosed bracket '{'".into()),
+        ("".into(), "drover.yml:1:1: expected a mapping with `app` and `processes`, found nothing".into()),
+        ("- web\n".into(), "drover.yml:1:1: expected a mapping with `app` and `processes`, found a list".into()),
+        // Unknown fields, with and without a suggestion.
+        (with("helth: {path: /}\n"), format!("drover.yml:4:1: helth: unknown field, did you mean `health`? {TOP}")),
+        (with("replicas: 3\n"), format!("drover.yml:4:1: replicas: unknown field {TOP}")),
+        (
+            with("health:\n  path: /healthz\n  timout: 2s\n"),
+            "drover.yml:6:3: health.timout: unknown field, did you mean `timeout`? (expected one of: path, interval, timeout, start_period, healthy_threshold, unhealthy_threshold, liveness_threshold)".into(),
+        ),
+        (
+            with("deploy: {strategy: rolling, surge: 2}\n"),
+            "drover.yml:4:29: deploy.surge: unknown field (expected one of: strategy, max_surge, max_unavailable, deadline, drain_timeout, stop_grace)".into(),
+        ),
+        ("app: hello\napp: bye\nprocesses: {web: x}\n".into(), "drover.yml:2:1: app: duplicate key, first defined on line 1".into()),
+        // app.
+        ("processes:\n  web: x\n".into(), "drover.yml:1:1: app: required field is missing".into()),
+        ("app: Hello\nprocesses:\n  web: x\n".into(), format!(r#"drover.yml:1:6: app: app name "Hello" {NAME_RULE}"#)),
+        ("app: ../etc\nprocesses:\n  web: x\n".into(), format!(r#"drover.yml:1:6: app: app name "../etc" {NAME_RULE}"#)),
+        ("app: \"a;rm -rf ~\"\nprocesses:\n  web: x\n".into(), format!(r#"drover.yml:1:6: app: app name "a;rm -rf ~" {NAME_RULE}"#)),
+        ("app: [hello]\nprocesses:\n  web: x\n".into(), "drover.yml:1:6: app: expected an app name, found a list".into()),
+        // processes.
+        ("app: hello\n".into(), "drover.yml:1:1: processes: required field is missing".into()),
+        ("app: hello\nprocesses: {}\n".into(), "drover.yml:2:12: processes: expected at least one process, like `web: ./server`".into()),
+        ("app: hello\nprocesses: [web]\n".into(), "drover.yml:2:12: processes: expected a mapping, found a list".into()),
+        ("app: hello\nprocesses:\n  Web: x\n".into(), format!(r#"drover.yml:3:3: processes.Web: process type "Web" {NAME_RULE}"#)),
+        ("app: hello\nprocesses:\n  web: ''\n".into(), "drover.yml:3:8: processes.web: expected a command, found an empty string".into()),
+        ("app: hello\nprocesses:\n  web: [a, b]\n".into(), "drover.yml:3:8: processes.web: expected a command, found a list".into()),
+        ("app: hello\nprocesses:\n  web: 42\n".into(), "drover.yml:3:8: processes.web: expected a command, found 42".into()),
+        ("app: hello\nprocesses:\n  web:\n".into(), "drover.yml:3:6: processes.web: expected a command, found nothing".into()),
+        ("app: hello\nprocesses:\n  web: a\n  web: b\n".into(), "drover.yml:4:3: processes.web: duplicate key, first defined on line 3".into()),
+        // build.
+        (with("build:\n  - make\n  - ''\n"), "drover.yml:6:5: build[1]: expected a command, found an empty string".into()),
+        (with("build: {a: b}\n"), "drover.yml:4:8: build: expected a command or a list of commands, found a mapping".into()),
+        // env.
+        (
+            with("env: {1FOO: x}\n"),
+            "drover.yml:4:7: env.1FOO: expected a variable name of letters, digits and `_`, not starting with a digit".into(),
+        ),
+        (
+            with("env:\n  MY-VAR: x\n"),
+            "drover.yml:5:3: env.MY-VAR: expected a variable name of letters, digits and `_`, not starting with a digit".into(),
+        ),
+        (
+            with("env:\n  \"A B\": x\n"),
+            r#"drover.yml:5:3: env."A B": expected a variable name of letters, digits and `_`, not starting with a digit"#.into(),
+        ),
+        (with("env:\n  PORT: 8080\n"), "drover.yml:5:3: env.PORT: PORT is reserved: drover sets it for the `web` process".into()),
+        (with("env:\n  A: [1]\n"), "drover.yml:5:6: env.A: expected a string, found a list".into()),
+        (with("env:\n  A:\n"), "drover.yml:5:4: env.A: expected a string, found nothing".into()),
+        (with("env:\n  A: ~\n"), "drover.yml:5:6: env.A: expected a string, found nothing".into()),
+        // scale.
+        (with("scale:\n  wbe: 2\n"), "drover.yml:5:3: scale.wbe: not a declared process, did you mean `web`? (declared: web)".into()),
+        (with("scale:\n  worker: 2\n"), "drover.yml:5:3: scale.worker: not a declared process (declared: web)".into()),
+        (with("scale: {web: 101}\n"), "drover.yml:4:14: scale.web: expected a whole number from 0 to 100, found 101".into()),
+        (with("scale: {web: -1}\n"), "drover.yml:4:14: scale.web: expected a whole number from 0 to 100, found -1".into()),
+        (with("scale: {web: two}\n"), r#"drover.yml:4:14: scale.web: expected a whole number from 0 to 100, found "two""#.into()),
+        (with("scale: {web: 1.5}\n"), "drover.yml:4:14: scale.web: expected a whole number from 0 to 100, found 1.5".into()),
+        // health.
+        (with("health:\n  path: healthz\n"), r#"drover.yml:5:9: health.path: expected a path starting with "/""#.into()),
+        (with("health: {path: /health z}\n"), "drover.yml:4:16: health.path: expected a path without whitespace".into()),
+        (with("health: {path: 5}\n"), "drover.yml:4:16: health.path: expected a path like /healthz, found 5".into()),
+        (
+            "app: hello\nprocesses:\n  worker: x\nhealth: {path: /}\n".into(),
+            "drover.yml:4:1: health: health checks apply to the `web` process, but there is no `web` process".into(),
+        ),
+        (with("health: {interval: 0s}\n"), "drover.yml:4:20: health.interval: expected a duration longer than 0".into()),
+        // An alias is reported where it is used, not where its anchor is.
+        (
+            with("health:\n  timeout: 1s\n  start_period: &zero 0s\n  interval: *zero\n"),
+            "drover.yml:7:13: health.interval: expected a duration longer than 0".into(),
+        ),
+        (with("health:\n  timeout: 0ms\n"), "drover.yml:5:12: health.timeout: expected a duration longer than 0".into()),
+        (
+            with("health:\n  interval: 5\n"),
+            "drover.yml:5:13: health.interval: expected a duration like 500ms, 1s, 1.5s or 2m, found 5".into(),
+        ),
+        (
+            with("health:\n  start_period: -1s\n"),
+            r#"drover.yml:5:17: health.start_period: expected a duration like 500ms, 1s, 1.5s or 2m, found "-1s""#.into(),
+        ),
+        (
+            with("health:\n  healthy_threshold: 0\n"),
+            "drover.yml:5:22: health.healthy_threshold: expected a whole number, 1 or more, found 0".into(),
+        ),
+        (
+            with("health:\n  unhealthy_threshold: 0\n"),
+            "drover.yml:5:24: health.unhealthy_threshold: expected a whole number, 1 or more, found 0".into(),
+        ),
+        (
+            with("health:\n  liveness_threshold: 0\n"),
+            "drover.yml:5:23: health.liveness_threshold: expected a whole number, 1 or more, found 0".into(),
+        ),
+        (with("health: /healthz\n"), r#"drover.yml:4:9: health: expected a mapping, found "/healthz""#.into()),
+        // deploy.
+        (
+            with("deploy:\n  max_surge: 0\n  max_unavailable: 0\n"),
+            "drover.yml:5:14: deploy.max_surge: max_surge and max_unavailable are both 0, so a rolling deploy cannot replace any instance".into(),
+        ),
+        (
+            with("deploy:\n  strategy: blue-green\n  max_surge: 2\n"),
+            "drover.yml:6:3: deploy.max_surge: only valid with strategy `rolling`, not `blue-green`".into(),
+        ),
+        (
+            with("deploy:\n  strategy: blue-green\n  max_unavailable: 1\n"),
+            "drover.yml:6:3: deploy.max_unavailable: only valid with strategy `rolling`, not `blue-green`".into(),
+        ),
+        (
+            with("deploy: {strategy: bluegreen}\n"),
+            r#"drover.yml:4:20: deploy.strategy: unknown strategy "bluegreen", did you mean `blue-green`? (expected one of: rolling, blue-green)"#.into(),
+        ),
+        (
+            with("deploy: {strategy: canary}\n"),
+            r#"drover.yml:4:20: deploy.strategy: unknown strategy "canary" (expected one of: rolling, blue-green)"#.into(),
+        ),
+        (with("deploy: {strategy: 1}\n"), "drover.yml:4:20: deploy.strategy: expected one of: rolling, blue-green, found 1".into()),
+        (with("deploy: {max_surge: -1}\n"), "drover.yml:4:21: deploy.max_surge: expected a whole number, 0 or more, found -1".into()),
+        (with("deploy: {deadline: 0s}\n"), "drover.yml:4:20: deploy.deadline: expected a duration longer than 0".into()),
+        (
+            with("deploy:\n  drain_timeout: 1 minute\n"),
+            r#"drover.yml:5:18: deploy.drain_timeout: expected a duration like 500ms, 1s, 1.5s or 2m, found "1 minute""#.into(),
+        ),
+        (with("deploy: rolling\n"), r#"drover.yml:4:9: deploy: expected a mapping, found "rolling""#.into()),
+        // pipeline must at least be a mapping.
+        (with("pipeline: make test\n"), r#"drover.yml:4:11: pipeline: expected a mapping, found "make test""#.into()),
+    ];
+    for (input, expected) in table {
+        check(input, parse_yaml("drover.yml", input), expected);
+    }
+}
+
+#[test]
+fn procfiles() {
+    const NAME_RULE: &str =
+        "may only contain lowercase letters, digits and '-', and must start with a letter";
+    let table: &[(&str, String)] = &[
+        (
+            "web: python3 app.py\nworker: python3 worker.py\n",
+            r#"hello; web="python3 app.py" worker="python3 worker.py""#.into(),
+        ),
+        (
+            "# comment\n\nweb: ./server --port $PORT\n   # indented comment\n",
+            r#"hello; web="./server --port $PORT""#.into(),
+        ),
+        ("web: a\r\nworker: b", r#"hello; web="a" worker="b""#.into()),
+        ("\u{feff}web:a\n", r#"hello; web="a""#.into()),
+        // Only the first colon separates the name.
+        (
+            "web: gunicorn --bind 0.0.0.0:$PORT app:app\n",
+            r#"hello; web="gunicorn --bind 0.0.0.0:$PORT app:app""#.into(),
+        ),
+        (
+            "web: a\nthis is not a process\n",
+            "Procfile:2:1: expected `name: command`".into(),
+        ),
+        (": a\n", "Procfile:1:1: expected `name: command`".into()),
+        (
+            "Web: a\n",
+            format!(r#"Procfile:1:1: Web: process type "Web" {NAME_RULE}"#),
+        ),
+        (
+            "  web server: a\n",
+            format!(r#"Procfile:1:3: "web server": process type "web server" {NAME_RULE}"#),
+        ),
+        (
+            "web:\n",
+            "Procfile:1:5: web: expected a command after `:`".into(),
+        ),
+        (
+            "worker: b\n  web :   \n",
+            "Procfile:2:8: web: expected a command after `:`".into(),
+        ),
+        (
+            "web: a\n\nweb: b\n",
+            "Procfile:3:1: web: duplicate process type, first declared on line 1".into(),
+        ),
+        (
+            "",
+            "Procfile:1:1: no processes declared, expected lines like `web: ./server`".into(),
+        ),
+        (
+            "# nothing yet\n",
+            "Procfile:1:1: no processes declared, expected lines like `web: ./server`".into(),
+        ),
+    ];
+    let name = AppName::parse("hello").expect("valid name");
+    for (input, expected) in table {
+        check(
+            input,
+            parse_procfile("Procfile", input, name.clone()),
+            expected,
+        );
+    }
+}
+
+/// Files to create in an app directory: name and contents.
+type Files<'a> = &'a [(&'a str, &'a str)];
+
+#[test]
+fn load_dir_prefers_drover_yml() {
+    let procfile = ("Procfile", "web: ./from-procfile\n");
+    let yml = (
+        "drover.yml",
+        "app: from-yml\nprocesses:\n  web: ./from-yml\n",
+    );
+    let table: &[(Files, Option<&str>, &str)] = &[
+        (&[yml], None, r#"from-yml; web="./from-yml""#),
+        (
+            &[yml, procfile],
+            Some("fallback"),
+            r#"from-yml; web="./from-yml""#,
+        ),
+        (
+            &[procfile],
+            Some("fallback"),
+            r#"fallback; web="./from-procfile""#,
+        ),
+        (
+            &[procfile],
+            None,
+            "the app has no name: a Procfile cannot give one, so add a drover.yml with `app: NAME`",
+        ),
+        (&[], Some("fallback"), "no drover.yml or Procfile found"),
+        // Contents errors name the file relative to the app's directory.
+        (
+            &[("drover.yml", "app: hello\nprocesses:\n  web: ''\n")],
+            None,
+            "drover.yml:3:8: processes.web: expected a command, found an empty string",
+        ),
+        (
+            &[("Procfile", "web\n")],
+            Some("fallback"),
+            "Procfile:1:1: expected `name: command`",
+        ),
+    ];
+    for (files, fallback, expected) in table {
+        let dir = tempfile::tempdir().expect("create a temp dir");
+        for (name, text) in *files {
+            std::fs::write(dir.path().join(name), text).expect("write a test file");
+        }
+        let fallback = fallback.map(|name| AppName::parse(name).expect("valid name"));
+        let expected = expected.replace("{dir}", &dir.path().display().to_string());
+        check(
+            &format!("{files:?}"),
+            load_dir(dir.path(), fallback.as_ref()),
+            &expected,
+        );
+    }
+}
+
+#[test]
+fn load_dir_reports_unreadable_files() {
+    let dir = tempfile::tempdir().expect("create a temp dir");
+    std::fs::create_dir(dir.path().join("drover.yml"))
+        .expect("create a directory named drover.yml");
+    let err = load_dir(dir.path(), None).expect_err("a directory is not a readable file");
+    assert_eq!(
+        err.to_string(),
+        format!("cannot read {}", dir.path().join("drover.yml").display())
+    );
+    assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+}
+
+#[test]
+fn errors_expose_position_and_field() {
+    let err =
+        parse_yaml("drover.yml", &with("health:\n  path: healthz\n")).expect_err("path without /");
+    let at = err.position().expect("a contents error has a position");
+    assert_eq!((at.file.as_str(), at.line, at.column), ("drover.yml", 5, 9));
+    assert_eq!(err.field(), Some("health.path"));
+}

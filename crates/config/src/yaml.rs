@@ -1,0 +1,573 @@
+//! drover.yml: the YAML shape of an app, walked from a [`Node`] tree into a validated [`AppSpec`].
+//!
+//! Each value is checked where it is read, with its dotted path and position at hand, so every
+//! rejection names the file, line, column and field. Checking stops at the first problem.
+//! Absent and empty (`null`) optional fields both mean "use the default".
+
+use crate::duration;
+use crate::error::{field_segment, ConfigError};
+use crate::node::{self, Node, Pos, Value};
+use crate::suggest::did_you_mean;
+use model::{AppName, AppSpec, DeploySpec, HealthSpec, ProcessType, Strategy};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const TOP_FIELDS: &[&str] = &[
+    "app",
+    "processes",
+    "build",
+    "env",
+    "scale",
+    "health",
+    "deploy",
+    "pipeline",
+];
+const HEALTH_FIELDS: &[&str] = &[
+    "path",
+    "interval",
+    "timeout",
+    "start_period",
+    "healthy_threshold",
+    "unhealthy_threshold",
+    "liveness_threshold",
+];
+const DEPLOY_FIELDS: &[&str] = &[
+    "strategy",
+    "max_surge",
+    "max_unavailable",
+    "deadline",
+    "drain_timeout",
+    "stop_grace",
+];
+/// Deploy strategies by name; the rolling one's numbers are read separately.
+const STRATEGIES: &[(&str, StrategyKind)] = &[
+    ("rolling", StrategyKind::Rolling),
+    ("blue-green", StrategyKind::BlueGreen),
+];
+/// Instances per process type are capped so that a typo (`scale: {web: 1000}`) cannot fork-bomb
+/// the box.
+const MAX_SCALE: u32 = 100;
+/// `max_surge` and `max_unavailable` when a rolling deploy leaves them out, as in
+/// [`DeploySpec::default`]: add one new instance at a time, never drop below the wanted count.
+const DEFAULT_MAX_SURGE: u32 = 1;
+const DEFAULT_MAX_UNAVAILABLE: u32 = 0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StrategyKind {
+    Rolling,
+    BlueGreen,
+}
+
+/// Parses and validates the text of a drover.yml; `file` names it in errors.
+pub(crate) fn parse(file: &str, text: &str) -> Result<AppSpec, ConfigError> {
+    let root = node::parse(file, text)?;
+    Doc { file, text }.spec(&root)
+}
+
+/// The file being walked: its name for errors, its text to quote scalars as written.
+struct Doc<'t> {
+    file: &'t str,
+    text: &'t str,
+}
+
+/// A value in the document, with the path and key that lead to it.
+struct Field<'n> {
+    /// Dotted path from the document root, e.g. `health.path` or `build[1]`.
+    path: String,
+    /// The key that names this field; empty for list items.
+    name: String,
+    /// Where the key is, to point at it when the key itself is wrong (unknown, misspelled).
+    key_pos: Pos,
+    node: &'n Node,
+}
+
+impl<'n> Field<'n> {
+    fn entry(parent: &Field<'_>, name: String, key_pos: Pos, node: &'n Node) -> Self {
+        let segment = field_segment(&name);
+        let path = if parent.path.is_empty() {
+            segment
+        } else {
+            format!("{}.{segment}", parent.path)
+        };
+        Self {
+            path,
+            name,
+            key_pos,
+            node,
+        }
+    }
+
+    fn item(parent: &Field<'_>, idx: usize, node: &'n Node) -> Self {
+        Self {
+            path: format!("{}[{idx}]", parent.path),
+            name: String::new(),
+            key_pos: node.pos,
+            node,
+        }
+    }
+}
+
+/// The entries of a mapping with a fixed set of fields, all known to be valid names.
+struct Record<'n> {
+    entries: Vec<Field<'n>>,
+}
+
+impl<'n> Record<'n> {
+    /// The field if present, even when empty.
+    fn get(&self, name: &str) -> Option<&Field<'n>> {
+        self.entries.iter().find(|field| field.name == name)
+    }
+
+    /// The field if present with a value other than `null`.
+    fn given(&self, name: &str) -> Option<&Field<'n>> {
+        self.get(name)
+            .filter(|field| !matches!(field.node.value, Value::Null))
+    }
+}
+
+impl Doc<'_> {
+    fn spec(&self, root: &Node) -> Result<AppSpec, ConfigError> {
+        if !matches!(root.value, Value::Map(_)) {
+            return Err(ConfigError::Malformed {
+                at: root.pos.in_file(self.file),
+                message: format!(
+                    "expected a mapping with `app` and `processes`, found {}",
+                    root.describe(self.text)
+                ),
+            });
+        }
+        let root = Field {
+            path: String::new(),
+            name: String::new(),
+            key_pos: root.pos,
+            node: root,
+        };
+        let record = self.record(&root, TOP_FIELDS)?;
+
+        let name = match record.get("app") {
+            Some(field) => self.app_name(field)?,
+            None => return Err(self.missing(&root, "app")),
+        };
+        let processes = match record.get("processes") {
+            Some(field) => self.processes(field)?,
+            None => return Err(self.missing(&root, "processes")),
+        };
+        let build = match record.given("build") {
+            Some(field) => self.build(field)?,
+            None => Vec::new(),
+        };
+        let env = match record.given("env") {
+            Some(field) => self.env(field)?,
+            None => BTreeMap::new(),
+        };
+        let scale = match record.given("scale") {
+            Some(field) => self.scale(field, &processes)?,
+            None => BTreeMap::new(),
+        };
+        let health = match record.given("health") {
+            Some(field) if !processes.contains_key(&ProcessType::web()) => {
+                return Err(self.at_key(
+                    field,
+                    "health checks apply to the `web` process, but there is no `web` process"
+                        .to_owned(),
+                ));
+            }
+            Some(field) => self.health(field)?,
+            None => HealthSpec::default(),
+        };
+        let deploy = match record.given("deploy") {
+            Some(field) => self.deploy(field)?,
+            None => DeploySpec::default(),
+        };
+        // Reserved for build and test pipelines: accepted so that files written for a newer
+        // drover still deploy, but not interpreted yet.
+        if let Some(field) = record.given("pipeline") {
+            self.record_any(field)?;
+        }
+        Ok(AppSpec {
+            name,
+            processes,
+            build,
+            env,
+            scale,
+            health,
+            deploy,
+        })
+    }
+
+    fn app_name(&self, field: &Field<'_>) -> Result<AppName, ConfigError> {
+        let name = self.string(field, "an app name")?;
+        AppName::parse(name).map_err(|err| self.at_value(field, err.to_string()))
+    }
+
+    fn processes(&self, field: &Field<'_>) -> Result<BTreeMap<ProcessType, String>, ConfigError> {
+        let entries = self.entries(field)?;
+        if entries.is_empty() {
+            return Err(self.at_value(
+                field,
+                "expected at least one process, like `web: ./server`".to_owned(),
+            ));
+        }
+        let mut processes = BTreeMap::new();
+        for entry in &entries {
+            let process = ProcessType::parse(&entry.name)
+                .map_err(|err| self.at_key(entry, err.to_string()))?;
+            processes.insert(process, self.command(entry)?);
+        }
+        Ok(processes)
+    }
+
+    fn build(&self, field: &Field<'_>) -> Result<Vec<String>, ConfigError> {
+        match &field.node.value {
+            Value::Str(_) => Ok(vec![self.command(field)?]),
+            Value::Seq(items) => items
+                .iter()
+                .enumerate()
+                .map(|(idx, item)| self.command(&Field::item(field, idx, item)))
+                .collect(),
+            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Map(_) => {
+                Err(self.expected(field, "a command or a list of commands"))
+            }
+        }
+    }
+
+    /// A shell command line; surrounding whitespace (such as the newline a `|` block leaves) is
+    /// dropped.
+    fn command(&self, field: &Field<'_>) -> Result<String, ConfigError> {
+        let command = self.string(field, "a command")?.trim();
+        if command.is_empty() {
+            return Err(self.at_value(
+                field,
+                "expected a command, found an empty string".to_owned(),
+            ));
+        }
+        Ok(command.to_owned())
+    }
+
+    fn env(&self, field: &Field<'_>) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut env = BTreeMap::new();
+        for entry in self.entries(field)? {
+            if !is_env_name(&entry.name) {
+                return Err(self.at_key(
+                    &entry,
+                    "expected a variable name of letters, digits and `_`, not starting with a digit".to_owned(),
+                ));
+            }
+            if entry.name == "PORT" {
+                return Err(self.at_key(
+                    &entry,
+                    "PORT is reserved: drover sets it for the `web` process".to_owned(),
+                ));
+            }
+            let value = entry
+                .node
+                .scalar_text(self.text)
+                .ok_or_else(|| self.expected(&entry, "a string"))?;
+            env.insert(entry.name, value);
+        }
+        Ok(env)
+    }
+
+    fn scale(
+        &self,
+        field: &Field<'_>,
+        processes: &BTreeMap<ProcessType, String>,
+    ) -> Result<BTreeMap<ProcessType, u32>, ConfigError> {
+        let declared: Vec<&str> = processes.keys().map(ProcessType::as_str).collect();
+        let mut scale = BTreeMap::new();
+        for entry in self.entries(field)? {
+            let process = ProcessType::parse(&entry.name)
+                .ok()
+                .filter(|process| processes.contains_key(process));
+            let Some(process) = process else {
+                return Err(self.at_key(
+                    &entry,
+                    format!(
+                        "not a declared process{} (declared: {})",
+                        did_you_mean(&entry.name, &declared),
+                        declared.join(", ")
+                    ),
+                ));
+            };
+            scale.insert(process, self.count(&entry, 0, MAX_SCALE)?);
+        }
+        Ok(scale)
+    }
+
+    fn health(&self, field: &Field<'_>) -> Result<HealthSpec, ConfigError> {
+        let record = self.record(field, HEALTH_FIELDS)?;
+        let mut health = HealthSpec::default();
+        if let Some(field) = record.given("path") {
+            health.path = Some(self.health_path(field)?);
+        }
+        if let Some(field) = record.given("interval") {
+            health.interval = self.positive_duration(field)?;
+        }
+        if let Some(field) = record.given("timeout") {
+            health.timeout = self.positive_duration(field)?;
+        }
+        if let Some(field) = record.given("start_period") {
+            health.start_period = self.duration(field)?;
+        }
+        if let Some(field) = record.given("healthy_threshold") {
+            health.healthy_threshold = self.count(field, 1, u32::MAX)?;
+        }
+        if let Some(field) = record.given("unhealthy_threshold") {
+            health.unhealthy_threshold = self.count(field, 1, u32::MAX)?;
+        }
+        if let Some(field) = record.given("liveness_threshold") {
+            health.liveness_threshold = self.count(field, 1, u32::MAX)?;
+        }
+        Ok(health)
+    }
+
+    /// An HTTP path; it ends up in a request line, so it must be one token starting with "/".
+    fn health_path(&self, field: &Field<'_>) -> Result<String, ConfigError> {
+        let path = self.string(field, "a path like /healthz")?;
+        if !path.starts_with('/') {
+            return Err(self.at_value(field, r#"expected a path starting with "/""#.to_owned()));
+        }
+        if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(self.at_value(field, "expected a path without whitespace".to_owned()));
+        }
+        Ok(path.to_owned())
+    }
+
+    fn deploy(&self, field: &Field<'_>) -> Result<DeploySpec, ConfigError> {
+        let record = self.record(field, DEPLOY_FIELDS)?;
+        let mut deploy = DeploySpec::default();
+        let strategy = match record.given("strategy") {
+            Some(field) => self.one_of(field, "strategy", STRATEGIES)?,
+            None => StrategyKind::Rolling,
+        };
+        let max_surge = record.given("max_surge");
+        let max_unavailable = record.given("max_unavailable");
+        deploy.strategy = match strategy {
+            StrategyKind::Rolling => {
+                let surge = max_surge
+                    .map(|field| self.count(field, 0, u32::MAX))
+                    .transpose()?;
+                let unavailable = max_unavailable
+                    .map(|field| self.count(field, 0, u32::MAX))
+                    .transpose()?;
+                let surge = surge.unwrap_or(DEFAULT_MAX_SURGE);
+                let unavailable = unavailable.unwrap_or(DEFAULT_MAX_UNAVAILABLE);
+                if surge == 0 && unavailable == 0 {
+                    let culprit = max_surge.or(max_unavailable).unwrap_or(field);
+                    return Err(self.at_value(
+                        culprit,
+                        "max_surge and max_unavailable are both 0, so a rolling deploy cannot replace any instance"
+                            .to_owned(),
+                    ));
+                }
+                Strategy::Rolling {
+                    max_surge: surge,
+                    max_unavailable: unavailable,
+                }
+            }
+            StrategyKind::BlueGreen => {
+                if let Some(field) = max_surge.or(max_unavailable) {
+                    return Err(self.at_key(
+                        field,
+                        "only valid with strategy `rolling`, not `blue-green`".to_owned(),
+                    ));
+                }
+                Strategy::BlueGreen
+            }
+        };
+        if let Some(field) = record.given("deadline") {
+            deploy.deadline = self.positive_duration(field)?;
+        }
+        if let Some(field) = record.given("drain_timeout") {
+            deploy.drain_timeout = self.duration(field)?;
+        }
+        if let Some(field) = record.given("stop_grace") {
+            deploy.stop_grace = self.duration(field)?;
+        }
+        Ok(deploy)
+    }
+
+    /// The entries of a mapping whose fields are fixed; an unknown field is an error.
+    fn record<'n>(&self, field: &Field<'n>, known: &[&str]) -> Result<Record<'n>, ConfigError> {
+        let entries = self.entries(field)?;
+        if let Some(unknown) = entries
+            .iter()
+            .find(|entry| !known.contains(&entry.name.as_str()))
+        {
+            return Err(self.at_key(
+                unknown,
+                format!(
+                    "unknown field{} (expected one of: {})",
+                    did_you_mean(&unknown.name, known),
+                    known.join(", ")
+                ),
+            ));
+        }
+        Ok(Record { entries })
+    }
+
+    /// Checks that a value is a mapping of any shape, without looking inside.
+    fn record_any(&self, field: &Field<'_>) -> Result<(), ConfigError> {
+        match field.node.value {
+            Value::Null | Value::Map(_) => Ok(()),
+            Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Str(_) | Value::Seq(_) => {
+                Err(self.expected(field, "a mapping"))
+            }
+        }
+    }
+
+    /// The entries of a mapping (`null` reads as an empty one), keyed by scalars, without
+    /// duplicates.
+    fn entries<'n>(&self, field: &Field<'n>) -> Result<Vec<Field<'n>>, ConfigError> {
+        let pairs = match &field.node.value {
+            Value::Map(pairs) => pairs.as_slice(),
+            Value::Null => &[],
+            Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Str(_) | Value::Seq(_) => {
+                return Err(self.expected(field, "a mapping"));
+            }
+        };
+        let mut entries: Vec<Field<'n>> = Vec::with_capacity(pairs.len());
+        for (key, value) in pairs {
+            let Some(name) = key.scalar_text(self.text) else {
+                return Err(self.error(
+                    key.pos,
+                    &field.path,
+                    format!("expected a name as key, found {}", key.describe(self.text)),
+                ));
+            };
+            let entry = Field::entry(field, name, key.pos, value);
+            if let Some(first) = entries.iter().find(|first| first.name == entry.name) {
+                return Err(self.at_key(
+                    &entry,
+                    format!(
+                        "duplicate key, first defined on line {}",
+                        first.key_pos.line
+                    ),
+                ));
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    fn string<'n>(&self, field: &Field<'n>, what: &str) -> Result<&'n str, ConfigError> {
+        match &field.node.value {
+            Value::Str(value) => Ok(value),
+            Value::Null
+            | Value::Bool(_)
+            | Value::Int(_)
+            | Value::Float(_)
+            | Value::Seq(_)
+            | Value::Map(_) => Err(self.expected(field, what)),
+        }
+    }
+
+    /// A whole number in `min..=max`.
+    fn count(&self, field: &Field<'_>, min: u32, max: u32) -> Result<u32, ConfigError> {
+        if let Value::Int(value) = field.node.value {
+            if let Some(count) = u32::try_from(value)
+                .ok()
+                .filter(|count| (min..=max).contains(count))
+            {
+                return Ok(count);
+            }
+        }
+        let what = match max {
+            u32::MAX => format!("a whole number, {min} or more"),
+            _ => format!("a whole number from {min} to {max}"),
+        };
+        Err(self.expected(field, &what))
+    }
+
+    fn duration(&self, field: &Field<'_>) -> Result<Duration, ConfigError> {
+        match &field.node.value {
+            Value::Str(text) => {
+                duration::parse(text).ok_or_else(|| self.expected(field, duration::EXPECTED))
+            }
+            Value::Null
+            | Value::Bool(_)
+            | Value::Int(_)
+            | Value::Float(_)
+            | Value::Seq(_)
+            | Value::Map(_) => Err(self.expected(field, duration::EXPECTED)),
+        }
+    }
+
+    /// A duration for something that repeats or waits: 0 would spin or give up at once.
+    fn positive_duration(&self, field: &Field<'_>) -> Result<Duration, ConfigError> {
+        let duration = self.duration(field)?;
+        if duration.is_zero() {
+            return Err(self.at_value(field, "expected a duration longer than 0".to_owned()));
+        }
+        Ok(duration)
+    }
+
+    /// One of a fixed set of words, as the value it stands for.
+    fn one_of<T: Copy>(
+        &self,
+        field: &Field<'_>,
+        what: &str,
+        choices: &[(&str, T)],
+    ) -> Result<T, ConfigError> {
+        let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+        let value = self.string(field, &format!("one of: {}", names.join(", ")))?;
+        match choices.iter().find(|(name, _)| *name == value) {
+            Some((_, choice)) => Ok(*choice),
+            None => Err(self.at_value(
+                field,
+                format!(
+                    "unknown {what} {value:?}{} (expected one of: {})",
+                    did_you_mean(value, &names),
+                    names.join(", ")
+                ),
+            )),
+        }
+    }
+
+    fn missing(&self, parent: &Field<'_>, name: &str) -> ConfigError {
+        self.error(
+            parent.node.pos,
+            name,
+            "required field is missing".to_owned(),
+        )
+    }
+
+    fn expected(&self, field: &Field<'_>, what: &str) -> ConfigError {
+        self.at_value(
+            field,
+            format!("expected {what}, found {}", field.node.describe(self.text)),
+        )
+    }
+
+    /// An error about a field's value, located at the value.
+    fn at_value(&self, field: &Field<'_>, message: String) -> ConfigError {
+        self.error(field.node.pos, &field.path, message)
+    }
+
+    /// An error about a field's key (unknown, misspelled, not allowed here), located at the key.
+    fn at_key(&self, field: &Field<'_>, message: String) -> ConfigError {
+        self.error(field.key_pos, &field.path, message)
+    }
+
+    fn error(&self, pos: Pos, path: &str, message: String) -> ConfigError {
+        let at = pos.in_file(self.file);
+        // Only the document itself has an empty path, and what is wrong with it is its shape.
+        match path {
+            "" => ConfigError::Malformed { at, message },
+            _ => ConfigError::Invalid {
+                at,
+                field: path.to_owned(),
+                message,
+            },
+        }
+    }
+}
+
+/// A POSIX-portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
