@@ -1,1 +1,10 @@
-//! The control plane's HTTP API (axum) and the server that runs reconciles.
+//! The control plane: the HTTP API, the reconcile loop, and starting the data plane.
+//!
+//! `server::run` is what `drover server run` does. The CLI talks to it only over HTTP, with the
+//! token from the data directory; the wire types live in [`wire`].
+
+pub mod datadir;
+pub mod procinfo;
+mod routes;
+pub mod server;
+pub mod wire;

@@ -4,3 +4,4 @@
 //! store, calls the planner for each app and applies its actions.
 
 pub mod plan;
+pub mod reconciler;

@@ -1,19 +1,100 @@
 //! The `drover` binary: command-line parsing and glue over the library crates.
+//!
+//! Control-plane commands talk to the server over its HTTP API; `server run`, `proxy` and `shim`
+//! are the long-running processes themselves.
 
-use clap::{Parser, Subcommand};
+mod client;
+mod commands;
+
+use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(name = "drover", version, about = "Build, test and deploy apps like cattle")]
 struct Cli {
+    /// Where Drover keeps its state [default: $DROVER_DATA_DIR or ~/.local/share/drover].
+    #[arg(long, global = true, env = "DROVER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Args, Clone, Default)]
+pub struct ServerFlags {
+    /// Address the apps' proxy listens on (saved for later starts).
+    #[arg(long)]
+    http_addr: Option<SocketAddr>,
+    /// Address of the API (saved for later starts).
+    #[arg(long)]
+    api_addr: Option<SocketAddr>,
+    /// Apps answer at APP.DOMAIN.
+    #[arg(long)]
+    domain: Option<String>,
+    /// Largest accepted source upload, in bytes.
+    #[arg(long)]
+    upload_limit: Option<u64>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Start the server if needed and deploy an app directory (default: the bundled example).
+    Up {
+        dir: Option<PathBuf>,
+        /// App name, when the directory has only a Procfile.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        server: ServerFlags,
+    },
+    /// Build and roll out an app directory.
+    Deploy {
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        name: Option<String>,
+        /// Return once the upload is accepted.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List apps.
+    Apps,
+    /// List an app's instances.
+    Ps { app: Option<String> },
+    /// List an app's releases, newest first.
+    Releases { app: Option<String> },
+    /// Roll back to RELEASE (default: the one before the current), as a new release.
+    Rollback {
+        release: Option<String>,
+        #[arg(short, long)]
+        app: Option<String>,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Set instance counts, e.g. `drover scale web=3 worker=1`.
+    Scale {
+        #[arg(required = true)]
+        counts: Vec<String>,
+        #[arg(short, long)]
+        app: Option<String>,
+    },
+    /// Show an app's logs; -f follows.
+    Logs {
+        app: Option<String>,
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+    },
+    /// Show recent events (deploys, rollbacks, scaling).
+    Events { app: Option<String> },
+    /// Start, stop or inspect the Drover server.
+    #[command(subcommand)]
+    Server(ServerCommand),
     /// Run the data-plane proxy in the foreground (normally started by the server).
+    #[command(hide = true)]
     Proxy {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
@@ -25,14 +106,78 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+    /// Supervise one instance (started by the process runtime).
+    #[command(hide = true)]
+    Shim {
+        #[arg(long)]
+        instance_dir: PathBuf,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Subcommand)]
+enum ServerCommand {
+    /// Start the server in the background.
+    Start(ServerFlags),
+    /// Stop the server; with --all also every app instance and the proxy.
+    Stop {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show whether the server runs, and where.
+    Status,
+    /// Run the server in the foreground.
+    Run(ServerFlags),
+}
+
+fn main() {
     let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let data = api::datadir::DataDir::new(cli.data_dir.clone().unwrap_or_else(api::datadir::DataDir::default_root));
+    let out = commands::Output { json: cli.json };
     match cli.command {
         Command::Proxy { listen, admin_socket, state_file, threads } => {
-            let _ = (listen, admin_socket, state_file, threads);
-            anyhow::bail!("not wired yet")
+            init_tracing();
+            proxy::run(proxy::ProxyOptions { listen, admin_socket, state_file, threads })?;
+            Ok(0)
+        }
+        Command::Shim { instance_dir } => {
+            runtime::shim::run(&instance_dir)?;
+            Ok(0)
+        }
+        Command::Server(ServerCommand::Run(flags)) => {
+            init_tracing();
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(api::server::run(api::server::ServerOptions {
+                data,
+                overrides: flags.into(),
+                exe: std::env::current_exe()?,
+            }))?;
+            Ok(0)
+        }
+        command => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(commands::dispatch(command, data, out))
         }
     }
+}
+
+impl From<ServerFlags> for api::server::Overrides {
+    fn from(f: ServerFlags) -> Self {
+        Self { api_addr: f.api_addr, http_addr: f.http_addr, domain: f.domain, upload_limit: f.upload_limit }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

@@ -1,1 +1,127 @@
 //! The Runtime trait and its process backend: supervised instances that outlive the control plane.
+//!
+//! [`Runtime`] is the one interface the deployer uses to start, stop, observe and forget
+//! instances. It speaks only in domain terms ([`InstanceSpec`], [`InstanceStatus`]); how an
+//! instance is kept alive is the backend's business. The first backend is [`ProcessRuntime`]:
+//! every instance is a plain process group supervised by its own small [`shim`] process (the
+//! Nomad `raw_exec` / containerd-shim idea). Docker, Swarm or Kubernetes backends come later
+//! behind the same trait.
+//!
+//! **Invariants.**
+//! - An instance survives the control plane: the shim is detached from it, and `start` reports
+//!   success only once the shim's pid and start time are on disk, so a restarted control plane
+//!   can find every instance again with [`Runtime::list`] (re-adoption), and never orphans one.
+//! - Stopping is SIGTERM to the app's process group, a grace period, then SIGKILL.
+//! - Logs are the `logs` crate's business: this crate only feeds it lines.
+
+mod backoff;
+mod disk;
+mod error;
+mod isolation;
+mod process;
+mod procfs;
+pub mod shim;
+
+pub use error::RuntimeError;
+pub use process::ProcessRuntime;
+
+use model::{AppName, InstanceId, ProcessType, ReleaseId};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything needed to run one instance of one process type of one release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSpec {
+    pub id: InstanceId,
+    pub app: AppName,
+    pub release: ReleaseId,
+    pub process: ProcessType,
+    /// A command line, run with `sh -c`.
+    pub command: String,
+    /// The app's environment. The runtime adds `PORT` (if `port` is set), `DROVER_APP`,
+    /// `DROVER_RELEASE`, `DROVER_INSTANCE`, `DROVER_PROCESS`, `HOME` and `TMPDIR`, which win
+    /// over entries of the same name here; `PATH` defaults to the runtime's own if absent.
+    pub env: BTreeMap<String, String>,
+    /// Sets `$PORT`; the app is expected to listen on it.
+    pub port: Option<u16>,
+    /// The unpacked artifact, used as the working directory. Treated as read-only: backends
+    /// that can enforce it do.
+    pub slug_dir: PathBuf,
+    /// Time between SIGTERM and SIGKILL when the instance stops.
+    pub stop_grace: Duration,
+}
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InstanceState {
+    /// The supervisor is up but has not started the app yet.
+    Starting,
+    /// The app is running.
+    Running,
+    /// The app exited and is restarted after a backoff delay.
+    Restarting,
+    /// A stop was requested; the app is within its grace period.
+    Stopping,
+    /// Nothing of the instance runs any more; the cause says why.
+    Exited(ExitCause),
+}
+
+/// Why an instance is [`InstanceState::Exited`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExitCause {
+    /// It was stopped on request.
+    Stopped,
+    /// It could not be started at all (see `last_exit`).
+    Failed,
+    /// Its supervisor disappeared without stopping it (killed, machine crashed): the instance
+    /// must be replaced.
+    Lost,
+}
+
+/// How an instance is walled off from the rest of the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isolation {
+    /// A plain process: it sees and may write whatever its user may.
+    None,
+    /// A private mount namespace in which the slug directory is read-only; with `private_tmp`,
+    /// `/tmp` is also a private, empty tmpfs.
+    MountNamespace { private_tmp: bool },
+}
+
+/// What a backend knows about one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceStatus {
+    pub spec: InstanceSpec,
+    pub state: InstanceState,
+    /// The app's main process while it is running.
+    pub pid: Option<u32>,
+    /// How many times the app was restarted after exiting.
+    pub restarts: u32,
+    /// When the instance was started, in milliseconds since the Unix epoch.
+    pub started_at: u64,
+    /// How the app last ended, e.g. "exited with code 1" or "killed by SIGKILL".
+    pub last_exit: Option<String>,
+    pub isolation: Isolation,
+}
+
+/// Runs instances on this machine.
+pub trait Runtime: Send + Sync + 'static {
+    /// Starts an instance and returns once it is supervised and its supervisor's identity is
+    /// persisted. Fails without leaving anything running if the spec is unusable or the
+    /// instance cannot be started.
+    fn start(&self, spec: InstanceSpec) -> impl Future<Output = Result<InstanceStatus, RuntimeError>> + Send;
+
+    /// Stops an instance gracefully: SIGTERM to all its processes, its grace period, then
+    /// SIGKILL. Returns when nothing of it runs any more. Stopping an exited instance cleans up
+    /// whatever it left running and succeeds.
+    fn stop(&self, id: &InstanceId) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Every instance this backend knows on this machine, alive or exited but not yet removed.
+    /// This is how a restarted control plane re-adopts its instances.
+    fn list(&self) -> impl Future<Output = Result<Vec<InstanceStatus>, RuntimeError>> + Send;
+
+    /// Forgets an exited instance: its runtime files go, its logs stay.
+    fn remove(&self, id: &InstanceId) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+}
