@@ -1,0 +1,221 @@
+//! Walking, copying, freezing and removing directory trees of plain files and directories.
+//!
+//! Source trees and build output are walked in one sorted order so that hashing and packing are
+//! deterministic. Links and special files are refused, never followed: following a link could
+//! pull a host file such as `/etc/shadow` into a slug, and a device has no place in one.
+
+use crate::error::{io_error, ArtifactError};
+use std::fs::{self, Permissions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Whether a walk descends into `.git` directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Git {
+    /// Source trees: history is not an input of the build, so it neither busts the cache nor
+    /// ends up in the slug.
+    Skip,
+    /// Build output is packed exactly as the build left it.
+    Keep,
+}
+
+/// What a tree entry is; the exec bit is the only part of a file's mode that matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Dir,
+    File { exec: bool },
+}
+
+/// One file or directory, relative to the tree's root.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) rel: PathBuf,
+    pub(crate) kind: Kind,
+}
+
+/// Lists every file and directory under `root`, sorted by path bytes, so a directory comes
+/// before its contents and reversing the list visits contents before their directory.
+pub(crate) fn walk(root: &Path, git: Git) -> Result<Vec<Entry>, ArtifactError> {
+    let mut entries = Vec::new();
+    walk_into(root, Path::new(""), git, &mut entries)?;
+    entries.sort_by(|a, b| {
+        a.rel
+            .as_os_str()
+            .as_bytes()
+            .cmp(b.rel.as_os_str().as_bytes())
+    });
+    Ok(entries)
+}
+
+fn walk_into(
+    root: &Path,
+    rel: &Path,
+    git: Git,
+    entries: &mut Vec<Entry>,
+) -> Result<(), ArtifactError> {
+    let dir = root.join(rel);
+    for item in fs::read_dir(&dir).map_err(io_error("list directory", &dir))? {
+        let item = item.map_err(io_error("list directory", &dir))?;
+        let name = item.file_name();
+        if git == Git::Skip && name == ".git" {
+            continue;
+        }
+        let rel = rel.join(&name);
+        let path = item.path();
+        // `DirEntry::file_type` and `DirEntry::metadata` do not follow symlinks.
+        let file_type = item.file_type().map_err(io_error("inspect", &path))?;
+        if file_type.is_dir() {
+            entries.push(Entry {
+                rel: rel.clone(),
+                kind: Kind::Dir,
+            });
+            walk_into(root, &rel, git, entries)?;
+        } else if file_type.is_file() {
+            let mode = item
+                .metadata()
+                .map_err(io_error("inspect", &path))?
+                .permissions()
+                .mode();
+            entries.push(Entry {
+                rel,
+                kind: Kind::File {
+                    exec: mode & 0o111 != 0,
+                },
+            });
+        } else {
+            return Err(ArtifactError::UnsupportedFile {
+                path,
+                kind: kind_name(file_type),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn kind_name(file_type: fs::FileType) -> &'static str {
+    if file_type.is_symlink() {
+        "symlink"
+    } else if file_type.is_fifo() {
+        "fifo"
+    } else if file_type.is_socket() {
+        "socket"
+    } else if file_type.is_char_device() {
+        "character device"
+    } else if file_type.is_block_device() {
+        "block device"
+    } else {
+        "special file"
+    }
+}
+
+/// Copies the walked `entries` of `src` into the existing directory `dest`, keeping file modes.
+pub(crate) fn copy(src: &Path, dest: &Path, entries: &[Entry]) -> Result<(), ArtifactError> {
+    for entry in entries {
+        let to = dest.join(&entry.rel);
+        match entry.kind {
+            Kind::Dir => fs::create_dir(&to).map_err(io_error("create directory", &to))?,
+            Kind::File { .. } => {
+                let from = src.join(&entry.rel);
+                fs::copy(&from, &to).map_err(io_error("copy", &from))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes the tree read-only for everyone: files 0444 (0555 if executable), directories 0555.
+/// Contents are frozen before their directory, which could not be entered for writing after.
+pub(crate) fn freeze(root: &Path, entries: &[Entry]) -> Result<(), ArtifactError> {
+    for entry in entries.iter().rev() {
+        let mode = match entry.kind {
+            Kind::Dir | Kind::File { exec: true } => 0o555,
+            Kind::File { exec: false } => 0o444,
+        };
+        set_mode(&root.join(&entry.rel), mode)?;
+    }
+    set_mode(root, 0o555)
+}
+
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), ArtifactError> {
+    fs::set_permissions(path, Permissions::from_mode(mode))
+        .map_err(io_error("set permissions on", path))
+}
+
+/// Removes a directory tree that may contain read-only directories (a frozen tree, or build
+/// output such as Go's module cache). A missing tree is not an error.
+pub(crate) fn remove(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            make_dirs_writable(path);
+            fs::remove_dir_all(path)
+        }
+    }
+}
+
+/// Best effort: whatever cannot be fixed here makes the following `remove_dir_all` fail.
+fn make_dirs_writable(dir: &Path) {
+    let _ = fs::set_permissions(dir, Permissions::from_mode(0o755));
+    let Ok(items) = fs::read_dir(dir) else { return };
+    for item in items.flatten() {
+        if item.file_type().is_ok_and(|file_type| file_type.is_dir()) {
+            make_dirs_writable(&item.path());
+        }
+    }
+}
+
+/// Removes everything inside `dir`, keeping `dir` itself.
+pub(crate) fn clear(dir: &Path) -> io::Result<()> {
+    for item in fs::read_dir(dir)? {
+        let item = item?;
+        if item.file_type()?.is_dir() {
+            remove(&item.path())?;
+        } else {
+            fs::remove_file(item.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// A directory under the store's `tmp/` that is removed when dropped, unless persisted.
+#[derive(Debug)]
+pub(crate) struct Scratch {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Scratch {
+    pub(crate) fn new_in(dir: &Path, prefix: &str) -> Result<Self, ArtifactError> {
+        let path = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(dir)
+            .map_err(io_error("create a directory in", dir))?
+            .keep();
+        Ok(Self { path, armed: true })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames the directory to `to`, after which it is no longer removed on drop.
+    pub(crate) fn persist(mut self, to: &Path) -> io::Result<()> {
+        fs::rename(&self.path, to)?;
+        self.armed = false;
+        Ok(())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Err(error) = remove(&self.path) {
+            tracing::warn!(path = %self.path.display(), %error, "cannot remove scratch directory");
+        }
+    }
+}

@@ -1,0 +1,1047 @@
+//! The artifact store through its public API, with real files, real tarballs and a real `sh`.
+//!
+//! Malicious tarballs are made by hand with the `tar` crate's `Header` API, because its
+//! `Builder` refuses to write the very paths these tests need.
+
+use artifact::{ArtifactStore, Built};
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use model::Digest;
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+use std::fs::{self, File, FileTimes, Permissions};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Barrier;
+use std::time::{Duration, Instant, SystemTime};
+use tar::{EntryType, Header};
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------------------------
+// Hand-made tarballs
+
+/// One entry of a hand-made tarball.
+enum Tar {
+    File(String, String),
+    Exec(String, String),
+    Dir(String),
+    Symlink(String, String),
+    Hardlink(String, &'static str),
+    Fifo(String),
+    CharDevice(String),
+    /// A file whose header names `header` while a PAX record says its path is really `pax`.
+    PaxPath {
+        header: String,
+        pax: String,
+    },
+    /// The PAX global header `git archive` starts its output with.
+    GlobalHeader,
+    /// A path too long for the header itself, written as a GNU long-name extension.
+    LongName(String, &'static str),
+    /// An empty file whose name, `a` repeated this many times, is in a GNU long-name extension,
+    /// as a gzip bomb would write it.
+    HugeLongName(usize),
+}
+
+fn file(path: &str, contents: &str) -> Tar {
+    Tar::File(path.to_owned(), contents.to_owned())
+}
+
+fn exec(path: &str, contents: &str) -> Tar {
+    Tar::Exec(path.to_owned(), contents.to_owned())
+}
+
+/// A gzip'd tarball of `entries`, in order.
+fn tarball(entries: &[Tar]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
+    for entry in entries {
+        match entry {
+            Tar::File(path, contents) => {
+                append(&mut builder, path, EntryType::Regular, 0o644, contents)
+            }
+            Tar::Exec(path, contents) => {
+                append(&mut builder, path, EntryType::Regular, 0o755, contents)
+            }
+            Tar::Dir(path) => append(&mut builder, path, EntryType::Directory, 0o755, ""),
+            Tar::Fifo(path) => append(&mut builder, path, EntryType::Fifo, 0o644, ""),
+            Tar::CharDevice(path) => append(&mut builder, path, EntryType::Char, 0o644, ""),
+            Tar::Symlink(path, target) => {
+                append_link(&mut builder, path, EntryType::Symlink, target)
+            }
+            Tar::Hardlink(path, target) => append_link(&mut builder, path, EntryType::Link, target),
+            Tar::PaxPath { header, pax } => {
+                let record = pax_record("path", pax);
+                append(
+                    &mut builder,
+                    "PaxHeaders/x",
+                    EntryType::XHeader,
+                    0o644,
+                    &record,
+                );
+                append(&mut builder, header, EntryType::Regular, 0o644, "smuggled");
+            }
+            Tar::GlobalHeader => {
+                let record = pax_record("comment", "0123456789abcdef0123456789abcdef01234567");
+                append(
+                    &mut builder,
+                    "pax_global_header",
+                    EntryType::XGlobalHeader,
+                    0o644,
+                    &record,
+                );
+            }
+            Tar::LongName(path, contents) => {
+                let mut header = Header::new_gnu();
+                header.set_size(contents.len() as u64);
+                header.set_mode(0o644);
+                builder
+                    .append_data(&mut header, path, contents.as_bytes())
+                    .unwrap();
+            }
+            Tar::HugeLongName(len) => {
+                append(
+                    &mut builder,
+                    "././@LongLink",
+                    EntryType::GNULongName,
+                    0o644,
+                    &"a".repeat(*len),
+                );
+                append(&mut builder, "a", EntryType::Regular, 0o644, "");
+            }
+        }
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+/// Appends an entry whose name is written raw: `Header::set_path` refuses `..` and absolute
+/// paths, which is exactly what these tests need to write.
+fn append(
+    builder: &mut tar::Builder<impl std::io::Write>,
+    name: &str,
+    entry_type: EntryType,
+    mode: u32,
+    data: &str,
+) {
+    let header = raw_header(name, entry_type, mode, data.len() as u64, None);
+    builder.append(&header, data.as_bytes()).unwrap();
+}
+
+fn append_link(
+    builder: &mut tar::Builder<impl std::io::Write>,
+    name: &str,
+    entry_type: EntryType,
+    target: &str,
+) {
+    let header = raw_header(name, entry_type, 0o777, 0, Some(target));
+    builder.append(&header, &[][..]).unwrap();
+}
+
+fn raw_header(
+    name: &str,
+    entry_type: EntryType,
+    mode: u32,
+    size: u64,
+    link: Option<&str>,
+) -> Header {
+    let mut header = Header::new_gnu();
+    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    header.set_entry_type(entry_type);
+    header.set_mode(mode);
+    header.set_size(size);
+    if let Some(target) = link {
+        header.set_link_name(target).unwrap();
+    }
+    header.set_cksum();
+    header
+}
+
+/// A PAX record, `"<len> <key>=<value>\n"`, where `<len>` counts the whole record.
+fn pax_record(key: &str, value: &str) -> String {
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len() + 1;
+    while format!("{len}{body}").len() != len {
+        len += 1;
+    }
+    format!("{len}{body}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trees
+
+fn write(root: &Path, rel: &str, contents: &str, mode: u32) {
+    let path = root.join(rel);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, contents).unwrap();
+    fs::set_permissions(&path, Permissions::from_mode(mode)).unwrap();
+}
+
+/// A small app: a Procfile, an executable, a nested file with odd permissions, an empty
+/// directory and some git history, none of which may end up in the slug.
+fn app(root: &Path) -> PathBuf {
+    write(root, "Procfile", "web: ./bin/web\n", 0o644);
+    write(root, "bin/web", "#!/bin/sh\necho hi\n", 0o755);
+    write(root, "lib/deep/nested/data.txt", "data\n", 0o600);
+    write(root, ".git/HEAD", "ref: refs/heads/main\n", 0o644);
+    fs::create_dir_all(root.join("empty")).unwrap();
+    root.to_owned()
+}
+
+const BUILD: &[&str] = &[
+    "mkdir -p out && echo built > out/result.txt",
+    "cp Procfile out/Procfile.copy",
+];
+
+fn commands(commands: &[&str]) -> Vec<String> {
+    commands.iter().map(|command| command.to_string()).collect()
+}
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
+/// Every file and directory under `root`, sorted: `dir/` and `file <mode> <contents>`.
+fn listing(root: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    list_into(root, root, &mut lines);
+    lines.sort();
+    lines
+}
+
+fn list_into(root: &Path, dir: &Path, lines: &mut Vec<String>) {
+    for item in fs::read_dir(dir).unwrap() {
+        let path = item.unwrap().path();
+        let rel = path.strip_prefix(root).unwrap().display().to_string();
+        let metadata = fs::symlink_metadata(&path).unwrap();
+        if metadata.is_dir() {
+            lines.push(format!("{rel}/"));
+            list_into(root, &path, lines);
+        } else {
+            let mode = metadata.permissions().mode() & 0o7777;
+            lines.push(format!(
+                "{rel} {mode:o} {}",
+                fs::read_to_string(&path).unwrap().trim_end()
+            ));
+        }
+    }
+}
+
+/// The modes of `root` and every directory below it.
+fn dir_modes(root: &Path) -> Vec<u32> {
+    let mut modes = vec![fs::metadata(root).unwrap().permissions().mode() & 0o7777];
+    for line in listing(root).iter().filter(|line| line.ends_with('/')) {
+        modes.push(fs::metadata(root.join(line)).unwrap().permissions().mode() & 0o7777);
+    }
+    modes
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|item| item.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn open_store(dir: &Path, name: &str) -> ArtifactStore {
+    ArtifactStore::open(dir.join(name)).unwrap()
+}
+
+fn build(
+    store: &ArtifactStore,
+    src: &Path,
+    build: &[&str],
+    env: &BTreeMap<String, String>,
+) -> (Built, Vec<String>) {
+    let mut lines = Vec::new();
+    let built = store
+        .build(src, &commands(build), env, &mut |line| {
+            lines.push(line.to_owned())
+        })
+        .unwrap();
+    (built, lines)
+}
+
+fn slug_bytes(root: &Path, digest: &Digest) -> Vec<u8> {
+    fs::read(root.join("slugs").join(format!("{}.tar.gz", digest.hex()))).unwrap()
+}
+
+fn sha256(bytes: &[u8]) -> Digest {
+    Digest::from_sha256(&Sha256::digest(bytes).into())
+}
+
+/// Every entry's header in a gzip'd tarball: `path type mode uid:gid mtime`.
+fn tar_headers(bytes: &[u8]) -> Vec<String> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    let mut lines = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        let header = entry.header();
+        let kind = match header.entry_type() {
+            EntryType::Directory => "d",
+            EntryType::Regular => "f",
+            other => panic!("unexpected entry type {other:?}"),
+        };
+        lines.push(format!(
+            "{} {kind} {:o} {}:{} {}",
+            entry.path().unwrap().display(),
+            header.mode().unwrap(),
+            header.uid().unwrap(),
+            header.gid().unwrap(),
+            header.mtime().unwrap()
+        ));
+    }
+    lines
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unpacking sources
+
+/// Where `unpack_source` is asked to unpack.
+#[derive(Debug, Clone, Copy)]
+enum DestState {
+    Missing,
+    Empty,
+}
+
+/// Unpacks `bytes` into a missing and into an empty `dest` and expects `error` both times, with
+/// nothing left behind: not in `dest`, not next to it.
+fn check_rejected(bytes: &[u8], limit: u64, dir: &TempDir, error: &str) {
+    for state in [DestState::Missing, DestState::Empty] {
+        let dest = dir.path().join("dest");
+        if let DestState::Empty = state {
+            fs::create_dir(&dest).unwrap();
+        }
+        let result = ArtifactStore::unpack_source(bytes, &dest, limit);
+        assert_eq!(result.unwrap_err().to_string(), error, "{state:?}");
+        match state {
+            DestState::Missing => assert_eq!(names(dir.path()), Vec::<String>::new(), "{state:?}"),
+            DestState::Empty => {
+                assert_eq!(names(dir.path()), ["dest"], "{state:?}");
+                assert_eq!(names(&dest), Vec::<String>::new(), "{state:?}");
+                fs::remove_dir(&dest).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn unpack_source_rejects_unsafe_entries_and_leaves_nothing() {
+    let dir = TempDir::new().unwrap();
+    let outside = dir.path().join("evil").display().to_string();
+    // Each tarball starts with a harmless entry, so a partial unpack would leave something.
+    let ok = || Tar::Dir("ok".to_owned());
+    let cases: Vec<(Vec<Tar>, String)> = vec![
+        (
+            vec![ok(), file("ok/a", "a"), file("../x", "evil")],
+            r#"tarball entry "../x": `..` components are not allowed"#.to_owned(),
+        ),
+        (
+            vec![ok(), file("a/../../x", "evil")],
+            r#"tarball entry "a/../../x": `..` components are not allowed"#.to_owned(),
+        ),
+        (
+            vec![ok(), file(&outside, "evil")],
+            format!("tarball entry {outside:?}: absolute paths are not allowed"),
+        ),
+        (
+            vec![ok(), file("/etc/x", "evil")],
+            r#"tarball entry "/etc/x": absolute paths are not allowed"#.to_owned(),
+        ),
+        (
+            vec![
+                ok(),
+                Tar::Symlink("link".to_owned(), dir.path().display().to_string()),
+                file("link/evil", "evil"),
+            ],
+            r#"tarball entry "link" is a symlink: links are not allowed"#.to_owned(),
+        ),
+        (
+            vec![
+                ok(),
+                Tar::Symlink("ok/rel".to_owned(), "../../evil".to_owned()),
+            ],
+            r#"tarball entry "ok/rel" is a symlink: links are not allowed"#.to_owned(),
+        ),
+        (
+            vec![ok(), Tar::Hardlink("hard".to_owned(), "/etc/passwd")],
+            r#"tarball entry "hard" is a hard link: links are not allowed"#.to_owned(),
+        ),
+        (
+            vec![ok(), Tar::Fifo("pipe".to_owned())],
+            r#"tarball entry "pipe" is a fifo: only files and directories are allowed"#.to_owned(),
+        ),
+        (
+            vec![ok(), Tar::CharDevice("null".to_owned())],
+            r#"tarball entry "null" is a character device: only files and directories are allowed"#
+                .to_owned(),
+        ),
+        (
+            vec![
+                ok(),
+                Tar::PaxPath {
+                    header: "harmless".to_owned(),
+                    pax: "../pax-evil".to_owned(),
+                },
+            ],
+            r#"tarball entry "../pax-evil": `..` components are not allowed"#.to_owned(),
+        ),
+    ];
+    for (entries, error) in &cases {
+        check_rejected(&tarball(entries), u64::MAX, &dir, error);
+    }
+    check_rejected(b"not a tarball", u64::MAX, &dir, "cannot read tarball");
+}
+
+#[test]
+fn unpack_source_enforces_the_size_limit() {
+    let dir = TempDir::new().unwrap();
+    let bytes = tarball(&[file("a", "123456"), file("b", "123456")]);
+    check_rejected(
+        &bytes,
+        11,
+        &dir,
+        r#"tarball entry "b": unpacked size exceeds the limit of 11 bytes"#,
+    );
+    // Exactly at the limit is fine.
+    check_unpacks(
+        &[file("a", "123456"), file("b", "123456")],
+        12,
+        &["a 644 123456", "b 644 123456"],
+    );
+}
+
+/// Unpacks a tarball of `entries` into a new directory and expects its [`listing`].
+fn check_unpacks(entries: &[Tar], limit: u64, expected: &[&str]) {
+    let dir = TempDir::new().unwrap();
+    let dest = dir.path().join("dest");
+    ArtifactStore::unpack_source(&tarball(entries)[..], &dest, limit).unwrap();
+    assert_eq!(listing(&dest), expected);
+}
+
+#[test]
+fn unpack_source_writes_files_and_directories() {
+    check_unpacks(
+        &[
+            Tar::Dir("bin".to_owned()),
+            exec("bin/web", "#!/bin/sh"),
+            file("README", "hi"),
+        ],
+        u64::MAX,
+        &["README 644 hi", "bin/", "bin/web 755 #!/bin/sh"],
+    );
+    // Parent directories need no entries of their own; `./` prefixes are fine.
+    check_unpacks(
+        &[Tar::Dir("./".to_owned()), file("./a/b/c", "c")],
+        u64::MAX,
+        &["a/", "a/b/", "a/b/c 644 c"],
+    );
+    // `git archive` output starts with a PAX global header, which is not a file.
+    check_unpacks(&[Tar::GlobalHeader, file("a", "a")], u64::MAX, &["a 644 a"]);
+    let long = format!("{}/file", "d".repeat(120));
+    check_unpacks(
+        &[Tar::LongName(long.clone(), "long")],
+        u64::MAX,
+        &[
+            &format!("{}/", "d".repeat(120)),
+            &format!("{long} 644 long"),
+        ],
+    );
+    // As with any tar, a later entry for the same path wins.
+    check_unpacks(
+        &[file("a", "first"), file("a", "second")],
+        u64::MAX,
+        &["a 644 second"],
+    );
+}
+
+#[test]
+fn unpack_source_caps_headers_read_into_memory() {
+    // The tar crate reads a long name into memory whole; a few kilobytes of gzip could
+    // otherwise claim gigabytes.
+    let dir = TempDir::new().unwrap();
+    let bytes = tarball(&[Tar::HugeLongName(2 << 20)]);
+    check_rejected(&bytes, u64::MAX, &dir, "cannot read tarball");
+    let error =
+        ArtifactStore::unpack_source(&bytes[..], &dir.path().join("dest"), u64::MAX).unwrap_err();
+    let source = std::error::Error::source(&error).unwrap().to_string();
+    assert!(
+        source.contains("more than 1048576 bytes of headers"),
+        "{source}"
+    );
+    // A long name of a sane length is fine.
+    check_unpacks(
+        &[Tar::HugeLongName(200)],
+        u64::MAX,
+        &[&format!("{} 644 ", "a".repeat(200))],
+    );
+}
+
+#[test]
+fn unpack_source_refuses_a_non_empty_dest() {
+    let dir = TempDir::new().unwrap();
+    write(dir.path(), "dest/keep.txt", "mine", 0o644);
+    let dest = dir.path().join("dest");
+    let error =
+        ArtifactStore::unpack_source(&tarball(&[file("a", "a")])[..], &dest, u64::MAX).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "cannot unpack into {}: it exists and is not an empty directory",
+            dest.display()
+        )
+    );
+    assert_eq!(listing(&dest), ["keep.txt 644 mine"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input digests
+
+/// Whether a change to the inputs must change the build cache key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Same,
+    Changed,
+}
+
+/// Computes the input digest of [`app`] with `make` and `{A: BC}`, applies `change` to the tree,
+/// build and env, and expects the digest to stay the same or change.
+fn check_input(
+    what: &str,
+    change: impl Fn(&Path, &mut Vec<String>, &mut BTreeMap<String, String>),
+    expected: Key,
+) {
+    let dir = TempDir::new().unwrap();
+    let src = app(dir.path());
+    let mut build = commands(&["make"]);
+    let mut env = env(&[("A", "BC")]);
+    let before = ArtifactStore::input_digest(&src, &build, &env).unwrap();
+    change(&src, &mut build, &mut env);
+    let after = ArtifactStore::input_digest(&src, &build, &env).unwrap();
+    let actual = if before == after {
+        Key::Same
+    } else {
+        Key::Changed
+    };
+    assert_eq!(actual, expected, "{what}");
+}
+
+#[test]
+fn input_digest_covers_exactly_the_build_inputs() {
+    let chmod =
+        |path: PathBuf, mode| fs::set_permissions(path, Permissions::from_mode(mode)).unwrap();
+    check_input("nothing", |_, _, _| {}, Key::Same);
+    check_input(
+        "modification time",
+        |src, _, _| {
+            let file = File::options()
+                .write(true)
+                .open(src.join("Procfile"))
+                .unwrap();
+            file.set_times(
+                FileTimes::new().set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1000)),
+            )
+            .unwrap();
+        },
+        Key::Same,
+    );
+    check_input(
+        "mode bits other than exec",
+        |src, _, _| chmod(src.join("lib/deep/nested/data.txt"), 0o640),
+        Key::Same,
+    );
+    check_input(
+        "git history",
+        |src, _, _| write(src, ".git/HEAD", "ref: refs/heads/other\n", 0o644),
+        Key::Same,
+    );
+    check_input(
+        "file contents",
+        |src, _, _| write(src, "Procfile", "web: ./bin/other\n", 0o644),
+        Key::Changed,
+    );
+    check_input(
+        "exec bit",
+        |src, _, _| chmod(src.join("Procfile"), 0o755),
+        Key::Changed,
+    );
+    check_input(
+        "file name",
+        |src, _, _| fs::rename(src.join("Procfile"), src.join("Procfile2")).unwrap(),
+        Key::Changed,
+    );
+    check_input(
+        "empty directory",
+        |src, _, _| fs::create_dir(src.join("empty2")).unwrap(),
+        Key::Changed,
+    );
+    check_input(
+        "build command",
+        |_, build, _| build[0] = "make all".to_owned(),
+        Key::Changed,
+    );
+    check_input(
+        "build commands split differently",
+        |_, build, _| *build = commands(&["ma", "ke"]),
+        Key::Changed,
+    );
+    check_input(
+        "env value",
+        |_, _, env| *env = self::env(&[("A", "BD")]),
+        Key::Changed,
+    );
+    check_input(
+        "env split differently",
+        |_, _, env| *env = self::env(&[("AB", "C")]),
+        Key::Changed,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Builds
+
+#[test]
+fn same_inputs_give_a_byte_identical_slug() {
+    let dir = TempDir::new().unwrap();
+    let src = app(&dir.path().join("src"));
+    // The same app again, written later and with other mtimes and non-exec mode bits.
+    let src2 = app(&dir.path().join("src2"));
+    fs::set_permissions(
+        src2.join("lib/deep/nested/data.txt"),
+        Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    File::options()
+        .write(true)
+        .open(src2.join("bin/web"))
+        .unwrap()
+        .set_times(FileTimes::new().set_modified(SystemTime::UNIX_EPOCH))
+        .unwrap();
+
+    let (a, _) = build(&open_store(dir.path(), "a"), &src, BUILD, &BTreeMap::new());
+    let (b, _) = build(&open_store(dir.path(), "b"), &src2, BUILD, &BTreeMap::new());
+    assert_eq!(a, b);
+    assert!(!a.cached);
+    let bytes = slug_bytes(&dir.path().join("a"), &a.digest);
+    assert_eq!(bytes, slug_bytes(&dir.path().join("b"), &b.digest));
+    assert_eq!(sha256(&bytes), a.digest);
+    assert_eq!(a.size, bytes.len() as u64);
+    // Sorted, normalised, no `.git`, no timestamps or owners.
+    assert_eq!(
+        tar_headers(&bytes),
+        [
+            "Procfile f 644 0:0 0",
+            "bin d 755 0:0 0",
+            "bin/web f 755 0:0 0",
+            "empty d 755 0:0 0",
+            "lib d 755 0:0 0",
+            "lib/deep d 755 0:0 0",
+            "lib/deep/nested d 755 0:0 0",
+            "lib/deep/nested/data.txt f 644 0:0 0",
+            "out d 755 0:0 0",
+            "out/Procfile.copy f 644 0:0 0",
+            "out/result.txt f 644 0:0 0",
+        ]
+    );
+}
+
+#[test]
+fn cache_hit_runs_nothing_and_a_changed_file_rebuilds() {
+    let dir = TempDir::new().unwrap();
+    let src = app(&dir.path().join("src"));
+    let store = open_store(dir.path(), "store");
+    // The command counts its runs in a file outside the tree, which the build cannot reset.
+    let runs = dir.path().join("runs.log");
+    let env = env(&[("RUNS", &runs.display().to_string())]);
+    let count = &["echo run >> \"$RUNS\"; echo counted"];
+
+    let (first, lines) = build(&store, &src, count, &env);
+    assert_eq!((first.cached, lines), (false, vec!["counted".to_owned()]));
+    let (second, lines) = build(&store, &src, count, &env);
+    assert_eq!(
+        second,
+        Built {
+            cached: true,
+            ..first.clone()
+        }
+    );
+    assert_eq!(lines, Vec::<String>::new());
+    assert_eq!(fs::read_to_string(&runs).unwrap(), "run\n");
+
+    write(&src, "Procfile", "web: ./bin/other\n", 0o644);
+    let (third, _) = build(&store, &src, count, &env);
+    assert!(!third.cached);
+    assert_ne!(third.digest, first.digest);
+    assert_eq!(fs::read_to_string(&runs).unwrap(), "run\nrun\n");
+    assert!(store.has(&first.digest) && store.has(&third.digest));
+}
+
+#[test]
+fn build_streams_output_in_order_with_only_the_given_env() {
+    let dir = TempDir::new().unwrap();
+    let src = app(&dir.path().join("src"));
+    let store = open_store(dir.path(), "store");
+    assert!(
+        std::env::var_os("CARGO_MANIFEST_DIR").is_some(),
+        "cargo sets this for tests"
+    );
+    let script = &[
+        "echo one; echo two >&2; echo three",
+        "printf 'no newline'",
+        "echo \"greeting=$GREETING\"",
+        "echo \"server-only=${CARGO_MANIFEST_DIR-unset}\"",
+        "test -n \"$PATH\" && echo path-set",
+        // stdin is /dev/null: `cat` ends at once instead of waiting.
+        "cat",
+        // The copy has no `.git`.
+        "ls -A",
+    ];
+    let (_, lines) = build(&store, &src, script, &env(&[("GREETING", "hello")]));
+    assert_eq!(
+        lines,
+        [
+            "one",
+            "two",
+            "three",
+            "no newline",
+            "greeting=hello",
+            "server-only=unset",
+            "path-set",
+            "Procfile",
+            "bin",
+            "empty",
+            "lib"
+        ]
+    );
+}
+
+#[test]
+fn build_kills_what_a_command_leaves_running() {
+    let dir = TempDir::new().unwrap();
+    let src = app(&dir.path().join("src"));
+    let store = open_store(dir.path(), "store");
+    let pid_file = dir.path().join("pid");
+    let env = env(&[("PID_FILE", &pid_file.display().to_string())]);
+    // `sleep` inherits the output pipe; were it left running, the build would never see the end
+    // of the output. The build runs on a thread so that regression fails instead of hanging.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let result = build(
+            &store,
+            &src,
+            &["sleep 600 & echo $! > \"$PID_FILE\"; echo started"],
+            &env,
+        );
+        done.send(result).unwrap();
+    });
+    let (built, lines) = finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the build finishes although `sleep` was left running");
+    assert!(!built.cached);
+    assert_eq!(lines, ["started"]);
+    let pid = fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+    wait_until(Instant::now() + Duration::from_secs(10), || !alive(&pid));
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn alive(pid: &str) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Polls `condition` until it holds; the deadline only turns a hang into a clear failure.
+fn wait_until(deadline: Instant, condition: impl Fn() -> bool) {
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not met before the deadline"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn failing_build_command_names_the_command_and_leaves_nothing() {
+    let dir = TempDir::new().unwrap();
+    let src = app(&dir.path().join("src"));
+    let store = open_store(dir.path(), "store");
+    let mut lines = Vec::new();
+    let error = store
+        .build(
+            &src,
+            &commands(&["echo before", "echo oops >&2; exit 3", "echo never"]),
+            &BTreeMap::new(),
+            &mut |line| lines.push(line.to_owned()),
+        )
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        r#"build command "echo oops >&2; exit 3" failed: exit status: 3"#
+    );
+    assert_eq!(lines, ["before", "oops"]);
+    for sub in ["tmp", "slugs", "cache"] {
+        assert_eq!(
+            names(&dir.path().join("store").join(sub)),
+            Vec::<String>::new(),
+            "{sub}"
+        );
+    }
+}
+
+#[test]
+fn links_in_source_or_output_are_refused() {
+    let dir = TempDir::new().unwrap();
+    let src = app(&dir.path().join("src"));
+    let store = open_store(dir.path(), "store");
+    let mut on_line = |_: &str| {};
+
+    let error = store
+        .build(
+            &src,
+            &commands(&["ln -s Procfile alias"]),
+            &BTreeMap::new(),
+            &mut on_line,
+        )
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.ends_with(
+            "/alias is a symlink: only files and directories are allowed in a source or build tree"
+        ),
+        "{message}"
+    );
+
+    std::os::unix::fs::symlink("/etc/passwd", src.join("passwd")).unwrap();
+    let error = store
+        .build(&src, &[], &BTreeMap::new(), &mut on_line)
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{} is a symlink: only files and directories are allowed in a source or build tree",
+            src.join("passwd").display()
+        )
+    );
+    assert_eq!(names(&dir.path().join("store/tmp")), Vec::<String>::new());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unpacked slugs
+
+const UNPACKED_APP: &[&str] = &[
+    "Procfile 444 web: ./bin/web",
+    "bin/",
+    "bin/web 555 #!/bin/sh\necho hi",
+    "empty/",
+    "lib/",
+    "lib/deep/",
+    "lib/deep/nested/",
+    "lib/deep/nested/data.txt 444 data",
+    "out/",
+    "out/Procfile.copy 444 web: ./bin/web",
+    "out/result.txt 444 built",
+];
+
+#[test]
+fn unpacked_slug_is_read_only_and_unpacked_once() {
+    let dir = TempDir::new().unwrap();
+    let src = app(&dir.path().join("src"));
+    let store = open_store(dir.path(), "store");
+    let (built, _) = build(&store, &src, BUILD, &BTreeMap::new());
+
+    let path = store.unpacked(&built.digest).unwrap();
+    assert_eq!(
+        path,
+        dir.path().join("store/unpacked").join(built.digest.hex())
+    );
+    assert_eq!(listing(&path), UNPACKED_APP);
+    let modes: Vec<String> = dir_modes(&path)
+        .iter()
+        .map(|mode| format!("{mode:o}"))
+        .collect();
+    assert!(modes.iter().all(|mode| mode == "555"), "{modes:?}");
+    assert_eq!(store.unpacked(&built.digest).unwrap(), path);
+    assert_eq!(names(&dir.path().join("store/tmp")), Vec::<String>::new());
+}
+
+#[test]
+fn unpacked_is_safe_to_call_from_many_threads_at_once() {
+    let dir = TempDir::new().unwrap();
+    let src = app(&dir.path().join("src"));
+    let store = open_store(dir.path(), "store");
+    let (built, _) = build(&store, &src, BUILD, &BTreeMap::new());
+
+    // The barrier lines the threads up, so most of them find no tree and unpack their own.
+    let start = Barrier::new(8);
+    let paths: Vec<PathBuf> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    start.wait();
+                    store.unpacked(&built.digest).unwrap()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|thread| thread.join().unwrap())
+            .collect()
+    });
+    assert!(paths.iter().all(|path| *path == paths[0]), "{paths:?}");
+    assert_eq!(listing(&paths[0]), UNPACKED_APP);
+    assert_eq!(
+        names(&dir.path().join("store/unpacked")),
+        [built.digest.hex()]
+    );
+    assert_eq!(names(&dir.path().join("store/tmp")), Vec::<String>::new());
+}
+
+#[test]
+fn corrupt_slug_is_detected_before_unpacking() {
+    let dir = TempDir::new().unwrap();
+    let src = app(&dir.path().join("src"));
+    let store = open_store(dir.path(), "store");
+    let (built, _) = build(&store, &src, BUILD, &BTreeMap::new());
+
+    let slug = dir
+        .path()
+        .join("store/slugs")
+        .join(format!("{}.tar.gz", built.digest.hex()));
+    fs::set_permissions(&slug, Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = fs::read(&slug).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&slug, &bytes).unwrap();
+
+    let error = store.unpacked(&built.digest).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "slug {} is corrupt: its tarball hashes to {}",
+            built.digest,
+            sha256(&bytes)
+        )
+    );
+    assert_eq!(
+        names(&dir.path().join("store/unpacked")),
+        Vec::<String>::new()
+    );
+    assert_eq!(names(&dir.path().join("store/tmp")), Vec::<String>::new());
+
+    let missing = Digest::from_sha256(&[0; 32]);
+    assert!(!store.has(&missing));
+    assert_eq!(
+        store.unpacked(&missing).unwrap_err().to_string(),
+        format!("slug {missing} not found")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Imported slugs
+
+#[test]
+fn imported_slug_keeps_its_digest() {
+    let dir = TempDir::new().unwrap();
+    let src = app(&dir.path().join("src"));
+    let (built, _) = build(&open_store(dir.path(), "a"), &src, BUILD, &BTreeMap::new());
+    let bytes = slug_bytes(&dir.path().join("a"), &built.digest);
+
+    let store = open_store(dir.path(), "b");
+    assert_eq!(store.import_slug(&bytes[..]).unwrap(), built.digest);
+    assert!(store.has(&built.digest));
+    // Importing what the store already has is fine.
+    assert_eq!(store.import_slug(&bytes[..]).unwrap(), built.digest);
+    assert_eq!(
+        listing(&store.unpacked(&built.digest).unwrap()),
+        UNPACKED_APP
+    );
+
+    // A slug packed by some other tool is named by its own bytes.
+    let foreign = tarball(&[Tar::Dir("app".to_owned()), exec("app/run", "#!/bin/sh")]);
+    let digest = store.import_slug(&foreign[..]).unwrap();
+    assert_eq!(digest, sha256(&foreign));
+    assert_eq!(
+        listing(&store.unpacked(&digest).unwrap()),
+        ["app/", "app/run 555 #!/bin/sh"]
+    );
+}
+
+#[test]
+fn import_slug_rejects_unsafe_entries_and_keeps_nothing() {
+    let dir = TempDir::new().unwrap();
+    let store = open_store(dir.path(), "store");
+    let cases: &[(Vec<Tar>, &str)] = &[
+        (
+            vec![file("ok", "ok"), file("../x", "evil")],
+            r#"tarball entry "../x": `..` components are not allowed"#,
+        ),
+        (
+            vec![file("/etc/x", "evil")],
+            r#"tarball entry "/etc/x": absolute paths are not allowed"#,
+        ),
+        (
+            vec![Tar::Symlink("link".to_owned(), "/".to_owned())],
+            r#"tarball entry "link" is a symlink: links are not allowed"#,
+        ),
+        (
+            vec![Tar::Hardlink("hard".to_owned(), "/etc/passwd")],
+            r#"tarball entry "hard" is a hard link: links are not allowed"#,
+        ),
+        (
+            vec![Tar::PaxPath {
+                header: "harmless".to_owned(),
+                pax: "/etc/x".to_owned(),
+            }],
+            r#"tarball entry "/etc/x": absolute paths are not allowed"#,
+        ),
+    ];
+    for (entries, error) in cases {
+        assert_eq!(
+            store
+                .import_slug(&tarball(entries)[..])
+                .unwrap_err()
+                .to_string(),
+            *error
+        );
+    }
+    let mut truncated = tarball(&[file("a", &"x".repeat(4096))]);
+    truncated.truncate(truncated.len() / 2);
+    assert_eq!(
+        store.import_slug(&truncated[..]).unwrap_err().to_string(),
+        "cannot read tarball"
+    );
+    for sub in ["slugs", "tmp", "unpacked"] {
+        assert_eq!(
+            names(&dir.path().join("store").join(sub)),
+            Vec::<String>::new(),
+            "{sub}"
+        );
+    }
+}
+
+/// An upload that breaks off is reported as a tarball that cannot be read, cause attached.
+#[test]
+fn import_slug_reports_a_failing_reader() {
+    struct Failing;
+    impl Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("connection reset"))
+        }
+    }
+    let dir = TempDir::new().unwrap();
+    let store = open_store(dir.path(), "store");
+    let error = store.import_slug(Failing).unwrap_err();
+    assert_eq!(error.to_string(), "cannot read tarball");
+    assert_eq!(
+        std::error::Error::source(&error).unwrap().to_string(),
+        "connection reset"
+    );
+}
