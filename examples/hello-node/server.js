@@ -6,7 +6,7 @@ const port = Number(process.env.PORT || 5000);
 const page = () => ({
   greeting: process.env.GREETING || "hello",
   app: process.env.DROVER_APP || "hello-node",
-  release: process.env.DROVER_RELEASE || "dev",
+  release: /^\d+$/.test(process.env.DROVER_RELEASE || "") ? `v${process.env.DROVER_RELEASE}` : process.env.DROVER_RELEASE || "dev",
   instance: process.env.DROVER_INSTANCE || "local",
 });
 

@@ -18,7 +18,7 @@ function freePort() {
 test("serves its greeting and health", async () => {
   const port = await freePort();
   const child = spawn(process.execPath, [path.join(__dirname, "server.js")], {
-    env: { ...process.env, PORT: String(port), GREETING: "hi", DROVER_RELEASE: "v3" },
+    env: { ...process.env, PORT: String(port), GREETING: "hi", DROVER_RELEASE: "3" },
     stdio: ["ignore", "pipe", "inherit"],
   });
   await new Promise((resolve) => child.stdout.once("data", resolve));

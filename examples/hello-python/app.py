@@ -12,11 +12,16 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def release_name(raw):
+    """Drover passes the release number; show it as Drover's CLI does, e.g. v3."""
+    return "v" + raw if raw.isdigit() else raw
+
+
 def page():
     return {
         "greeting": os.environ.get("GREETING", "hello"),
         "app": os.environ.get("DROVER_APP", "hello"),
-        "release": os.environ.get("DROVER_RELEASE", "dev"),
+        "release": release_name(os.environ.get("DROVER_RELEASE", "dev")),
         "instance": os.environ.get("DROVER_INSTANCE", "local"),
     }
 
@@ -41,6 +46,8 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, fmt, *args):
+        if self.path == "/healthz":
+            return
         sys.stdout.write("%s %s\n" % (self.address_string(), fmt % args))
         sys.stdout.flush()
 

@@ -21,7 +21,7 @@ def free_port():
 class AppTest(unittest.TestCase):
     def setUp(self):
         self.port = free_port()
-        env = dict(os.environ, PORT=str(self.port), GREETING="hi", DROVER_RELEASE="v7")
+        env = dict(os.environ, PORT=str(self.port), GREETING="hi", DROVER_RELEASE="7")
         self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "app.py")], env=env, stdout=subprocess.PIPE)
         # Wait for the ready line rather than sleeping.
         self.proc.stdout.readline()

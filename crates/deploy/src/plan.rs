@@ -59,25 +59,44 @@ pub enum Life {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Start an instance of the target release; `routed` is false for a blue-green candidate.
-    Start { process: ProcessType, routed: bool },
+    Start {
+        process: ProcessType,
+        routed: bool,
+    },
     /// Send traffic to an instance (the proxy still waits for it to be healthy).
-    Route { id: InstanceId },
+    Route {
+        id: InstanceId,
+    },
     /// Stop new traffic to an instance and let in-flight requests finish.
-    Drain { id: InstanceId },
+    Drain {
+        id: InstanceId,
+    },
     /// Stop a drained instance.
-    Stop { id: InstanceId },
+    Stop {
+        id: InstanceId,
+    },
     /// Drop the record of an instance that no longer runs.
-    Forget { id: InstanceId },
-    Finish { deploy_id: u64, outcome: Outcome },
+    Forget {
+        id: InstanceId,
+    },
+    Finish {
+        deploy_id: u64,
+        outcome: Outcome,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Succeeded,
     /// Went back to the previous release.
-    RolledBack { to: ReleaseId, reason: String },
+    RolledBack {
+        to: ReleaseId,
+        reason: String,
+    },
     /// Failed with nothing to go back to.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 /// Restarts of a new instance during a rollout that count as a crash loop.
@@ -92,16 +111,23 @@ pub fn plan(desired: &Desired, observed: &[Observed], now_ms: u64) -> Vec<Action
     let mut counted: Vec<&Observed> = Vec::new();
     for inst in observed {
         match &inst.life {
-            Life::Dead => actions.push(Action::Forget { id: inst.id.clone() }),
+            Life::Dead => actions.push(Action::Forget {
+                id: inst.id.clone(),
+            }),
             Life::Stopping => {}
             Life::Alive { inflight, .. } => {
                 if let Some(since) = inst.draining_since_ms {
-                    let drain_timeout = spec.map_or(0, |s| s.deploy.drain_timeout.as_millis() as u64);
+                    let drain_timeout =
+                        spec.map_or(0, |s| s.deploy.drain_timeout.as_millis() as u64);
                     if *inflight == 0 || now_ms.saturating_sub(since) >= drain_timeout {
-                        actions.push(Action::Stop { id: inst.id.clone() });
+                        actions.push(Action::Stop {
+                            id: inst.id.clone(),
+                        });
                     }
                 } else if is_dead_for_liveness(inst, spec, now_ms) {
-                    actions.push(Action::Drain { id: inst.id.clone() });
+                    actions.push(Action::Drain {
+                        id: inst.id.clone(),
+                    });
                 } else {
                     counted.push(inst);
                 }
@@ -110,7 +136,9 @@ pub fn plan(desired: &Desired, observed: &[Observed], now_ms: u64) -> Vec<Action
     }
 
     let Some((target, spec)) = &desired.target else {
-        actions.extend(counted.iter().map(|inst| Action::Drain { id: inst.id.clone() }));
+        actions.extend(counted.iter().map(|inst| Action::Drain {
+            id: inst.id.clone(),
+        }));
         return actions;
     };
 
@@ -120,24 +148,48 @@ pub fn plan(desired: &Desired, observed: &[Observed], now_ms: u64) -> Vec<Action
                 Some(to) => Outcome::RolledBack { to, reason },
                 None => Outcome::Failed { reason },
             };
-            actions.push(Action::Finish { deploy_id: rollout.deploy_id, outcome });
+            actions.push(Action::Finish {
+                deploy_id: rollout.deploy_id,
+                outcome,
+            });
             return actions;
         }
     }
 
-    let processes: BTreeSet<&ProcessType> = spec.processes.keys().chain(counted.iter().map(|i| &i.process)).collect();
+    let processes: BTreeSet<&ProcessType> = spec
+        .processes
+        .keys()
+        .chain(counted.iter().map(|i| &i.process))
+        .collect();
     let mut complete = true;
     for process in processes {
         let wanted = if spec.processes.contains_key(process) {
-            desired.scale.get(process).copied().unwrap_or_else(|| spec.scale_of(process))
+            desired
+                .scale
+                .get(process)
+                .copied()
+                .unwrap_or_else(|| spec.scale_of(process))
         } else {
             0
         };
-        let (new, old): (Vec<&Observed>, Vec<&Observed>) =
-            counted.iter().copied().filter(|i| &i.process == process).partition(|i| i.release == *target);
-        let strategy = if process.is_web() { spec.deploy.strategy } else { Strategy::Rolling { max_surge: 1, max_unavailable: 0 } };
+        let (new, old): (Vec<&Observed>, Vec<&Observed>) = counted
+            .iter()
+            .copied()
+            .filter(|i| &i.process == process)
+            .partition(|i| i.release == *target);
+        let strategy = if process.is_web() {
+            spec.deploy.strategy
+        } else {
+            Strategy::Rolling {
+                max_surge: 1,
+                max_unavailable: 0,
+            }
+        };
         let step = match strategy {
-            Strategy::Rolling { max_surge, max_unavailable } => rolling(process, wanted, &new, &old, max_surge, max_unavailable),
+            Strategy::Rolling {
+                max_surge,
+                max_unavailable,
+            } => rolling(process, wanted, &new, &old, max_surge, max_unavailable),
             Strategy::BlueGreen => blue_green(process, wanted, &new, &old),
         };
         actions.extend(step);
@@ -146,7 +198,10 @@ pub fn plan(desired: &Desired, observed: &[Observed], now_ms: u64) -> Vec<Action
     }
 
     if let (Some(rollout), true) = (&desired.rollout, complete) {
-        actions.push(Action::Finish { deploy_id: rollout.deploy_id, outcome: Outcome::Succeeded });
+        actions.push(Action::Finish {
+            deploy_id: rollout.deploy_id,
+            outcome: Outcome::Succeeded,
+        });
     }
     actions
 }
@@ -157,20 +212,44 @@ fn is_ready(inst: &Observed) -> bool {
 
 /// A web instance past its start period that has failed this many probes in a row is replaced.
 fn is_dead_for_liveness(inst: &Observed, spec: Option<&AppSpec>, now_ms: u64) -> bool {
-    let (Some(spec), Life::Alive { ready: false, consecutive_failures, .. }) = (spec, &inst.life) else {
+    let (
+        Some(spec),
+        Life::Alive {
+            ready: false,
+            consecutive_failures,
+            ..
+        },
+    ) = (spec, &inst.life)
+    else {
         return false;
     };
-    let past_start = now_ms.saturating_sub(inst.created_at_ms) >= spec.health.start_period.as_millis() as u64;
+    let past_start =
+        now_ms.saturating_sub(inst.created_at_ms) >= spec.health.start_period.as_millis() as u64;
     inst.process.is_web() && past_start && *consecutive_failures >= spec.health.liveness_threshold
 }
 
 /// Why the rollout of `target` has failed, if it has.
-fn rollout_failure(target: ReleaseId, spec: &AppSpec, rollout: &Rollout, counted: &[&Observed], now_ms: u64) -> Option<String> {
+fn rollout_failure(
+    target: ReleaseId,
+    spec: &AppSpec,
+    rollout: &Rollout,
+    counted: &[&Observed],
+    now_ms: u64,
+) -> Option<String> {
     for inst in counted.iter().filter(|i| i.release == target) {
-        if let Life::Alive { ready: false, restarts, last_error, .. } = &inst.life {
+        if let Life::Alive {
+            ready: false,
+            restarts,
+            last_error,
+            ..
+        } = &inst.life
+        {
             if *restarts >= CRASH_LOOP_RESTARTS {
                 let why = last_error.as_deref().unwrap_or("no exit status recorded");
-                return Some(format!("instance {} of {target} crashed {restarts} times ({why})", inst.id));
+                return Some(format!(
+                    "instance {} of {target} crashed {restarts} times ({why})",
+                    inst.id
+                ));
             }
         }
     }
@@ -178,11 +257,17 @@ fn rollout_failure(target: ReleaseId, spec: &AppSpec, rollout: &Rollout, counted
     if now_ms.saturating_sub(rollout.started_ms) < deadline {
         return None;
     }
-    let unready: Vec<&&Observed> = counted.iter().filter(|i| i.release == target && !is_ready(i)).collect();
+    let unready: Vec<&&Observed> = counted
+        .iter()
+        .filter(|i| i.release == target && !is_ready(i))
+        .collect();
     let detail = unready
         .iter()
         .find_map(|i| match &i.life {
-            Life::Alive { last_error: Some(e), .. } => Some(format!(": {}: {e}", i.id)),
+            Life::Alive {
+                last_error: Some(e),
+                ..
+            } => Some(format!(": {}: {e}", i.id)),
             _ => None,
         })
         .unwrap_or_default();
@@ -200,22 +285,46 @@ fn drain_order<'a>(instances: &[&'a Observed]) -> Vec<&'a Observed> {
     sorted
 }
 
-fn rolling(process: &ProcessType, wanted: u32, new: &[&Observed], old: &[&Observed], max_surge: u32, max_unavailable: u32) -> Vec<Action> {
+fn rolling(
+    process: &ProcessType,
+    wanted: u32,
+    new: &[&Observed],
+    old: &[&Observed],
+    max_surge: u32,
+    max_unavailable: u32,
+) -> Vec<Action> {
     let mut actions = Vec::new();
     let wanted = wanted as usize;
     // Keep a traffic-less instance of the target release routed: the proxy gates it on health.
-    actions.extend(new.iter().filter(|i| !i.routed && process.is_web()).map(|i| Action::Route { id: i.id.clone() }));
+    actions.extend(
+        new.iter()
+            .filter(|i| !i.routed && process.is_web())
+            .map(|i| Action::Route { id: i.id.clone() }),
+    );
 
     let total = new.len() + old.len();
-    let ceiling = if old.is_empty() { wanted } else { wanted + max_surge as usize };
-    let n_start = wanted.saturating_sub(new.len()).min(ceiling.saturating_sub(total));
-    actions.extend((0..n_start).map(|_| Action::Start { process: process.clone(), routed: true }));
+    let ceiling = if old.is_empty() {
+        wanted
+    } else {
+        wanted + max_surge as usize
+    };
+    let n_start = wanted
+        .saturating_sub(new.len())
+        .min(ceiling.saturating_sub(total));
+    actions.extend((0..n_start).map(|_| Action::Start {
+        process: process.clone(),
+        routed: true,
+    }));
 
     // Surplus instances of the target release (scale down).
     let surplus_new = new.len().saturating_sub(wanted);
     let new_by_drain = drain_order(new);
     let (drained_new, kept_new) = new_by_drain.split_at(surplus_new);
-    actions.extend(drained_new.iter().map(|i| Action::Drain { id: i.id.clone() }));
+    actions.extend(
+        drained_new
+            .iter()
+            .map(|i| Action::Drain { id: i.id.clone() }),
+    );
 
     // Old instances: the ones not serving go at once; serving ones only while enough stay up.
     let ready_new = kept_new.iter().filter(|i| is_ready(i)).count();
@@ -229,22 +338,36 @@ fn rolling(process: &ProcessType, wanted: u32, new: &[&Observed], old: &[&Observ
             }
             budget -= 1;
         }
-        actions.push(Action::Drain { id: inst.id.clone() });
+        actions.push(Action::Drain {
+            id: inst.id.clone(),
+        });
     }
     actions
 }
 
-fn blue_green(process: &ProcessType, wanted: u32, new: &[&Observed], old: &[&Observed]) -> Vec<Action> {
+fn blue_green(
+    process: &ProcessType,
+    wanted: u32,
+    new: &[&Observed],
+    old: &[&Observed],
+) -> Vec<Action> {
     let mut actions = Vec::new();
     let wanted = wanted as usize;
     let serving_old = old.iter().any(|i| i.routed);
     let n_start = wanted.saturating_sub(new.len());
-    actions.extend((0..n_start).map(|_| Action::Start { process: process.clone(), routed: !serving_old }));
+    actions.extend((0..n_start).map(|_| Action::Start {
+        process: process.clone(),
+        routed: !serving_old,
+    }));
 
     let surplus_new = new.len().saturating_sub(wanted);
     let new_by_drain = drain_order(new);
     let (drained_new, kept_new) = new_by_drain.split_at(surplus_new);
-    actions.extend(drained_new.iter().map(|i| Action::Drain { id: i.id.clone() }));
+    actions.extend(
+        drained_new
+            .iter()
+            .map(|i| Action::Drain { id: i.id.clone() }),
+    );
 
     let green_ready = kept_new.len() == wanted && kept_new.iter().all(|i| is_ready(i));
     if !serving_old || green_ready {

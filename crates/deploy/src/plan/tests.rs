@@ -52,7 +52,13 @@ fn inst(idx: usize, text: &str) -> Observed {
     let life = match life_kind {
         "dead" => Life::Dead,
         "stopping" => Life::Stopping,
-        _ => Life::Alive { ready, consecutive_failures: failures, restarts, inflight, last_error: None },
+        _ => Life::Alive {
+            ready,
+            consecutive_failures: failures,
+            restarts,
+            inflight,
+            last_error: None,
+        },
     };
     Observed {
         id: InstanceId::parse(&format!("i{idx}")).unwrap(),
@@ -69,15 +75,30 @@ fn render(actions: &[Action]) -> String {
     actions
         .iter()
         .map(|a| match a {
-            Action::Start { process, routed: true } => format!("start {process}"),
-            Action::Start { process, routed: false } => format!("start {process} unrouted"),
+            Action::Start {
+                process,
+                routed: true,
+            } => format!("start {process}"),
+            Action::Start {
+                process,
+                routed: false,
+            } => format!("start {process} unrouted"),
             Action::Route { id } => format!("route {id}"),
             Action::Drain { id } => format!("drain {id}"),
             Action::Stop { id } => format!("stop {id}"),
             Action::Forget { id } => format!("forget {id}"),
-            Action::Finish { outcome: Outcome::Succeeded, .. } => "finish ok".to_owned(),
-            Action::Finish { outcome: Outcome::RolledBack { to, .. }, .. } => format!("rollback to {to}"),
-            Action::Finish { outcome: Outcome::Failed { .. }, .. } => "failed".to_owned(),
+            Action::Finish {
+                outcome: Outcome::Succeeded,
+                ..
+            } => "finish ok".to_owned(),
+            Action::Finish {
+                outcome: Outcome::RolledBack { to, .. },
+                ..
+            } => format!("rollback to {to}"),
+            Action::Finish {
+                outcome: Outcome::Failed { .. },
+                ..
+            } => "failed".to_owned(),
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -95,7 +116,10 @@ struct Case {
     expect: &'static str,
 }
 
-const ROLLING: Strategy = Strategy::Rolling { max_surge: 1, max_unavailable: 0 };
+const ROLLING: Strategy = Strategy::Rolling {
+    max_surge: 1,
+    max_unavailable: 0,
+};
 const BLUE_GREEN: Strategy = Strategy::BlueGreen;
 
 fn check(case: &Case) {
@@ -104,9 +128,18 @@ fn check(case: &Case) {
         app: spec.name.clone(),
         target: (case.target > 0).then(|| (ReleaseId(case.target), spec.clone())),
         scale: BTreeMap::new(),
-        rollout: case.rollout.then_some(Rollout { deploy_id: 7, started_ms: 0, previous: Some(ReleaseId(1)) }),
+        rollout: case.rollout.then_some(Rollout {
+            deploy_id: 7,
+            started_ms: 0,
+            previous: Some(ReleaseId(1)),
+        }),
     };
-    let observed: Vec<Observed> = case.instances.iter().enumerate().map(|(i, t)| inst(i, t)).collect();
+    let observed: Vec<Observed> = case
+        .instances
+        .iter()
+        .enumerate()
+        .map(|(i, t)| inst(i, t))
+        .collect();
     let got = render(&plan(&desired, &observed, case.now_ms));
     assert_eq!(got, case.expect, "case {:?}", case.name);
 }
@@ -156,12 +189,22 @@ fn rollback_reason_names_the_deadline() {
         app: spec.name.clone(),
         target: Some((ReleaseId(2), spec.clone())),
         scale: BTreeMap::new(),
-        rollout: Some(Rollout { deploy_id: 1, started_ms: 0, previous: None }),
+        rollout: Some(Rollout {
+            deploy_id: 1,
+            started_ms: 0,
+            previous: None,
+        }),
     };
     let actions = plan(&desired, &[inst(0, "v2 starting")], 61_000);
     match &actions[..] {
-        [Action::Finish { outcome: Outcome::Failed { reason }, .. }] => {
-            assert_eq!(reason, "v2 was not healthy within 60s (1 instance(s) not ready)")
+        [Action::Finish {
+            outcome: Outcome::Failed { reason },
+            ..
+        }] => {
+            assert_eq!(
+                reason,
+                "v2 was not healthy within 60s (1 instance(s) not ready)"
+            )
         }
         other => panic!("unexpected {other:?}"),
     }

@@ -1,0 +1,368 @@
+//! `drover server run`: opens the state, starts (or re-adopts) the proxy, serves the API and
+//! runs the reconcile loop until told to stop.
+
+use crate::datadir::{DataDir, ProxyInfo, ServerInfo, Settings};
+use crate::procinfo;
+use anyhow::{bail, Context};
+use artifact::ArtifactStore;
+use deploy::reconciler::Reconciler;
+use proxy::AdminClient;
+use runtime::{ProcessRuntime, Runtime};
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use store::Store;
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+/// Settings given on the command line; each one replaces the saved value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub api_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
+    pub domain: Option<String>,
+    pub upload_limit: Option<u64>,
+}
+
+pub struct ServerOptions {
+    pub data: DataDir,
+    pub overrides: Overrides,
+    /// The `drover` executable, used to start the proxy and instance supervisors.
+    pub exe: PathBuf,
+}
+
+/// Everything request handlers and the reconcile loop share.
+pub(crate) struct Ctx {
+    pub data: DataDir,
+    pub settings: Settings,
+    /// The address the API really listens on (the setting may say port 0).
+    pub api_addr: SocketAddr,
+    pub token: String,
+    pub store: Arc<Mutex<Store>>,
+    pub artifacts: Arc<ArtifactStore>,
+    pub runtime: Arc<ProcessRuntime>,
+    pub proxy: AdminClient,
+    /// Wakes the reconcile loop early, e.g. after a deploy was accepted.
+    pub wake: Notify,
+    pub shutdown: Notify,
+    /// Set once a full shutdown began, so the loop starts nothing more.
+    pub stopping: AtomicBool,
+    pub exe: PathBuf,
+}
+
+impl Ctx {
+    pub fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store
+            .lock()
+            .expect("store mutex is never poisoned: holders do not panic")
+    }
+
+    pub fn app_url(&self, app: &str) -> String {
+        format!(
+            "http://{app}.{}:{}/",
+            self.settings.domain,
+            self.settings.http_addr.port()
+        )
+    }
+}
+
+fn create_private_dir(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+/// Loads the saved settings, applies overrides and pins any port 0 to a concrete free port, so
+/// later starts (and the proxy, which outlives us) agree on the address.
+fn settings(data: &DataDir, overrides: &Overrides) -> anyhow::Result<Settings> {
+    let mut settings: Settings = DataDir::read_json(&data.settings()).unwrap_or_default();
+    if let Some(addr) = overrides.api_addr {
+        settings.api_addr = addr;
+    }
+    if let Some(addr) = overrides.http_addr {
+        settings.http_addr = addr;
+    }
+    if let Some(domain) = &overrides.domain {
+        settings.domain = domain.clone();
+    }
+    if let Some(limit) = overrides.upload_limit {
+        settings.upload_limit = limit;
+    }
+    if settings.http_addr.port() == 0 {
+        let listener =
+            StdTcpListener::bind(settings.http_addr).context("picking a port for the proxy")?;
+        settings.http_addr = listener.local_addr()?;
+    }
+    DataDir::write_json(&data.settings(), &settings, 0o600).context("saving settings.json")?;
+    Ok(settings)
+}
+
+/// The API token, created with 0600 permissions on first start.
+fn token(data: &DataDir) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data.token();
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_owned());
+    }
+    let bytes: [u8; 32] = rand::random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(token.as_bytes())?;
+    file.sync_all()?;
+    Ok(token)
+}
+
+/// Makes sure a proxy serves `settings.http_addr`: re-adopts a live one, or starts one in its own
+/// session so it outlives this server.
+pub(crate) async fn ensure_proxy(
+    data: &DataDir,
+    settings: &Settings,
+    exe: &std::path::Path,
+) -> anyhow::Result<()> {
+    let client = AdminClient::new(data.proxy_socket());
+    if let Some(info) = DataDir::read_json::<ProxyInfo>(&data.proxy_info()) {
+        if procinfo::is_alive(info.pid, info.start_time)
+            && info.listen == settings.http_addr
+            && client.status().await.is_ok()
+        {
+            info!(pid = info.pid, "re-adopted the running proxy");
+            return Ok(());
+        }
+        if procinfo::is_alive(info.pid, info.start_time) {
+            // A proxy on another address, or one that does not answer: replace it.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(info.pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    if let Err(e) = StdTcpListener::bind(settings.http_addr) {
+        bail!(
+            "cannot serve apps on {}: {e} (another program holds that port; choose another with `drover server start --http-addr 127.0.0.1:PORT`)",
+            settings.http_addr
+        );
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.proxy_log())?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("proxy")
+        .arg("--listen")
+        .arg(settings.http_addr.to_string())
+        .arg("--admin-socket")
+        .arg(data.proxy_socket())
+        .arg("--state-file")
+        .arg(data.proxy_state())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = command.spawn().context("starting the proxy")?;
+    let pid = child.id();
+    let start_time =
+        procinfo::start_time(pid).context("the proxy exited at once; see proxy.log")?;
+    DataDir::write_json(
+        &data.proxy_info(),
+        &ProxyInfo {
+            pid,
+            start_time,
+            listen: settings.http_addr,
+        },
+        0o600,
+    )?;
+    // Reap the proxy if it exits while we live; after we die, init adopts it.
+    std::thread::spawn(move || child.wait());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if client.status().await.is_ok() {
+            info!(pid, listen = %settings.http_addr, "proxy started");
+            return Ok(());
+        }
+        if !procinfo::is_alive(pid, start_time) {
+            bail!(
+                "the proxy exited while starting; see {}",
+                data.proxy_log().display()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the proxy did not answer on {} within 10s",
+                data.proxy_socket().display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs the server until SIGTERM, SIGINT or a shutdown request.
+pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
+    let data = opts.data;
+    for dir in [
+        data.root().to_path_buf(),
+        data.tmp(),
+        data.instances(),
+        data.logs(),
+    ] {
+        create_private_dir(&dir)?;
+    }
+    let settings = settings(&data, &opts.overrides)?;
+    let token = token(&data)?;
+    let store = Store::open(&data.db()).context("opening state.db")?;
+    let interrupted = store.fail_interrupted_builds(deploy::reconciler::now_ms())?;
+    if interrupted > 0 {
+        warn!(
+            interrupted,
+            "marked builds interrupted by the last stop as failed"
+        );
+    }
+    let artifacts = ArtifactStore::open(data.artifacts()).context("opening the artifact store")?;
+    let runtime = ProcessRuntime::new(data.instances(), data.logs(), opts.exe.clone());
+    ensure_proxy(&data, &settings, &opts.exe).await?;
+
+    let listener = tokio::net::TcpListener::bind(settings.api_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve the API on {} (choose another with --api-addr)",
+                settings.api_addr
+            )
+        })?;
+    let api_addr = listener.local_addr()?;
+    let pid = std::process::id();
+    let info = ServerInfo {
+        pid,
+        start_time: procinfo::start_time(pid).unwrap_or_default(),
+        api_addr,
+        http_addr: settings.http_addr,
+        domain: settings.domain.clone(),
+    };
+
+    let ctx = Arc::new(Ctx {
+        proxy: AdminClient::new(data.proxy_socket()),
+        data: data.clone(),
+        settings,
+        api_addr,
+        token,
+        store: Arc::new(Mutex::new(store)),
+        artifacts: Arc::new(artifacts),
+        runtime: Arc::new(runtime),
+        wake: Notify::new(),
+        shutdown: Notify::new(),
+        stopping: AtomicBool::new(false),
+        exe: opts.exe,
+    });
+    let reconcile = tokio::spawn(reconcile_loop(ctx.clone()));
+    DataDir::write_json(&data.server_info(), &info, 0o600)?;
+    info!(api = %api_addr, http = %ctx.settings.http_addr, "drover server ready");
+
+    let app = crate::routes::router(ctx.clone());
+    let shutdown_ctx = ctx.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("signal handler installs");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+                _ = shutdown_ctx.shutdown.notified() => {}
+            }
+        })
+        .await?;
+    reconcile.abort();
+    let _ = std::fs::remove_file(data.server_info());
+    info!("drover server stopped");
+    Ok(())
+}
+
+async fn reconcile_loop(ctx: Arc<Ctx>) {
+    let mut reconciler = Reconciler::new(
+        ctx.store.clone(),
+        ctx.runtime.clone(),
+        AdminClient::new(ctx.data.proxy_socket()),
+        ctx.artifacts.clone(),
+        ctx.data.logs(),
+        ctx.settings.domain.clone(),
+    );
+    let mut failures = 0u32;
+    loop {
+        if ctx.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        match reconciler.tick().await {
+            Ok(()) => failures = 0,
+            Err(deploy::reconciler::ReconcileError::Proxy(e)) => {
+                warn!(error = %e, "the proxy does not answer; restarting it");
+                if let Err(e) = ensure_proxy(&ctx.data, &ctx.settings, &ctx.exe).await {
+                    error!(error = %format!("{e:#}"), "could not restart the proxy");
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                // Repeated failures are logged once per streak, not every tick.
+                if failures == 1 {
+                    error!(error = %e, "reconcile failed");
+                }
+            }
+        }
+        tokio::select! {
+            _ = ctx.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// Stops every instance and the proxy, for `drover server stop --all`.
+pub(crate) async fn stop_everything(ctx: &Ctx) {
+    ctx.stopping.store(true, Ordering::SeqCst);
+    match ctx.runtime.list().await {
+        Ok(instances) => {
+            let stops = instances.iter().map(|s| ctx.runtime.stop(&s.spec.id));
+            for (result, status) in futures_util::future::join_all(stops)
+                .await
+                .into_iter()
+                .zip(&instances)
+            {
+                if let Err(e) = result {
+                    warn!(instance = %status.spec.id, error = %e, "stop failed");
+                }
+            }
+        }
+        Err(e) => warn!(error = %e, "could not list instances"),
+    }
+    if let Some(info) = DataDir::read_json::<ProxyInfo>(&ctx.data.proxy_info()) {
+        if procinfo::is_alive(info.pid, info.start_time) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(info.pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while procinfo::is_alive(info.pid, info.start_time) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let _ = std::fs::remove_file(ctx.data.proxy_info());
+    }
+}

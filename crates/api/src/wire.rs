@@ -1,0 +1,101 @@
+//! The JSON shapes of the HTTP API, shared by the server and the CLI.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppView {
+    pub name: String,
+    pub url: String,
+    /// The release that should run.
+    pub target: Option<u64>,
+    /// The last release that became fully healthy.
+    pub stable: Option<u64>,
+    pub scale: BTreeMap<String, u32>,
+    pub instances: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseView {
+    pub id: u64,
+    pub digest: String,
+    pub description: String,
+    pub created_at_ms: u64,
+    pub target: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceView {
+    pub id: String,
+    pub release: u64,
+    pub process: String,
+    pub port: Option<u16>,
+    pub routed: bool,
+    pub draining: bool,
+    /// `running`, `restarting`, `exited` or `starting` (no runtime status yet).
+    pub state: String,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    /// The proxy's view; `None` for non-web processes.
+    pub healthy: Option<bool>,
+    pub inflight: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployView {
+    pub id: u64,
+    pub app: Option<String>,
+    pub release: Option<u64>,
+    pub previous: Option<u64>,
+    /// `building`, `deploying`, `succeeded`, `failed` or `rolled-back`.
+    pub status: String,
+    pub message: String,
+    pub url: Option<String>,
+    pub log: Vec<LogLine>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogLine {
+    pub seq: u64,
+    pub line: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    pub release: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    pub scale: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShutdownRequest {
+    /// Also stop every instance and the proxy.
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventView {
+    pub ts_ms: u64,
+    pub app: Option<String>,
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub pid: u32,
+    pub api_addr: String,
+    pub http_addr: String,
+    pub apps: usize,
+    pub instances: usize,
+    /// Resident memory of the server process, in KiB.
+    pub rss_kib: u64,
+}

@@ -1,0 +1,468 @@
+//! One function per CLI command, over the API client.
+
+use crate::client::{self, Client};
+use crate::{Command, ServerCommand};
+use anyhow::{bail, Context};
+use api::datadir::DataDir;
+use api::wire::*;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    fn print_json<T: serde::Serialize>(&self, value: &T) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("API types serialize")
+        );
+    }
+}
+
+pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::Result<i32> {
+    match command {
+        Command::Up { dir, name, server } => {
+            let info = client::start_server(&data, &server).await?;
+            if !out.json {
+                println!(
+                    "drover server running (pid {}, api http://{}, apps on {})",
+                    info.pid, info.api_addr, info.http_addr
+                );
+            }
+            let dir = dir.unwrap_or_else(default_example);
+            deploy(&Client::connect(&data)?, &dir, name.as_deref(), true, &out).await
+        }
+        Command::Deploy { dir, name, no_wait } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            deploy(
+                &Client::connect(&data)?,
+                &dir,
+                name.as_deref(),
+                !no_wait,
+                &out,
+            )
+            .await
+        }
+        Command::Apps => {
+            let apps: Vec<AppView> = Client::connect(&data)?.get("/apps").await?;
+            if out.json {
+                out.print_json(&apps);
+            } else {
+                println!(
+                    "{:<20} {:<8} {:<8} {:<10} URL",
+                    "APP", "RELEASE", "STABLE", "INSTANCES"
+                );
+                for a in apps {
+                    let rel =
+                        |r: Option<u64>| r.map(|r| format!("v{r}")).unwrap_or_else(|| "-".into());
+                    println!(
+                        "{:<20} {:<8} {:<8} {:<10} {}",
+                        a.name,
+                        rel(a.target),
+                        rel(a.stable),
+                        a.instances,
+                        a.url
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Ps { app } => {
+            let app = resolve_app(app)?;
+            let instances: Vec<InstanceView> = Client::connect(&data)?
+                .get(&format!("/apps/{app}/ps"))
+                .await?;
+            if out.json {
+                out.print_json(&instances);
+            } else {
+                println!(
+                    "{:<36} {:<8} {:<11} {:<8} {:<8} {:<9} {:<8}",
+                    "INSTANCE", "RELEASE", "STATE", "PID", "PORT", "HEALTH", "RESTARTS"
+                );
+                for i in instances {
+                    let health = match (i.healthy, i.draining) {
+                        (_, true) => "draining",
+                        (Some(true), _) => "healthy",
+                        (Some(false), _) => "unhealthy",
+                        (None, _) => "-",
+                    };
+                    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+                    println!(
+                        "{:<36} {:<8} {:<11} {:<8} {:<8} {:<9} {:<8}",
+                        i.id,
+                        format!("v{}", i.release),
+                        i.state,
+                        opt(i.pid.map(|p| p.to_string())),
+                        opt(i.port.map(|p| p.to_string())),
+                        health,
+                        i.restarts
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Releases { app } => {
+            let app = resolve_app(app)?;
+            let releases: Vec<ReleaseView> = Client::connect(&data)?
+                .get(&format!("/apps/{app}/releases"))
+                .await?;
+            if out.json {
+                out.print_json(&releases);
+            } else {
+                println!("  {:<8} {:<20} DESCRIPTION", "RELEASE", "ARTIFACT");
+                for r in releases {
+                    let mark = if r.target { "*" } else { " " };
+                    let digest = r
+                        .digest
+                        .strip_prefix("sha256:")
+                        .map(|h| &h[..12])
+                        .unwrap_or(&r.digest);
+                    println!(
+                        "{mark} {:<8} sha256:{:<13} {}",
+                        format!("v{}", r.id),
+                        digest,
+                        r.description
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Rollback {
+            release,
+            app,
+            no_wait,
+        } => {
+            let app = resolve_app(app)?;
+            let release = release.map(|r| parse_release(&r)).transpose()?;
+            let client = Client::connect(&data)?;
+            let view: DeployView = client
+                .post(
+                    &format!("/apps/{app}/rollback"),
+                    &RollbackRequest { release },
+                )
+                .await?;
+            follow_deploy(&client, view, !no_wait, &out).await
+        }
+        Command::Scale { counts, app } => {
+            let app = resolve_app(app)?;
+            let mut scale = BTreeMap::new();
+            for count in &counts {
+                let (process, n) = count
+                    .split_once('=')
+                    .with_context(|| format!("{count:?}: expected PROCESS=COUNT, e.g. web=3"))?;
+                let n: u32 = n
+                    .parse()
+                    .with_context(|| format!("{count:?}: {n:?} is not a count"))?;
+                scale.insert(process.to_owned(), n);
+            }
+            let view: AppView = Client::connect(&data)?
+                .post(&format!("/apps/{app}/scale"), &ScaleRequest { scale })
+                .await?;
+            if out.json {
+                out.print_json(&view);
+            } else {
+                let summary: Vec<String> =
+                    view.scale.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("{}: scaling to {}", view.name, summary.join(" "));
+            }
+            Ok(0)
+        }
+        Command::Logs { app, follow, tail } => {
+            let app = resolve_app(app)?;
+            logs(&Client::connect(&data)?, &app, follow, tail, &out).await
+        }
+        Command::Events { app } => {
+            let client = Client::connect(&data)?;
+            let mut request = client.request(reqwest::Method::GET, "/events");
+            if let Some(app) = app {
+                request = request.query(&[("app", app)]);
+            }
+            let events: Vec<EventView> = client.send(request).await?;
+            if out.json {
+                out.print_json(&events);
+            } else {
+                for e in events {
+                    println!(
+                        "{} {:<12} {:<20} {}",
+                        format_ts(e.ts_ms),
+                        e.app.unwrap_or_default(),
+                        e.kind,
+                        e.message
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Server(command) => server(command, &data, &out).await,
+        Command::Proxy { .. } | Command::Shim { .. } => unreachable!("handled in main"),
+    }
+}
+
+async fn server(command: ServerCommand, data: &DataDir, out: &Output) -> anyhow::Result<i32> {
+    match command {
+        ServerCommand::Start(flags) => {
+            let info = client::start_server(data, &flags).await?;
+            if out.json {
+                out.print_json(&info);
+            } else {
+                println!(
+                    "drover server running (pid {}, api http://{}, apps on {})",
+                    info.pid, info.api_addr, info.http_addr
+                );
+            }
+            Ok(0)
+        }
+        ServerCommand::Stop { all } => {
+            let Some(info) = client::running_server(data) else {
+                if !out.json {
+                    println!("no Drover server runs");
+                }
+                return Ok(0);
+            };
+            let client = Client::connect(data)?;
+            let response = client
+                .request(reqwest::Method::POST, "/server/shutdown")
+                .json(&ShutdownRequest { all })
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                bail!("the server refused to stop: {}", response.status());
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while api::procinfo::is_alive(info.pid, info.start_time) {
+                if std::time::Instant::now() > deadline {
+                    bail!("the server (pid {}) did not stop within 60s", info.pid);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if !out.json {
+                println!(
+                    "drover server stopped{}",
+                    if all { ", with its apps and proxy" } else { "" }
+                );
+            }
+            Ok(0)
+        }
+        ServerCommand::Status => {
+            let Some(_) = client::running_server(data) else {
+                if out.json {
+                    println!("null");
+                } else {
+                    println!("no Drover server runs for {}", data.root().display());
+                }
+                return Ok(3);
+            };
+            let status: ServerStatus = Client::connect(data)?.get("/server").await?;
+            if out.json {
+                out.print_json(&status);
+            } else {
+                println!(
+                    "drover server running: pid {}, api http://{}, apps on {}, {} app(s), {} instance(s), {} KiB resident",
+                    status.pid, status.api_addr, status.http_addr, status.apps, status.instances, status.rss_kib
+                );
+            }
+            Ok(0)
+        }
+        ServerCommand::Run(_) => unreachable!("handled in main"),
+    }
+}
+
+/// The bundled example: `examples/hello-python` under the current directory, else in the
+/// source tree this binary was built from.
+fn default_example() -> PathBuf {
+    let here = PathBuf::from("examples/hello-python");
+    if here.join("drover.yml").exists() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-python")
+}
+
+/// The app named on the command line, else the one in `./drover.yml`.
+fn resolve_app(app: Option<String>) -> anyhow::Result<String> {
+    if let Some(app) = app {
+        return Ok(app);
+    }
+    match config::load_dir(Path::new("."), None) {
+        Ok(spec) => Ok(spec.name.to_string()),
+        Err(_) => bail!("no app given and no usable drover.yml here: pass the app name"),
+    }
+}
+
+fn parse_release(text: &str) -> anyhow::Result<u64> {
+    text.trim_start_matches('v')
+        .parse()
+        .with_context(|| format!("{text:?} is not a release such as v3"))
+}
+
+/// Packs `dir` as a gzip'd tarball, leaving out version-control metadata.
+fn pack(dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut builder = tar::Builder::new(encoder);
+    builder.follow_symlinks(true);
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        if name == ".git" {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            builder.append_dir_all(&name, &path)
+        } else {
+            builder.append_path_with_name(&path, &name)
+        }
+        .with_context(|| format!("packing {}", path.display()))?;
+    }
+    Ok(builder.into_inner()?.finish()?)
+}
+
+async fn deploy(
+    client: &Client,
+    dir: &Path,
+    name: Option<&str>,
+    wait: bool,
+    out: &Output,
+) -> anyhow::Result<i32> {
+    if !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let body = pack(dir)?;
+    if !out.json {
+        println!(
+            "uploading {} ({} KiB)",
+            dir.display(),
+            body.len().div_ceil(1024)
+        );
+    }
+    let mut request = client.request(reqwest::Method::POST, "/deploys").body(body);
+    if let Some(name) = name {
+        request = request.query(&[("name", name)]);
+    }
+    let view: DeployView = client
+        .send(request)
+        .await
+        .with_context(|| format!("deploying {}", dir.display()))?;
+    follow_deploy(client, view, wait, out).await
+}
+
+/// Prints a deploy's progress until it finishes; exit code 0 only if it succeeded.
+async fn follow_deploy(
+    client: &Client,
+    mut view: DeployView,
+    wait: bool,
+    out: &Output,
+) -> anyhow::Result<i32> {
+    let mut seen = 0;
+    loop {
+        if !out.json {
+            for line in &view.log {
+                println!("  {}", line.line);
+            }
+            std::io::stdout().flush()?;
+        }
+        seen = view.log.last().map_or(seen, |l| l.seq);
+        let finished = !matches!(view.status.as_str(), "building" | "deploying");
+        if finished || !wait {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        view = client
+            .get(&format!("/deploys/{}?after={seen}", view.id))
+            .await?;
+    }
+    if out.json {
+        out.print_json(&view);
+    }
+    match view.status.as_str() {
+        "succeeded" => {
+            if !out.json {
+                println!(
+                    "deployed {} v{} at {}",
+                    view.app.unwrap_or_default(),
+                    view.release.unwrap_or(0),
+                    view.url.unwrap_or_default()
+                );
+            }
+            Ok(0)
+        }
+        "building" | "deploying" => {
+            if !out.json {
+                println!(
+                    "deploy {} is {}; follow it with `drover events`",
+                    view.id, view.status
+                );
+            }
+            Ok(0)
+        }
+        _ => {
+            eprintln!(
+                "error: deploy {} {}: {}",
+                view.id, view.status, view.message
+            );
+            Ok(1)
+        }
+    }
+}
+
+async fn logs(
+    client: &Client,
+    app: &str,
+    follow: bool,
+    tail: usize,
+    out: &Output,
+) -> anyhow::Result<i32> {
+    use futures_util::StreamExt;
+    let request = client
+        .request(reqwest::Method::GET, &format!("/apps/{app}/logs"))
+        .query(&[("tail", tail.to_string()), ("follow", follow.to_string())]);
+    let response = request.send().await?;
+    if !response.status().is_success() {
+        let body: ErrorBody = response.json().await.unwrap_or(ErrorBody {
+            error: "logs unavailable".into(),
+        });
+        bail!("{}", body.error);
+    }
+    let mut stream = response.bytes_stream();
+    let mut pending = Vec::new();
+    let stdout = std::io::stdout();
+    while let Some(chunk) = stream.next().await {
+        pending.extend_from_slice(&chunk?);
+        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=pos).collect();
+            let mut lock = stdout.lock();
+            if out.json {
+                lock.write_all(&line)?;
+            } else if let Ok(record) = serde_json::from_slice::<logs::LogRecord>(&line) {
+                writeln!(
+                    lock,
+                    "{} {}[{}]: {}",
+                    format_ts(record.ts),
+                    record.instance,
+                    format!("{:?}", record.stream).to_lowercase(),
+                    record.line
+                )?;
+            }
+            lock.flush()?;
+        }
+    }
+    Ok(0)
+}
+
+/// `HH:MM:SS.mmm` UTC, enough to read a log.
+fn format_ts(ms: u64) -> String {
+    let secs = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60,
+        ms % 1000
+    )
+}
