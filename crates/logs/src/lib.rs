@@ -24,4 +24,4 @@ pub use error::LogError;
 pub use follow::{follow, Follow, POLL_INTERVAL};
 pub use reader::{read_app, ReadOptions};
 pub use record::{now_millis, LogRecord, LogSource, Stream};
-pub use writer::{append, app_dir, instance_log_path, system, LogWriter, MAX_LINE_BYTES};
+pub use writer::{app_dir, append, instance_log_path, system, LogWriter, MAX_LINE_BYTES};

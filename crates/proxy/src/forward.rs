@@ -1,0 +1,430 @@
+//! One request's life, as named phases: route, pick upstream, forward (connect and send, with
+//! retries), log.
+//!
+//! Each phase is its own function so that retries and error pages each have one home:
+//! [`route`] maps the host to a site, [`pick_upstream`] chooses a healthy routed backend not yet
+//! tried, [`forward`] sends the request and decides from the [`ForwardError`] whether another
+//! backend may be tried, and [`log_request`] records the outcome at `debug`.
+//!
+//! Retries need the request again, and hyper consumes it on send. Only requests without a body
+//! can be replayed; for those, the head is cloned before every attempt but the last, and only
+//! when the site has more than one routed backend, so the common single-try path copies nothing.
+
+use crate::balance;
+use crate::body::{ProxyBody, UpstreamBody};
+use crate::error::{ErrorKind, ForwardError};
+use crate::headers::{self, RequestIds};
+use crate::table::{InflightGuard, SiteRoute, Snapshot};
+use arc_swap::ArcSwap;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, HOST};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body, Incoming};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// At most this many backends are tried for one request.
+const MAX_ATTEMPTS: usize = 3;
+/// A backend that does not accept a connection within this time counts as down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Idle upstream connections kept per backend. Enough for the concurrency of one busy site;
+/// beyond it, connections close after their request instead of piling up.
+const MAX_IDLE_PER_BACKEND: usize = 1024;
+/// Idle upstream connections are closed after this long. Kept below the 5 s keep-alive timeout
+/// common in app servers (Node, gunicorn's 2 s excepted), so that the backend rarely closes a
+/// connection just as the proxy reuses it.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+pub(crate) type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+
+/// What every connection shares: the routing table, the upstream pool, the id generator.
+pub(crate) struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub client: UpstreamClient,
+    pub request_ids: RequestIds,
+}
+
+impl Shared {
+    pub fn new() -> Self {
+        Self {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            client: upstream_client(),
+            request_ids: RequestIds::new(),
+        }
+    }
+}
+
+/// The keep-alive pool to backends. Backends are addressed by IP literal, so no name is ever
+/// resolved on the request path.
+fn upstream_client() -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(MAX_IDLE_PER_BACKEND)
+        .pool_timer(TokioTimer::new())
+        .retry_canceled_requests(true)
+        .build(connector)
+}
+
+/// One client connection's context.
+pub(crate) struct Conn {
+    pub shared: Arc<Shared>,
+    pub client: headers::Client,
+}
+
+/// Serves one request from a client. Never fails: every error becomes an error page.
+pub(crate) async fn handle(
+    conn: Arc<Conn>,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let request_id = conn.shared.request_ids.for_request(request.headers());
+    let log = RequestLog::start(&request);
+    let snapshot = conn.shared.snapshot.load_full();
+    let (site, first) = match route_and_pick(&snapshot, &request) {
+        Ok(found) => found,
+        Err((error, page)) => {
+            let response = error_page(&error, &page, &request_id);
+            log_request(&log, None, response.status(), 0, Some(&error));
+            return Ok(response);
+        }
+    };
+    let outcome = forward(&conn, site, first, request, &request_id).await;
+    let (response, error) = match outcome.result {
+        Ok(response) => (response, None),
+        Err(error) => (error_page(&error, "", &request_id), Some(error)),
+    };
+    log_request(
+        &log,
+        Some(site),
+        response.status(),
+        outcome.attempts,
+        error.as_ref(),
+    );
+    Ok(response)
+}
+
+/// Phases route and pick, done together because the error pages of both name the host, which
+/// borrows from the request that [`forward`] then consumes.
+fn route_and_pick<'s>(
+    snapshot: &'s Snapshot,
+    request: &Request<Incoming>,
+) -> Result<(&'s SiteRoute, usize), (ForwardError, String)> {
+    let Some(host) = headers::routing_host(request.uri(), request.headers()) else {
+        return Err((ForwardError::new(ErrorKind::MissingHost), String::new()));
+    };
+    let Some(site) = route(snapshot, &host) else {
+        return Err((ForwardError::new(ErrorKind::UnknownHost), host.into_owned()));
+    };
+    match pick_upstream(site, &Tried::default()) {
+        Some(idx) => Ok((site, idx)),
+        None => Err((
+            ForwardError::new(ErrorKind::NoHealthyBackend),
+            host.into_owned(),
+        )),
+    }
+}
+
+/// Phase 1: the site that serves `host`.
+fn route<'s>(snapshot: &'s Snapshot, host: &str) -> Option<&'s SiteRoute> {
+    snapshot.site_for(host)
+}
+
+/// The backends already tried for one request, by index into `SiteRoute::routed`.
+#[derive(Debug, Default)]
+struct Tried {
+    idx: [usize; MAX_ATTEMPTS],
+    len: usize,
+}
+
+impl Tried {
+    fn contains(&self, idx: usize) -> bool {
+        self.idx[..self.len].contains(&idx)
+    }
+
+    fn push(&mut self, idx: usize) {
+        if self.len < MAX_ATTEMPTS {
+            self.idx[self.len] = idx;
+            self.len += 1;
+        }
+    }
+}
+
+/// Phase 2: a routed, healthy backend of `site` not in `tried`, by the site's balance policy.
+fn pick_upstream(site: &SiteRoute, tried: &Tried) -> Option<usize> {
+    let start = site.next.fetch_add(1, Relaxed);
+    balance::pick(
+        site.balance,
+        start,
+        site.routed.len(),
+        |idx| site.routed[idx].is_healthy() && !tried.contains(idx),
+        |idx| site.routed[idx].inflight(),
+    )
+}
+
+/// What phase 3 did: the response or the last error, and how many backends it tried.
+struct Outcome {
+    result: Result<Response<ProxyBody>, ForwardError>,
+    attempts: usize,
+}
+
+/// The parts of the client's request that every attempt sends.
+struct Head {
+    method: Method,
+    path_and_query: PathAndQuery,
+    headers: HeaderMap,
+}
+
+impl Head {
+    fn to_request(&self, authority: &Authority, body: UpstreamBody) -> Request<UpstreamBody> {
+        Head {
+            method: self.method.clone(),
+            path_and_query: self.path_and_query.clone(),
+            headers: self.headers.clone(),
+        }
+        .into_request(authority, body)
+    }
+
+    fn into_request(self, authority: &Authority, body: UpstreamBody) -> Request<UpstreamBody> {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority.clone());
+        uri.path_and_query = Some(self.path_and_query);
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() =
+            Uri::from_parts(uri).expect("scheme, authority and path make a valid uri");
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = self.headers;
+        request
+    }
+}
+
+/// Phase 3: sends the request to `first`, then to other backends while the failure allows it.
+async fn forward(
+    conn: &Conn,
+    site: &SiteRoute,
+    first: usize,
+    request: Request<Incoming>,
+    request_id: &HeaderValue,
+) -> Outcome {
+    let (mut parts, body) = request.into_parts();
+    let upgrade = headers::requested_upgrade(&parts.headers);
+    let downstream_upgrade = match upgrade {
+        Some(_) => parts.extensions.remove::<OnUpgrade>(),
+        None => None,
+    };
+    if !parts.headers.contains_key(HOST) {
+        // An absolute-form request: the backend gets the host it asked for, not our address.
+        if let Some(value) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(HOST, value);
+        }
+    }
+    headers::to_upstream(
+        &mut parts.headers,
+        &conn.client,
+        request_id,
+        upgrade.as_ref(),
+        parts.uri.authority(),
+    );
+    let idempotent = matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    );
+    let replayable = body.is_end_stream();
+    let (mut body, max_attempts) = match replayable {
+        true => (
+            Some(UpstreamBody::Empty),
+            site.routed.len().clamp(1, MAX_ATTEMPTS),
+        ),
+        false => (Some(UpstreamBody::Streamed(body)), 1),
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut head = Some(Head {
+        method: parts.method,
+        path_and_query,
+        headers: parts.headers,
+    });
+    let mut downstream_upgrade = downstream_upgrade;
+
+    let mut tried = Tried::default();
+    let mut idx = first;
+    loop {
+        tried.push(idx);
+        let guard = InflightGuard::new(Arc::clone(&site.routed[idx]));
+        let authority = &guard.backend().authority;
+        let last = tried.len >= max_attempts;
+        let request = match last {
+            true => {
+                let body = body
+                    .take()
+                    .expect("the body is sent on the last attempt only");
+                head.take()
+                    .expect("the head is moved on the last attempt only")
+                    .into_request(authority, body)
+            }
+            false => head
+                .as_ref()
+                .expect("the head is kept until the last attempt")
+                .to_request(authority, UpstreamBody::Empty),
+        };
+        let error = match send_upstream(&conn.shared.client, request).await {
+            Ok(response) => {
+                let result =
+                    into_downstream(response, guard, downstream_upgrade.take(), request_id);
+                return Outcome {
+                    result,
+                    attempts: tried.len,
+                };
+            }
+            Err(error) => error,
+        };
+        if error.kind == ErrorKind::ConnectFailed {
+            // Passive health check: a refused connection is as telling as a failed probe, and
+            // reacting now moves traffic away before the next probe is due.
+            guard
+                .backend()
+                .record(Err(error.to_string()), Instant::now());
+        }
+        drop(guard);
+        // Only replayable requests get `max_attempts > 1`, so `last` covers streamed bodies.
+        if last || !error.allows_retry(idempotent) {
+            return Outcome {
+                result: Err(error),
+                attempts: tried.len,
+            };
+        }
+        idx = match pick_upstream(site, &tried) {
+            Some(next) => next,
+            None => {
+                return Outcome {
+                    result: Err(error),
+                    attempts: tried.len,
+                }
+            }
+        };
+    }
+}
+
+async fn send_upstream(
+    client: &UpstreamClient,
+    request: Request<UpstreamBody>,
+) -> Result<Response<Incoming>, ForwardError> {
+    client.request(request).await.map_err(|error| {
+        let kind = match error.is_connect() {
+            true => ErrorKind::ConnectFailed,
+            false => ErrorKind::UpstreamBroken,
+        };
+        ForwardError::new(kind).because(error)
+    })
+}
+
+/// Turns the backend's response into the client's; a `101` starts a byte tunnel.
+fn into_downstream(
+    response: Response<Incoming>,
+    guard: InflightGuard,
+    downstream_upgrade: Option<OnUpgrade>,
+    request_id: &HeaderValue,
+) -> Result<Response<ProxyBody>, ForwardError> {
+    let (mut parts, body) = response.into_parts();
+    if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+        headers::to_downstream(&mut parts.headers, false, request_id);
+        return Ok(Response::from_parts(
+            parts,
+            ProxyBody::Upstream {
+                body,
+                _guard: guard,
+            },
+        ));
+    }
+    let (Some(downstream), Some(upstream)) =
+        (downstream_upgrade, parts.extensions.remove::<OnUpgrade>())
+    else {
+        return Err(ForwardError::new(ErrorKind::BadUpgrade));
+    };
+    tokio::spawn(tunnel(downstream, upstream, guard));
+    headers::to_downstream(&mut parts.headers, true, request_id);
+    Ok(Response::from_parts(parts, ProxyBody::empty()))
+}
+
+/// Copies bytes both ways between an upgraded client and backend connection. The guard keeps
+/// the backend's in-flight count up while the tunnel is open, so draining waits for it.
+async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade, guard: InflightGuard) {
+    let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
+        Ok(pair) => pair,
+        Err(error) => {
+            tracing::debug!(instance = %guard.backend().id, %error, "upgrade failed");
+            return;
+        }
+    };
+    let mut downstream = TokioIo::new(downstream);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(error) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
+        tracing::debug!(instance = %guard.backend().id, %error, "tunnel closed with an error");
+    }
+}
+
+fn error_page(error: &ForwardError, host: &str, request_id: &HeaderValue) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::text(error.page(host)));
+    *response.status_mut() = error.status();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(headers::X_REQUEST_ID.clone(), request_id.clone());
+    response
+}
+
+/// What the log phase needs from the request, captured only when `debug` is on.
+struct RequestLog {
+    request: Option<(Method, Uri)>,
+}
+
+impl RequestLog {
+    fn start(request: &Request<Incoming>) -> Self {
+        let request = tracing::enabled!(tracing::Level::DEBUG)
+            .then(|| (request.method().clone(), request.uri().clone()));
+        Self { request }
+    }
+}
+
+/// Phase 4: one `debug` line per request, never higher.
+fn log_request(
+    log: &RequestLog,
+    site: Option<&SiteRoute>,
+    status: StatusCode,
+    attempts: usize,
+    error: Option<&ForwardError>,
+) {
+    let Some((method, uri)) = &log.request else {
+        return;
+    };
+    tracing::debug!(
+        %method,
+        %uri,
+        app = site.map(|s| s.app.as_str()),
+        status = status.as_u16(),
+        attempts,
+        error = error.map(tracing::field::display),
+        side = error.map(|e| tracing::field::debug(e.side)),
+        "request"
+    );
+}
