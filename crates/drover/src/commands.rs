@@ -292,6 +292,22 @@ fn resolve_app(app: Option<String>) -> anyhow::Result<String> {
     }
 }
 
+/// The directory's name as an app name (`My_App` gives `my-app`), if it makes a valid one.
+fn dir_app_name(dir: &Path) -> Option<String> {
+    let base = dir
+        .canonicalize()
+        .ok()?
+        .file_name()?
+        .to_string_lossy()
+        .to_lowercase();
+    let name: String = base
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let name = name.trim_matches('-').to_owned();
+    model::AppName::parse(&name).ok().map(|n| n.to_string())
+}
+
 fn parse_release(text: &str) -> anyhow::Result<u64> {
     text.trim_start_matches('v')
         .parse()
@@ -333,6 +349,9 @@ async fn deploy(
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
+    // A Procfile-only app is named after its directory unless --name says otherwise.
+    let derived = dir_app_name(dir);
+    let name = name.or(derived.as_deref());
     let body = pack(dir)?;
     if !out.json {
         println!(

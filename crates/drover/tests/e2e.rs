@@ -196,12 +196,12 @@ fn bad_input_is_rejected_before_anything_changes() {
     );
 
     // A tarball with a path-traversal entry, posted straight to the API.
-    let mut header = tar_header(b"../escape.txt");
+    let header = tar_header(b"../escape.txt");
     let mut archive = Vec::new();
     {
         let encoder = flate2_encoder(&mut archive);
         let mut builder = tar::Builder::new(encoder);
-        builder.append(&mut header, &b"boom"[..]).unwrap();
+        builder.append(&header, &b"boom"[..]).unwrap();
         builder.into_inner().unwrap().finish().unwrap();
     }
     let info: serde_json::Value =
@@ -281,4 +281,58 @@ fn tar_header(path: &[u8]) -> tar::Header {
 
 fn flate2_encoder(out: &mut Vec<u8>) -> flate2::write::GzEncoder<&mut Vec<u8>> {
     flate2::write::GzEncoder::new(out, flate2::Compression::fast())
+}
+
+#[test]
+fn a_procfile_app_is_named_after_its_directory_and_logs_follow_live() {
+    let drover = Drover::new();
+    drover.start();
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("Plain_App");
+    std::fs::create_dir(&dir).unwrap();
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-python/app.py");
+    std::fs::copy(example, dir.join("app.py")).unwrap();
+    std::fs::write(
+        dir.join("Procfile"),
+        "# a Procfile-only app\nweb: python3 app.py\n",
+    )
+    .unwrap();
+    let out = drover.ok(&["deploy", dir.to_str().unwrap()]);
+    assert!(out.contains("deployed plain-app v1"), "{out}");
+
+    let mut follower = drover
+        .command(&["logs", "plain-app", "-f", "--tail", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !seen.iter().any(|l: &String| l.contains("GET /followed")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no live log line; saw {seen:?}"
+        );
+        drover.get("plain-app", "/followed");
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(500)) {
+            seen.push(line);
+        }
+    }
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("plain-app-web-v1-") && l.contains("[stdout]")),
+        "{seen:?}"
+    );
 }
