@@ -24,9 +24,7 @@ impl DataDir {
         if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
             return PathBuf::from(dir).join("drover");
         }
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/root"));
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
         home.join(".local/share/drover")
     }
 
@@ -82,12 +80,7 @@ impl DataDir {
     pub fn write_json<T: Serialize>(path: &Path, value: &T, mode: u32) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         let tmp = path.with_extension("tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
         file.write_all(&serde_json::to_vec_pretty(value).expect("settings always serialize"))?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)

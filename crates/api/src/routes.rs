@@ -38,9 +38,7 @@ impl IntoResponse for ApiError {
 impl From<store::StoreError> for ApiError {
     fn from(e: store::StoreError) -> Self {
         match e {
-            store::StoreError::NoApp(_) | store::StoreError::NoRelease { .. } => {
-                Self::not_found(e.to_string())
-            }
+            store::StoreError::NoApp(_) | store::StoreError::NoRelease { .. } => Self::not_found(e.to_string()),
             other => Self(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
         }
     }
@@ -69,19 +67,13 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
         .route("/apps/{app}/logs", get(app_logs))
         .route("/apps/{app}/rollback", post(rollback))
         .route("/apps/{app}/scale", post(scale))
-        .route(
-            "/deploys",
-            post(create_deploy).layer(DefaultBodyLimit::max(limit)),
-        )
+        .route("/deploys", post(create_deploy).layer(DefaultBodyLimit::max(limit)))
         .route("/deploys/{id}", get(deploy_status))
         .route("/events", get(events))
         .route("/server", get(server_status))
         .route("/server/shutdown", post(shutdown))
         .layer(middleware::from_fn_with_state(ctx.clone(), require_token));
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .nest("/api/v1", api)
-        .with_state(ctx)
+    Router::new().route("/healthz", get(|| async { "ok\n" })).nest("/api/v1", api).with_state(ctx)
 }
 
 /// Compares without an early exit, so timing does not reveal how much of the token matched.
@@ -97,11 +89,7 @@ async fn require_token(State(ctx): State<Arc<Ctx>>, request: Request, next: Next
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !same_token(given.as_bytes(), ctx.token.as_bytes()) {
-        return ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong API token".into(),
-        )
-        .into_response();
+        return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong API token".into()).into_response();
     }
     next.run(request).await
 }
@@ -118,10 +106,7 @@ async fn apps(State(ctx): State<Arc<Ctx>>) -> ApiResult<Json<Vec<AppView>>> {
         .into_iter()
         .map(|app| AppView {
             url: ctx.app_url(app.name.as_str()),
-            instances: instances
-                .iter()
-                .filter(|i| i.app == app.name && i.draining_since_ms.is_none())
-                .count(),
+            instances: instances.iter().filter(|i| i.app == app.name && i.draining_since_ms.is_none()).count(),
             target: app.target.map(|r| r.0),
             stable: app.stable.map(|r| r.0),
             scale: app.scale.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
@@ -131,10 +116,7 @@ async fn apps(State(ctx): State<Arc<Ctx>>) -> ApiResult<Json<Vec<AppView>>> {
     Ok(Json(apps))
 }
 
-async fn releases(
-    State(ctx): State<Arc<Ctx>>,
-    Path(app): Path<String>,
-) -> ApiResult<Json<Vec<ReleaseView>>> {
+async fn releases(State(ctx): State<Arc<Ctx>>, Path(app): Path<String>) -> ApiResult<Json<Vec<ReleaseView>>> {
     let app = app_name(&app)?;
     let store = ctx.store();
     let target = store.app(&app)?.target;
@@ -152,10 +134,7 @@ async fn releases(
     Ok(Json(releases))
 }
 
-async fn ps(
-    State(ctx): State<Arc<Ctx>>,
-    Path(app): Path<String>,
-) -> ApiResult<Json<Vec<InstanceView>>> {
+async fn ps(State(ctx): State<Arc<Ctx>>, Path(app): Path<String>) -> ApiResult<Json<Vec<InstanceView>>> {
     use runtime::{InstanceState, Runtime};
     let app = app_name(&app)?;
     let rows = {
@@ -172,11 +151,7 @@ async fn ps(
         .map(|s| (s.spec.id.clone(), s))
         .collect();
     let health: HashMap<_, _> = match ctx.proxy.status().await {
-        Ok(status) => status
-            .backends
-            .into_iter()
-            .map(|b| (b.id.clone(), b))
-            .collect(),
+        Ok(status) => status.backends.into_iter().map(|b| (b.id.clone(), b)).collect(),
         Err(e) => {
             warn!(error = %e, "proxy status unavailable");
             HashMap::new()
@@ -199,10 +174,7 @@ async fn ps(
                 },
                 pid: status.and_then(|s| s.pid),
                 restarts: status.map_or(0, |s| s.restarts),
-                healthy: r
-                    .process
-                    .is_web()
-                    .then(|| backend.is_some_and(|b| b.healthy)),
+                healthy: r.process.is_web().then(|| backend.is_some_and(|b| b.healthy)),
                 inflight: backend.map_or(0, |b| b.inflight),
                 id: r.id.to_string(),
                 release: r.release.0,
@@ -233,12 +205,7 @@ async fn create_deploy(
     let workdir = tempfile::Builder::new()
         .prefix("upload-")
         .tempdir_in(ctx.data.tmp())
-        .map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("creating an upload dir: {e}"),
-            )
-        })?;
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("creating an upload dir: {e}")))?;
     let src = workdir.path().join("src");
     let limit = ctx.settings.upload_limit;
     let spec = tokio::task::spawn_blocking({
@@ -254,21 +221,14 @@ async fn create_deploy(
     .map_err(ApiError::bad_request)?;
 
     let app = spec.name.clone();
-    let deploy_id = ctx
-        .store()
-        .create_deploy(Some(&app), "building", now_ms())?;
+    let deploy_id = ctx.store().create_deploy(Some(&app), "building", now_ms())?;
     info!(app = %app, deploy = deploy_id, "deploy accepted");
     tokio::spawn(build_and_release(ctx.clone(), deploy_id, spec, workdir));
     let view = deploy_view(&ctx, deploy_id, 0)?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
-async fn build_and_release(
-    ctx: Arc<Ctx>,
-    deploy_id: u64,
-    spec: model::AppSpec,
-    workdir: tempfile::TempDir,
-) {
+async fn build_and_release(ctx: Arc<Ctx>, deploy_id: u64, spec: model::AppSpec, workdir: tempfile::TempDir) {
     let src = workdir.path().join("src");
     let built = tokio::task::spawn_blocking({
         let ctx = ctx.clone();
@@ -277,13 +237,8 @@ async fn build_and_release(
             let mut on_line = |line: &str| {
                 let _ = ctx.store().append_deploy_log(deploy_id, line);
             };
-            on_line(&format!(
-                "building {} ({} build step(s))",
-                spec.name,
-                spec.build.len()
-            ));
-            ctx.artifacts
-                .build(&src, &spec.build, &spec.env, &mut on_line)
+            on_line(&format!("building {} ({} build step(s))", spec.name, spec.build.len()));
+            ctx.artifacts.build(&src, &spec.build, &spec.env, &mut on_line)
         }
     })
     .await
@@ -292,34 +247,16 @@ async fn build_and_release(
     let now = now_ms();
     let result = built.map_err(|e| chain(&e)).and_then(|built| {
         let mut store = ctx.store();
-        let cached = if built.cached {
-            " (cached: inputs unchanged)"
-        } else {
-            ""
-        };
-        store
-            .append_deploy_log(deploy_id, &format!("artifact {}{cached}", built.digest))
-            .map_err(|e| e.to_string())?;
+        let cached = if built.cached { " (cached: inputs unchanged)" } else { "" };
+        store.append_deploy_log(deploy_id, &format!("artifact {}{cached}", built.digest)).map_err(|e| e.to_string())?;
         let previous = store.app(&spec.name).ok().and_then(|a| a.stable);
-        let release = store
-            .create_release(&spec, &built.digest, "deploy", now)
+        let release = store.create_release(&spec, &built.digest, "deploy", now).map_err(|e| e.to_string())?;
+        store.deploy_released(deploy_id, &spec.name, release.id, previous).map_err(|e| e.to_string())?;
+        store
+            .append_deploy_log(deploy_id, &format!("release {} created; rolling out", release.id))
             .map_err(|e| e.to_string())?;
         store
-            .deploy_released(deploy_id, &spec.name, release.id, previous)
-            .map_err(|e| e.to_string())?;
-        store
-            .append_deploy_log(
-                deploy_id,
-                &format!("release {} created; rolling out", release.id),
-            )
-            .map_err(|e| e.to_string())?;
-        store
-            .add_event(
-                Some(&spec.name),
-                "release.created",
-                &format!("{} from {}", release.id, built.digest),
-                now,
-            )
+            .add_event(Some(&spec.name), "release.created", &format!("{} from {}", release.id, built.digest), now)
             .map_err(|e| e.to_string())
     });
     if let Err(e) = result {
@@ -334,14 +271,8 @@ async fn build_and_release(
 
 fn deploy_view(ctx: &Ctx, id: u64, after: u64) -> ApiResult<DeployView> {
     let store = ctx.store();
-    let deploy = store
-        .deploy(id)?
-        .ok_or_else(|| ApiError::not_found(format!("no deploy {id}")))?;
-    let log = store
-        .deploy_log(id, after)?
-        .into_iter()
-        .map(|(seq, line)| LogLine { seq, line })
-        .collect();
+    let deploy = store.deploy(id)?.ok_or_else(|| ApiError::not_found(format!("no deploy {id}")))?;
+    let log = store.deploy_log(id, after)?.into_iter().map(|(seq, line)| LogLine { seq, line }).collect();
     Ok(DeployView {
         id,
         url: deploy.app.as_ref().map(|a| ctx.app_url(a.as_str())),
@@ -383,48 +314,24 @@ async fn rollback(
     let deploy_id = {
         let mut store = ctx.store();
         let state = store.app(&app)?;
-        let current = state
-            .target
-            .ok_or_else(|| ApiError::bad_request(format!("{app} has no release running")))?;
+        let current = state.target.ok_or_else(|| ApiError::bad_request(format!("{app} has no release running")))?;
         let to = match req.release {
             Some(r) => ReleaseId(r),
             None => {
                 let older = store.releases(&app)?.into_iter().find(|r| r.id < current);
-                older
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!("{app} has no release before {current}"))
-                    })?
-                    .id
+                older.ok_or_else(|| ApiError::bad_request(format!("{app} has no release before {current}")))?.id
             }
         };
         let source = store.release(&app, to)?;
         if !ctx.artifacts.has(&source.digest) {
-            return Err(ApiError::bad_request(format!(
-                "the artifact of {to} ({}) is no longer stored",
-                source.digest
-            )));
+            return Err(ApiError::bad_request(format!("the artifact of {to} ({}) is no longer stored", source.digest)));
         }
         let deploy_id = store.create_deploy(Some(&app), &format!("rollback to {to}"), now)?;
-        let release = store.create_release(
-            &source.spec,
-            &source.digest,
-            &format!("rollback to {to}"),
-            now,
-        )?;
+        let release = store.create_release(&source.spec, &source.digest, &format!("rollback to {to}"), now)?;
         store.deploy_released(deploy_id, &app, release.id, state.stable)?;
-        store.append_deploy_log(
-            deploy_id,
-            &format!(
-                "release {} = {to} ({}); rolling out",
-                release.id, source.digest
-            ),
-        )?;
-        store.add_event(
-            Some(&app),
-            "release.rollback",
-            &format!("{} rolls back to {to}", release.id),
-            now,
-        )?;
+        store
+            .append_deploy_log(deploy_id, &format!("release {} = {to} ({}); rolling out", release.id, source.digest))?;
+        store.add_event(Some(&app), "release.rollback", &format!("{} rolls back to {to}", release.id), now)?;
         deploy_id
     };
     ctx.wake.notify_one();
@@ -440,14 +347,11 @@ async fn scale(
     {
         let store = ctx.store();
         let state = store.app(&app)?;
-        let target = state
-            .target
-            .ok_or_else(|| ApiError::bad_request(format!("{app} has no release to scale")))?;
+        let target = state.target.ok_or_else(|| ApiError::bad_request(format!("{app} has no release to scale")))?;
         let spec = store.release(&app, target)?.spec;
         let mut scale: BTreeMap<ProcessType, u32> = state.scale.clone();
         for (process, n) in &req.scale {
-            let process =
-                ProcessType::parse(process).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let process = ProcessType::parse(process).map_err(|e| ApiError::bad_request(e.to_string()))?;
             if !spec.processes.contains_key(&process) {
                 let known: Vec<&str> = spec.processes.keys().map(|p| p.as_str()).collect();
                 return Err(ApiError::bad_request(format!(
@@ -456,9 +360,7 @@ async fn scale(
                 )));
             }
             if *n > 100 {
-                return Err(ApiError::bad_request(format!(
-                    "scale {process}={n} is above the limit of 100"
-                )));
+                return Err(ApiError::bad_request(format!("scale {process}={n} is above the limit of 100")));
             }
             scale.insert(process, *n);
         }
@@ -491,10 +393,7 @@ async fn app_logs(
     let app = app_name(&app)?;
     ctx.store().app(&app)?;
     let root = ctx.data.logs();
-    let opts = logs::ReadOptions {
-        tail: Some(q.tail.unwrap_or(100)),
-        ..Default::default()
-    };
+    let opts = logs::ReadOptions { tail: Some(q.tail.unwrap_or(100)), ..Default::default() };
     let internal = |e: logs::LogError| ApiError(StatusCode::INTERNAL_SERVER_ERROR, chain(&e));
     let ndjson = |record: &logs::LogRecord| {
         let mut line = serde_json::to_vec(record).expect("log records serialize");
@@ -511,11 +410,7 @@ async fn app_logs(
         let record = follow.next().await?;
         Some((Ok::<_, std::io::Error>(ndjson(&record)), follow))
     });
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -523,21 +418,13 @@ struct EventsQuery {
     app: Option<String>,
 }
 
-async fn events(
-    State(ctx): State<Arc<Ctx>>,
-    Query(q): Query<EventsQuery>,
-) -> ApiResult<Json<Vec<EventView>>> {
+async fn events(State(ctx): State<Arc<Ctx>>, Query(q): Query<EventsQuery>) -> ApiResult<Json<Vec<EventView>>> {
     let app = q.app.as_deref().map(app_name).transpose()?;
     let events = ctx
         .store()
         .events(app.as_ref(), 200)?
         .into_iter()
-        .map(|e| EventView {
-            ts_ms: e.ts_ms,
-            app: e.app.map(|a| a.to_string()),
-            kind: e.kind,
-            message: e.message,
-        })
+        .map(|e| EventView { ts_ms: e.ts_ms, app: e.app.map(|a| a.to_string()), kind: e.kind, message: e.message })
         .collect();
     Ok(Json(events))
 }
@@ -564,10 +451,7 @@ async fn server_status(State(ctx): State<Arc<Ctx>>) -> ApiResult<Json<ServerStat
     }))
 }
 
-async fn shutdown(
-    State(ctx): State<Arc<Ctx>>,
-    Json(req): Json<ShutdownRequest>,
-) -> ApiResult<StatusCode> {
+async fn shutdown(State(ctx): State<Arc<Ctx>>, Json(req): Json<ShutdownRequest>) -> ApiResult<StatusCode> {
     if req.all {
         crate::server::stop_everything(&ctx).await;
     }

@@ -56,17 +56,11 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub fn store(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.store
-            .lock()
-            .expect("store mutex is never poisoned: holders do not panic")
+        self.store.lock().expect("store mutex is never poisoned: holders do not panic")
     }
 
     pub fn app_url(&self, app: &str) -> String {
-        format!(
-            "http://{app}.{}:{}/",
-            self.settings.domain,
-            self.settings.http_addr.port()
-        )
+        format!("http://{app}.{}:{}/", self.settings.domain, self.settings.http_addr.port())
     }
 }
 
@@ -96,8 +90,7 @@ fn settings(data: &DataDir, overrides: &Overrides) -> anyhow::Result<Settings> {
         settings.upload_limit = limit;
     }
     if settings.http_addr.port() == 0 {
-        let listener =
-            StdTcpListener::bind(settings.http_addr).context("picking a port for the proxy")?;
+        let listener = StdTcpListener::bind(settings.http_addr).context("picking a port for the proxy")?;
         settings.http_addr = listener.local_addr()?;
     }
     DataDir::write_json(&data.settings(), &settings, 0o600).context("saving settings.json")?;
@@ -127,11 +120,7 @@ fn token(data: &DataDir) -> anyhow::Result<String> {
 
 /// Makes sure a proxy serves `settings.http_addr`: re-adopts a live one, or starts one in its own
 /// session so it outlives this server.
-pub(crate) async fn ensure_proxy(
-    data: &DataDir,
-    settings: &Settings,
-    exe: &std::path::Path,
-) -> anyhow::Result<()> {
+pub(crate) async fn ensure_proxy(data: &DataDir, settings: &Settings, exe: &std::path::Path) -> anyhow::Result<()> {
     let client = AdminClient::new(data.proxy_socket());
     if let Some(info) = DataDir::read_json::<ProxyInfo>(&data.proxy_info()) {
         if procinfo::is_alive(info.pid, info.start_time)
@@ -143,10 +132,8 @@ pub(crate) async fn ensure_proxy(
         }
         if procinfo::is_alive(info.pid, info.start_time) {
             // A proxy on another address, or one that does not answer: replace it.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(info.pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(info.pid as i32), nix::sys::signal::Signal::SIGTERM);
         }
     }
     if let Err(e) = StdTcpListener::bind(settings.http_addr) {
@@ -155,10 +142,7 @@ pub(crate) async fn ensure_proxy(
             settings.http_addr
         );
     }
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(data.proxy_log())?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(data.proxy_log())?;
     let mut command = std::process::Command::new(exe);
     command
         .arg("proxy")
@@ -173,25 +157,12 @@ pub(crate) async fn ensure_proxy(
         .stderr(log);
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
     unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(|_| ())
-                .map_err(std::io::Error::from)
-        });
+        command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
     }
     let mut child = command.spawn().context("starting the proxy")?;
     let pid = child.id();
-    let start_time =
-        procinfo::start_time(pid).context("the proxy exited at once; see proxy.log")?;
-    DataDir::write_json(
-        &data.proxy_info(),
-        &ProxyInfo {
-            pid,
-            start_time,
-            listen: settings.http_addr,
-        },
-        0o600,
-    )?;
+    let start_time = procinfo::start_time(pid).context("the proxy exited at once; see proxy.log")?;
+    DataDir::write_json(&data.proxy_info(), &ProxyInfo { pid, start_time, listen: settings.http_addr }, 0o600)?;
     // Reap the proxy if it exits while we live; after we die, init adopts it.
     std::thread::spawn(move || child.wait());
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -201,16 +172,10 @@ pub(crate) async fn ensure_proxy(
             return Ok(());
         }
         if !procinfo::is_alive(pid, start_time) {
-            bail!(
-                "the proxy exited while starting; see {}",
-                data.proxy_log().display()
-            );
+            bail!("the proxy exited while starting; see {}", data.proxy_log().display());
         }
         if Instant::now() > deadline {
-            bail!(
-                "the proxy did not answer on {} within 10s",
-                data.proxy_socket().display()
-            );
+            bail!("the proxy did not answer on {} within 10s", data.proxy_socket().display());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -219,12 +184,7 @@ pub(crate) async fn ensure_proxy(
 /// Runs the server until SIGTERM, SIGINT or a shutdown request.
 pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     let data = opts.data;
-    for dir in [
-        data.root().to_path_buf(),
-        data.tmp(),
-        data.instances(),
-        data.logs(),
-    ] {
+    for dir in [data.root().to_path_buf(), data.tmp(), data.instances(), data.logs()] {
         create_private_dir(&dir)?;
     }
     let settings = settings(&data, &opts.overrides)?;
@@ -232,10 +192,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     let store = Store::open(&data.db()).context("opening state.db")?;
     let interrupted = store.fail_interrupted_builds(deploy::reconciler::now_ms())?;
     if interrupted > 0 {
-        warn!(
-            interrupted,
-            "marked builds interrupted by the last stop as failed"
-        );
+        warn!(interrupted, "marked builds interrupted by the last stop as failed");
     }
     let artifacts = ArtifactStore::open(data.artifacts()).context("opening the artifact store")?;
     let runtime = ProcessRuntime::new(data.instances(), data.logs(), opts.exe.clone());
@@ -243,12 +200,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(settings.api_addr)
         .await
-        .with_context(|| {
-            format!(
-                "cannot serve the API on {} (choose another with --api-addr)",
-                settings.api_addr
-            )
-        })?;
+        .with_context(|| format!("cannot serve the API on {} (choose another with --api-addr)", settings.api_addr))?;
     let api_addr = listener.local_addr()?;
     let pid = std::process::id();
     let info = ServerInfo {
@@ -281,9 +233,8 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     let shutdown_ctx = ctx.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("signal handler installs");
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("signal handler installs");
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
@@ -340,11 +291,7 @@ pub(crate) async fn stop_everything(ctx: &Ctx) {
     match ctx.runtime.list().await {
         Ok(instances) => {
             let stops = instances.iter().map(|s| ctx.runtime.stop(&s.spec.id));
-            for (result, status) in futures_util::future::join_all(stops)
-                .await
-                .into_iter()
-                .zip(&instances)
-            {
+            for (result, status) in futures_util::future::join_all(stops).await.into_iter().zip(&instances) {
                 if let Err(e) = result {
                     warn!(instance = %status.spec.id, error = %e, "stop failed");
                 }
@@ -354,10 +301,8 @@ pub(crate) async fn stop_everything(ctx: &Ctx) {
     }
     if let Some(info) = DataDir::read_json::<ProxyInfo>(&ctx.data.proxy_info()) {
         if procinfo::is_alive(info.pid, info.start_time) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(info.pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(info.pid as i32), nix::sys::signal::Signal::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(15);
             while procinfo::is_alive(info.pid, info.start_time) && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;

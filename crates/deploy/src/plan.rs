@@ -71,6 +71,11 @@ pub enum Action {
     Drain {
         id: InstanceId,
     },
+    /// Drain an instance that failed its liveness check; a replacement starts at once.
+    Evict {
+        id: InstanceId,
+        reason: String,
+    },
     /// Stop a drained instance.
     Stop {
         id: InstanceId,
@@ -111,23 +116,16 @@ pub fn plan(desired: &Desired, observed: &[Observed], now_ms: u64) -> Vec<Action
     let mut counted: Vec<&Observed> = Vec::new();
     for inst in observed {
         match &inst.life {
-            Life::Dead => actions.push(Action::Forget {
-                id: inst.id.clone(),
-            }),
+            Life::Dead => actions.push(Action::Forget { id: inst.id.clone() }),
             Life::Stopping => {}
             Life::Alive { inflight, .. } => {
                 if let Some(since) = inst.draining_since_ms {
-                    let drain_timeout =
-                        spec.map_or(0, |s| s.deploy.drain_timeout.as_millis() as u64);
+                    let drain_timeout = spec.map_or(0, |s| s.deploy.drain_timeout.as_millis() as u64);
                     if *inflight == 0 || now_ms.saturating_sub(since) >= drain_timeout {
-                        actions.push(Action::Stop {
-                            id: inst.id.clone(),
-                        });
+                        actions.push(Action::Stop { id: inst.id.clone() });
                     }
-                } else if is_dead_for_liveness(inst, spec, now_ms) {
-                    actions.push(Action::Drain {
-                        id: inst.id.clone(),
-                    });
+                } else if let Some(reason) = liveness_failure(inst, spec, now_ms) {
+                    actions.push(Action::Evict { id: inst.id.clone(), reason });
                 } else {
                     counted.push(inst);
                 }
@@ -136,9 +134,7 @@ pub fn plan(desired: &Desired, observed: &[Observed], now_ms: u64) -> Vec<Action
     }
 
     let Some((target, spec)) = &desired.target else {
-        actions.extend(counted.iter().map(|inst| Action::Drain {
-            id: inst.id.clone(),
-        }));
+        actions.extend(counted.iter().map(|inst| Action::Drain { id: inst.id.clone() }));
         return actions;
     };
 
@@ -148,48 +144,30 @@ pub fn plan(desired: &Desired, observed: &[Observed], now_ms: u64) -> Vec<Action
                 Some(to) => Outcome::RolledBack { to, reason },
                 None => Outcome::Failed { reason },
             };
-            actions.push(Action::Finish {
-                deploy_id: rollout.deploy_id,
-                outcome,
-            });
+            actions.push(Action::Finish { deploy_id: rollout.deploy_id, outcome });
             return actions;
         }
     }
 
-    let processes: BTreeSet<&ProcessType> = spec
-        .processes
-        .keys()
-        .chain(counted.iter().map(|i| &i.process))
-        .collect();
+    let processes: BTreeSet<&ProcessType> = spec.processes.keys().chain(counted.iter().map(|i| &i.process)).collect();
     let mut complete = true;
     for process in processes {
         let wanted = if spec.processes.contains_key(process) {
-            desired
-                .scale
-                .get(process)
-                .copied()
-                .unwrap_or_else(|| spec.scale_of(process))
+            desired.scale.get(process).copied().unwrap_or_else(|| spec.scale_of(process))
         } else {
             0
         };
-        let (new, old): (Vec<&Observed>, Vec<&Observed>) = counted
-            .iter()
-            .copied()
-            .filter(|i| &i.process == process)
-            .partition(|i| i.release == *target);
+        let (new, old): (Vec<&Observed>, Vec<&Observed>) =
+            counted.iter().copied().filter(|i| &i.process == process).partition(|i| i.release == *target);
         let strategy = if process.is_web() {
             spec.deploy.strategy
         } else {
-            Strategy::Rolling {
-                max_surge: 1,
-                max_unavailable: 0,
-            }
+            Strategy::Rolling { max_surge: 1, max_unavailable: 0 }
         };
         let step = match strategy {
-            Strategy::Rolling {
-                max_surge,
-                max_unavailable,
-            } => rolling(process, wanted, &new, &old, max_surge, max_unavailable),
+            Strategy::Rolling { max_surge, max_unavailable } => {
+                rolling(process, wanted, &new, &old, max_surge, max_unavailable)
+            }
             Strategy::BlueGreen => blue_green(process, wanted, &new, &old),
         };
         actions.extend(step);
@@ -198,10 +176,7 @@ pub fn plan(desired: &Desired, observed: &[Observed], now_ms: u64) -> Vec<Action
     }
 
     if let (Some(rollout), true) = (&desired.rollout, complete) {
-        actions.push(Action::Finish {
-            deploy_id: rollout.deploy_id,
-            outcome: Outcome::Succeeded,
-        });
+        actions.push(Action::Finish { deploy_id: rollout.deploy_id, outcome: Outcome::Succeeded });
     }
     actions
 }
@@ -210,22 +185,18 @@ fn is_ready(inst: &Observed) -> bool {
     matches!(inst.life, Life::Alive { ready: true, .. })
 }
 
-/// A web instance past its start period that has failed this many probes in a row is replaced.
-fn is_dead_for_liveness(inst: &Observed, spec: Option<&AppSpec>, now_ms: u64) -> bool {
-    let (
-        Some(spec),
-        Life::Alive {
-            ready: false,
-            consecutive_failures,
-            ..
-        },
-    ) = (spec, &inst.life)
-    else {
-        return false;
+/// Why a web instance past its start period must be replaced: it failed `liveness_threshold`
+/// health checks in a row.
+fn liveness_failure(inst: &Observed, spec: Option<&AppSpec>, now_ms: u64) -> Option<String> {
+    let (Some(spec), Life::Alive { ready: false, consecutive_failures, last_error, .. }) = (spec, &inst.life) else {
+        return None;
     };
-    let past_start =
-        now_ms.saturating_sub(inst.created_at_ms) >= spec.health.start_period.as_millis() as u64;
-    inst.process.is_web() && past_start && *consecutive_failures >= spec.health.liveness_threshold
+    let past_start = now_ms.saturating_sub(inst.created_at_ms) >= spec.health.start_period.as_millis() as u64;
+    if !inst.process.is_web() || !past_start || *consecutive_failures < spec.health.liveness_threshold {
+        return None;
+    }
+    let why = last_error.as_deref().unwrap_or("no detail");
+    Some(format!("failed {consecutive_failures} health checks in a row ({why})"))
 }
 
 /// Why the rollout of `target` has failed, if it has.
@@ -237,19 +208,10 @@ fn rollout_failure(
     now_ms: u64,
 ) -> Option<String> {
     for inst in counted.iter().filter(|i| i.release == target) {
-        if let Life::Alive {
-            ready: false,
-            restarts,
-            last_error,
-            ..
-        } = &inst.life
-        {
+        if let Life::Alive { ready: false, restarts, last_error, .. } = &inst.life {
             if *restarts >= CRASH_LOOP_RESTARTS {
                 let why = last_error.as_deref().unwrap_or("no exit status recorded");
-                return Some(format!(
-                    "instance {} of {target} crashed {restarts} times ({why})",
-                    inst.id
-                ));
+                return Some(format!("instance {} of {target} crashed {restarts} times ({why})", inst.id));
             }
         }
     }
@@ -257,17 +219,11 @@ fn rollout_failure(
     if now_ms.saturating_sub(rollout.started_ms) < deadline {
         return None;
     }
-    let unready: Vec<&&Observed> = counted
-        .iter()
-        .filter(|i| i.release == target && !is_ready(i))
-        .collect();
+    let unready: Vec<&&Observed> = counted.iter().filter(|i| i.release == target && !is_ready(i)).collect();
     let detail = unready
         .iter()
         .find_map(|i| match &i.life {
-            Life::Alive {
-                last_error: Some(e),
-                ..
-            } => Some(format!(": {}: {e}", i.id)),
+            Life::Alive { last_error: Some(e), .. } => Some(format!(": {}: {e}", i.id)),
             _ => None,
         })
         .unwrap_or_default();
@@ -296,35 +252,18 @@ fn rolling(
     let mut actions = Vec::new();
     let wanted = wanted as usize;
     // Keep a traffic-less instance of the target release routed: the proxy gates it on health.
-    actions.extend(
-        new.iter()
-            .filter(|i| !i.routed && process.is_web())
-            .map(|i| Action::Route { id: i.id.clone() }),
-    );
+    actions.extend(new.iter().filter(|i| !i.routed && process.is_web()).map(|i| Action::Route { id: i.id.clone() }));
 
     let total = new.len() + old.len();
-    let ceiling = if old.is_empty() {
-        wanted
-    } else {
-        wanted + max_surge as usize
-    };
-    let n_start = wanted
-        .saturating_sub(new.len())
-        .min(ceiling.saturating_sub(total));
-    actions.extend((0..n_start).map(|_| Action::Start {
-        process: process.clone(),
-        routed: true,
-    }));
+    let ceiling = if old.is_empty() { wanted } else { wanted + max_surge as usize };
+    let n_start = wanted.saturating_sub(new.len()).min(ceiling.saturating_sub(total));
+    actions.extend((0..n_start).map(|_| Action::Start { process: process.clone(), routed: true }));
 
     // Surplus instances of the target release (scale down).
     let surplus_new = new.len().saturating_sub(wanted);
     let new_by_drain = drain_order(new);
     let (drained_new, kept_new) = new_by_drain.split_at(surplus_new);
-    actions.extend(
-        drained_new
-            .iter()
-            .map(|i| Action::Drain { id: i.id.clone() }),
-    );
+    actions.extend(drained_new.iter().map(|i| Action::Drain { id: i.id.clone() }));
 
     // Old instances: the ones not serving go at once; serving ones only while enough stay up.
     let ready_new = kept_new.iter().filter(|i| is_ready(i)).count();
@@ -338,36 +277,22 @@ fn rolling(
             }
             budget -= 1;
         }
-        actions.push(Action::Drain {
-            id: inst.id.clone(),
-        });
+        actions.push(Action::Drain { id: inst.id.clone() });
     }
     actions
 }
 
-fn blue_green(
-    process: &ProcessType,
-    wanted: u32,
-    new: &[&Observed],
-    old: &[&Observed],
-) -> Vec<Action> {
+fn blue_green(process: &ProcessType, wanted: u32, new: &[&Observed], old: &[&Observed]) -> Vec<Action> {
     let mut actions = Vec::new();
     let wanted = wanted as usize;
     let serving_old = old.iter().any(|i| i.routed);
     let n_start = wanted.saturating_sub(new.len());
-    actions.extend((0..n_start).map(|_| Action::Start {
-        process: process.clone(),
-        routed: !serving_old,
-    }));
+    actions.extend((0..n_start).map(|_| Action::Start { process: process.clone(), routed: !serving_old }));
 
     let surplus_new = new.len().saturating_sub(wanted);
     let new_by_drain = drain_order(new);
     let (drained_new, kept_new) = new_by_drain.split_at(surplus_new);
-    actions.extend(
-        drained_new
-            .iter()
-            .map(|i| Action::Drain { id: i.id.clone() }),
-    );
+    actions.extend(drained_new.iter().map(|i| Action::Drain { id: i.id.clone() }));
 
     let green_ready = kept_new.len() == wanted && kept_new.iter().all(|i| is_ready(i));
     if !serving_old || green_ready {

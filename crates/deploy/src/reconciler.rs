@@ -7,9 +7,7 @@
 
 use crate::plan::{self, Action, Desired, Life, Observed, Outcome, Rollout};
 use artifact::ArtifactStore;
-use model::{
-    AppName, Backend, BackendStatus, Balance, InstanceId, ProcessType, ReleaseId, RouteTable, Site,
-};
+use model::{AppName, Backend, BackendStatus, Balance, InstanceId, ProcessType, ReleaseId, RouteTable, Site};
 use proxy::AdminClient;
 use runtime::{InstanceSpec, InstanceState, InstanceStatus, Runtime};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -21,9 +19,7 @@ use tracing::{info, warn};
 
 /// Milliseconds since the Unix epoch: the one place the reconciler reads the clock.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,41 +58,19 @@ impl<R: Runtime> Reconciler<R> {
         logs_root: std::path::PathBuf,
         domain: String,
     ) -> Self {
-        Self {
-            store,
-            runtime,
-            proxy,
-            artifacts,
-            logs_root,
-            domain,
-            stopping: Default::default(),
-            published: None,
-        }
+        Self { store, runtime, proxy, artifacts, logs_root, domain, stopping: Default::default(), published: None }
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.store
-            .lock()
-            .expect("store mutex is never poisoned: holders do not panic")
+        self.store.lock().expect("store mutex is never poisoned: holders do not panic")
     }
 
     /// One pass of observe, plan, apply and publish.
     pub async fn tick(&mut self) -> Result<(), ReconcileError> {
-        let statuses: HashMap<InstanceId, InstanceStatus> = self
-            .runtime
-            .list()
-            .await?
-            .into_iter()
-            .map(|s| (s.spec.id.clone(), s))
-            .collect();
-        let proxy_status: HashMap<InstanceId, BackendStatus> = self
-            .proxy
-            .status()
-            .await?
-            .backends
-            .into_iter()
-            .map(|b| (b.id.clone(), b))
-            .collect();
+        let statuses: HashMap<InstanceId, InstanceStatus> =
+            self.runtime.list().await?.into_iter().map(|s| (s.spec.id.clone(), s)).collect();
+        let proxy_status: HashMap<InstanceId, BackendStatus> =
+            self.proxy.status().await?.backends.into_iter().map(|b| (b.id.clone(), b)).collect();
         let now = now_ms();
         let (apps, rows, deploys) = {
             let store = self.store();
@@ -113,17 +87,8 @@ impl<R: Runtime> Reconciler<R> {
             let rollout = deploys
                 .iter()
                 .find(|d| d.app.as_ref() == Some(&app.name) && d.release == app.target)
-                .map(|d| Rollout {
-                    deploy_id: d.id,
-                    started_ms: d.started_at_ms,
-                    previous: d.previous,
-                });
-            let desired = Desired {
-                app: app.name.clone(),
-                target,
-                scale: app.scale.clone(),
-                rollout,
-            };
+                .map(|d| Rollout { deploy_id: d.id, started_ms: d.started_at_ms, previous: d.previous });
+            let desired = Desired { app: app.name.clone(), target, scale: app.scale.clone(), rollout };
             let observed: Vec<Observed> = rows
                 .iter()
                 .filter(|r| r.app == app.name)
@@ -137,18 +102,8 @@ impl<R: Runtime> Reconciler<R> {
         self.publish_routes().await
     }
 
-    fn observe(
-        &self,
-        row: &InstanceRow,
-        status: Option<&InstanceStatus>,
-        health: Option<&BackendStatus>,
-    ) -> Observed {
-        let life = if self
-            .stopping
-            .lock()
-            .expect("never poisoned")
-            .contains(&row.id)
-        {
+    fn observe(&self, row: &InstanceRow, status: Option<&InstanceStatus>, health: Option<&BackendStatus>) -> Observed {
+        let life = if self.stopping.lock().expect("never poisoned").contains(&row.id) {
             Life::Stopping
         } else {
             match status {
@@ -157,17 +112,13 @@ impl<R: Runtime> Reconciler<R> {
                 Some(s) if s.state == InstanceState::Stopping => Life::Stopping,
                 Some(s) => {
                     let running = s.state == InstanceState::Running;
-                    let (ready, failures, inflight, last_error) =
-                        match (row.process.is_web(), health) {
-                            (true, Some(h)) => (
-                                h.healthy && running,
-                                h.consecutive_failures,
-                                h.inflight,
-                                h.last_error.clone(),
-                            ),
-                            (true, None) => (false, 0, 0, None),
-                            (false, _) => (running, 0, 0, None),
-                        };
+                    let (ready, failures, inflight, last_error) = match (row.process.is_web(), health) {
+                        (true, Some(h)) => {
+                            (h.healthy && running, h.consecutive_failures, h.inflight, h.last_error.clone())
+                        }
+                        (true, None) => (false, 0, 0, None),
+                        (false, _) => (running, 0, 0, None),
+                    };
                     Life::Alive {
                         ready,
                         consecutive_failures: failures,
@@ -209,13 +160,8 @@ impl<R: Runtime> Reconciler<R> {
         let deploy_id = desired.rollout.map(|r| r.deploy_id);
         match action {
             Action::Start { process, routed } => {
-                let (release, spec) = desired
-                    .target
-                    .as_ref()
-                    .expect("the planner starts instances only for a target");
-                let id = self
-                    .start(app, *release, spec, &process, routed, now)
-                    .await?;
+                let (release, spec) = desired.target.as_ref().expect("the planner starts instances only for a target");
+                let id = self.start(app, *release, spec, &process, routed, now).await?;
                 self.note(deploy_id, app, &format!("started {id}"));
             }
             Action::Route { id } => {
@@ -225,6 +171,12 @@ impl<R: Runtime> Reconciler<R> {
             Action::Drain { id } => {
                 self.store().start_draining(&id, now)?;
                 self.note(deploy_id, app, &format!("draining {id}"));
+            }
+            Action::Evict { id, reason } => {
+                let message = format!("replacing {id}: {reason}");
+                self.store().start_draining(&id, now)?;
+                self.store().add_event(Some(app), "instance.replaced", &message, now)?;
+                self.note(deploy_id, app, &message);
             }
             Action::Stop { id } => {
                 self.note(deploy_id, app, &format!("stopping {id}"));
@@ -236,9 +188,7 @@ impl<R: Runtime> Reconciler<R> {
                 let _ = self.runtime.remove(&id).await;
                 info!(app = %app, instance = %id, "instance is gone; forgot it");
             }
-            Action::Finish { deploy_id, outcome } => {
-                self.finish(app, desired, deploy_id, outcome, now)?
-            }
+            Action::Finish { deploy_id, outcome } => self.finish(app, desired, deploy_id, outcome, now)?,
         }
         Ok(())
     }
@@ -258,10 +208,7 @@ impl<R: Runtime> Reconciler<R> {
                 if let Some(release) = release {
                     store.set_stable(app, release)?;
                 }
-                let message = format!(
-                    "{} is live",
-                    release.map(|r| r.to_string()).unwrap_or_default()
-                );
+                let message = format!("{} is live", release.map(|r| r.to_string()).unwrap_or_default());
                 store.finish_deploy(deploy_id, DeployStatus::Succeeded, &message, now)?;
                 store.append_deploy_log(deploy_id, &message)?;
                 store.add_event(Some(app), "deploy.succeeded", &message, now)?;
@@ -311,11 +258,7 @@ impl<R: Runtime> Reconciler<R> {
             .await
             .expect("unpacking does not panic")?;
         let id = InstanceId::new(app, process, release, &random_suffix());
-        let port = if process.is_web() {
-            Some(self.free_port()?)
-        } else {
-            None
-        };
+        let port = if process.is_web() { Some(self.free_port()?) } else { None };
         let row = InstanceRow {
             id: id.clone(),
             app: app.clone(),
@@ -350,12 +293,7 @@ impl<R: Runtime> Reconciler<R> {
 
     /// A loopback port no instance of ours holds.
     fn free_port(&self) -> Result<u16, ReconcileError> {
-        let taken: HashSet<u16> = self
-            .store()
-            .instances()?
-            .iter()
-            .filter_map(|r| r.port)
-            .collect();
+        let taken: HashSet<u16> = self.store().instances()?.iter().filter_map(|r| r.port).collect();
         for _ in 0..20 {
             let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
                 .and_then(|l| l.local_addr())
@@ -365,20 +303,13 @@ impl<R: Runtime> Reconciler<R> {
                 return Ok(port);
             }
         }
-        Err(ReconcileError::Port(std::io::Error::other(
-            "no free port after 20 tries",
-        )))
+        Err(ReconcileError::Port(std::io::Error::other("no free port after 20 tries")))
     }
 
     /// Stops an instance in the background (stopping takes up to its grace period) and then
     /// removes its record, which takes it out of the routing table.
     fn spawn_stop(&self, id: InstanceId, has_record: bool) {
-        if !self
-            .stopping
-            .lock()
-            .expect("never poisoned")
-            .insert(id.clone())
-        {
+        if !self.stopping.lock().expect("never poisoned").insert(id.clone()) {
             return;
         }
         let runtime = self.runtime.clone();
@@ -430,12 +361,7 @@ impl<R: Runtime> Reconciler<R> {
             return Ok(());
         }
         let generation = self.store().next_counter("routes.generation")?;
-        self.proxy
-            .put_routes(&RouteTable {
-                generation,
-                sites: sites.clone(),
-            })
-            .await?;
+        self.proxy.put_routes(&RouteTable { generation, sites: sites.clone() }).await?;
         self.published = Some(sites);
         Ok(())
     }

@@ -26,7 +26,10 @@ impl Client {
     /// Connects to the running server, or explains how to start one.
     pub fn connect(data: &DataDir) -> anyhow::Result<Self> {
         let Some(info) = running_server(data) else {
-            bail!("no Drover server runs for {} (start one with `drover server start` or `drover up`)", data.root().display());
+            bail!(
+                "no Drover server runs for {} (start one with `drover server start` or `drover up`)",
+                data.root().display()
+            );
         };
         let token = std::fs::read_to_string(data.token())
             .with_context(|| format!("reading the API token {}", data.token().display()))?;
@@ -38,16 +41,11 @@ impl Client {
     }
 
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token)
     }
 
     /// Sends a request and decodes the JSON answer, turning `{"error": ...}` into an error.
-    pub async fn send<T: DeserializeOwned>(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> anyhow::Result<T> {
+    pub async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> anyhow::Result<T> {
         let response = request.send().await.context("calling the Drover API")?;
         let status = response.status();
         let bytes = response.bytes().await?;
@@ -57,46 +55,29 @@ impl Client {
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
             bail!("{message}");
         }
-        serde_json::from_slice(&bytes)
-            .with_context(|| format!("decoding the API answer ({status})"))
+        serde_json::from_slice(&bytes).with_context(|| format!("decoding the API answer ({status})"))
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(self.request(reqwest::Method::GET, path)).await
     }
 
-    pub async fn post<B: Serialize, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> anyhow::Result<T> {
-        self.send(self.request(reqwest::Method::POST, path).json(body))
-            .await
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        self.send(self.request(reqwest::Method::POST, path).json(body)).await
     }
 }
 
 /// Starts `drover server run` in its own session, unless one runs, and waits until it answers.
-pub async fn start_server(
-    data: &DataDir,
-    flags: &crate::ServerFlags,
-) -> anyhow::Result<ServerInfo> {
+pub async fn start_server(data: &DataDir, flags: &crate::ServerFlags) -> anyhow::Result<ServerInfo> {
     if let Some(info) = running_server(data) {
         return Ok(info);
     }
-    std::fs::create_dir_all(data.root())
-        .with_context(|| format!("creating {}", data.root().display()))?;
+    std::fs::create_dir_all(data.root()).with_context(|| format!("creating {}", data.root().display()))?;
     let log_path = data.server_log();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let log_start = log.metadata()?.len();
     let mut command = std::process::Command::new(std::env::current_exe()?);
-    command
-        .arg("--data-dir")
-        .arg(data.root())
-        .arg("server")
-        .arg("run");
+    command.arg("--data-dir").arg(data.root()).arg("server").arg("run");
     for (flag, value) in [
         ("--http-addr", flags.http_addr.map(|a| a.to_string())),
         ("--api-addr", flags.api_addr.map(|a| a.to_string())),
@@ -107,18 +88,11 @@ pub async fn start_server(
             command.arg(flag).arg(value);
         }
     }
-    command
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+    command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     // SAFETY: setsid is async-signal-safe; the server gets its own session so it outlives this
     // terminal.
     unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(|_| ())
-                .map_err(std::io::Error::from)
-        });
+        command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
     }
     let mut child = command.spawn().context("starting the Drover server")?;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -132,21 +106,12 @@ pub async fn start_server(
         }
         if let Some(status) = child.try_wait()? {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let tail: Vec<&str> = log
-                .get(log_start as usize..)
-                .unwrap_or("")
-                .lines()
-                .rev()
-                .take(5)
-                .collect();
+            let tail: Vec<&str> = log.get(log_start as usize..).unwrap_or("").lines().rev().take(5).collect();
             let reason = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
             bail!("the Drover server exited ({status}) while starting:\n{reason}");
         }
         if Instant::now() > deadline {
-            bail!(
-                "the Drover server did not come up within 60s; see {}",
-                log_path.display()
-            );
+            bail!("the Drover server did not come up within 60s; see {}", log_path.display());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

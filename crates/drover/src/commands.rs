@@ -16,10 +16,7 @@ pub struct Output {
 
 impl Output {
     fn print_json<T: serde::Serialize>(&self, value: &T) {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).expect("API types serialize")
-        );
+        println!("{}", serde_json::to_string_pretty(value).expect("API types serialize"));
     }
 }
 
@@ -38,44 +35,24 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
         }
         Command::Deploy { dir, name, no_wait } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from("."));
-            deploy(
-                &Client::connect(&data)?,
-                &dir,
-                name.as_deref(),
-                !no_wait,
-                &out,
-            )
-            .await
+            deploy(&Client::connect(&data)?, &dir, name.as_deref(), !no_wait, &out).await
         }
         Command::Apps => {
             let apps: Vec<AppView> = Client::connect(&data)?.get("/apps").await?;
             if out.json {
                 out.print_json(&apps);
             } else {
-                println!(
-                    "{:<20} {:<8} {:<8} {:<10} URL",
-                    "APP", "RELEASE", "STABLE", "INSTANCES"
-                );
+                println!("{:<20} {:<8} {:<8} {:<10} URL", "APP", "RELEASE", "STABLE", "INSTANCES");
                 for a in apps {
-                    let rel =
-                        |r: Option<u64>| r.map(|r| format!("v{r}")).unwrap_or_else(|| "-".into());
-                    println!(
-                        "{:<20} {:<8} {:<8} {:<10} {}",
-                        a.name,
-                        rel(a.target),
-                        rel(a.stable),
-                        a.instances,
-                        a.url
-                    );
+                    let rel = |r: Option<u64>| r.map(|r| format!("v{r}")).unwrap_or_else(|| "-".into());
+                    println!("{:<20} {:<8} {:<8} {:<10} {}", a.name, rel(a.target), rel(a.stable), a.instances, a.url);
                 }
             }
             Ok(0)
         }
         Command::Ps { app } => {
             let app = resolve_app(app)?;
-            let instances: Vec<InstanceView> = Client::connect(&data)?
-                .get(&format!("/apps/{app}/ps"))
-                .await?;
+            let instances: Vec<InstanceView> = Client::connect(&data)?.get(&format!("/apps/{app}/ps")).await?;
             if out.json {
                 out.print_json(&instances);
             } else {
@@ -107,66 +84,41 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
         }
         Command::Releases { app } => {
             let app = resolve_app(app)?;
-            let releases: Vec<ReleaseView> = Client::connect(&data)?
-                .get(&format!("/apps/{app}/releases"))
-                .await?;
+            let releases: Vec<ReleaseView> = Client::connect(&data)?.get(&format!("/apps/{app}/releases")).await?;
             if out.json {
                 out.print_json(&releases);
             } else {
                 println!("  {:<8} {:<20} DESCRIPTION", "RELEASE", "ARTIFACT");
                 for r in releases {
                     let mark = if r.target { "*" } else { " " };
-                    let digest = r
-                        .digest
-                        .strip_prefix("sha256:")
-                        .map(|h| &h[..12])
-                        .unwrap_or(&r.digest);
-                    println!(
-                        "{mark} {:<8} sha256:{:<13} {}",
-                        format!("v{}", r.id),
-                        digest,
-                        r.description
-                    );
+                    let digest = r.digest.strip_prefix("sha256:").map(|h| &h[..12]).unwrap_or(&r.digest);
+                    println!("{mark} {:<8} sha256:{:<13} {}", format!("v{}", r.id), digest, r.description);
                 }
             }
             Ok(0)
         }
-        Command::Rollback {
-            release,
-            app,
-            no_wait,
-        } => {
+        Command::Rollback { release, app, no_wait } => {
             let app = resolve_app(app)?;
             let release = release.map(|r| parse_release(&r)).transpose()?;
             let client = Client::connect(&data)?;
-            let view: DeployView = client
-                .post(
-                    &format!("/apps/{app}/rollback"),
-                    &RollbackRequest { release },
-                )
-                .await?;
+            let view: DeployView = client.post(&format!("/apps/{app}/rollback"), &RollbackRequest { release }).await?;
             follow_deploy(&client, view, !no_wait, &out).await
         }
         Command::Scale { counts, app } => {
             let app = resolve_app(app)?;
             let mut scale = BTreeMap::new();
             for count in &counts {
-                let (process, n) = count
-                    .split_once('=')
-                    .with_context(|| format!("{count:?}: expected PROCESS=COUNT, e.g. web=3"))?;
-                let n: u32 = n
-                    .parse()
-                    .with_context(|| format!("{count:?}: {n:?} is not a count"))?;
+                let (process, n) =
+                    count.split_once('=').with_context(|| format!("{count:?}: expected PROCESS=COUNT, e.g. web=3"))?;
+                let n: u32 = n.parse().with_context(|| format!("{count:?}: {n:?} is not a count"))?;
                 scale.insert(process.to_owned(), n);
             }
-            let view: AppView = Client::connect(&data)?
-                .post(&format!("/apps/{app}/scale"), &ScaleRequest { scale })
-                .await?;
+            let view: AppView =
+                Client::connect(&data)?.post(&format!("/apps/{app}/scale"), &ScaleRequest { scale }).await?;
             if out.json {
                 out.print_json(&view);
             } else {
-                let summary: Vec<String> =
-                    view.scale.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let summary: Vec<String> = view.scale.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 println!("{}: scaling to {}", view.name, summary.join(" "));
             }
             Ok(0)
@@ -186,13 +138,7 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
                 out.print_json(&events);
             } else {
                 for e in events {
-                    println!(
-                        "{} {:<12} {:<20} {}",
-                        format_ts(e.ts_ms),
-                        e.app.unwrap_or_default(),
-                        e.kind,
-                        e.message
-                    );
+                    println!("{} {:<12} {:<20} {}", format_ts(e.ts_ms), e.app.unwrap_or_default(), e.kind, e.message);
                 }
             }
             Ok(0)
@@ -224,11 +170,8 @@ async fn server(command: ServerCommand, data: &DataDir, out: &Output) -> anyhow:
                 return Ok(0);
             };
             let client = Client::connect(data)?;
-            let response = client
-                .request(reqwest::Method::POST, "/server/shutdown")
-                .json(&ShutdownRequest { all })
-                .send()
-                .await?;
+            let response =
+                client.request(reqwest::Method::POST, "/server/shutdown").json(&ShutdownRequest { all }).send().await?;
             if !response.status().is_success() {
                 bail!("the server refused to stop: {}", response.status());
             }
@@ -240,10 +183,7 @@ async fn server(command: ServerCommand, data: &DataDir, out: &Output) -> anyhow:
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             if !out.json {
-                println!(
-                    "drover server stopped{}",
-                    if all { ", with its apps and proxy" } else { "" }
-                );
+                println!("drover server stopped{}", if all { ", with its apps and proxy" } else { "" });
             }
             Ok(0)
         }
@@ -294,24 +234,14 @@ fn resolve_app(app: Option<String>) -> anyhow::Result<String> {
 
 /// The directory's name as an app name (`My_App` gives `my-app`), if it makes a valid one.
 fn dir_app_name(dir: &Path) -> Option<String> {
-    let base = dir
-        .canonicalize()
-        .ok()?
-        .file_name()?
-        .to_string_lossy()
-        .to_lowercase();
-    let name: String = base
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
+    let base = dir.canonicalize().ok()?.file_name()?.to_string_lossy().to_lowercase();
+    let name: String = base.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
     let name = name.trim_matches('-').to_owned();
     model::AppName::parse(&name).ok().map(|n| n.to_string())
 }
 
 fn parse_release(text: &str) -> anyhow::Result<u64> {
-    text.trim_start_matches('v')
-        .parse()
-        .with_context(|| format!("{text:?} is not a release such as v3"))
+    text.trim_start_matches('v').parse().with_context(|| format!("{text:?} is not a release such as v3"))
 }
 
 /// Packs `dir` as a gzip'd tarball, leaving out version-control metadata.
@@ -319,9 +249,8 @@ fn pack(dir: &Path) -> anyhow::Result<Vec<u8>> {
     let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut builder = tar::Builder::new(encoder);
     builder.follow_symlinks(true);
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .collect::<Result<_, _>>()?;
+    let mut entries: Vec<_> =
+        std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let name = entry.file_name();
@@ -329,23 +258,13 @@ fn pack(dir: &Path) -> anyhow::Result<Vec<u8>> {
             continue;
         }
         let path = entry.path();
-        if path.is_dir() {
-            builder.append_dir_all(&name, &path)
-        } else {
-            builder.append_path_with_name(&path, &name)
-        }
-        .with_context(|| format!("packing {}", path.display()))?;
+        if path.is_dir() { builder.append_dir_all(&name, &path) } else { builder.append_path_with_name(&path, &name) }
+            .with_context(|| format!("packing {}", path.display()))?;
     }
     Ok(builder.into_inner()?.finish()?)
 }
 
-async fn deploy(
-    client: &Client,
-    dir: &Path,
-    name: Option<&str>,
-    wait: bool,
-    out: &Output,
-) -> anyhow::Result<i32> {
+async fn deploy(client: &Client, dir: &Path, name: Option<&str>, wait: bool, out: &Output) -> anyhow::Result<i32> {
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
@@ -354,30 +273,18 @@ async fn deploy(
     let name = name.or(derived.as_deref());
     let body = pack(dir)?;
     if !out.json {
-        println!(
-            "uploading {} ({} KiB)",
-            dir.display(),
-            body.len().div_ceil(1024)
-        );
+        println!("uploading {} ({} KiB)", dir.display(), body.len().div_ceil(1024));
     }
     let mut request = client.request(reqwest::Method::POST, "/deploys").body(body);
     if let Some(name) = name {
         request = request.query(&[("name", name)]);
     }
-    let view: DeployView = client
-        .send(request)
-        .await
-        .with_context(|| format!("deploying {}", dir.display()))?;
+    let view: DeployView = client.send(request).await.with_context(|| format!("deploying {}", dir.display()))?;
     follow_deploy(client, view, wait, out).await
 }
 
 /// Prints a deploy's progress until it finishes; exit code 0 only if it succeeded.
-async fn follow_deploy(
-    client: &Client,
-    mut view: DeployView,
-    wait: bool,
-    out: &Output,
-) -> anyhow::Result<i32> {
+async fn follow_deploy(client: &Client, mut view: DeployView, wait: bool, out: &Output) -> anyhow::Result<i32> {
     let mut seen = 0;
     loop {
         if !out.json {
@@ -392,9 +299,7 @@ async fn follow_deploy(
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-        view = client
-            .get(&format!("/deploys/{}?after={seen}", view.id))
-            .await?;
+        view = client.get(&format!("/deploys/{}?after={seen}", view.id)).await?;
     }
     if out.json {
         out.print_json(&view);
@@ -413,39 +318,25 @@ async fn follow_deploy(
         }
         "building" | "deploying" => {
             if !out.json {
-                println!(
-                    "deploy {} is {}; follow it with `drover events`",
-                    view.id, view.status
-                );
+                println!("deploy {} is {}; follow it with `drover events`", view.id, view.status);
             }
             Ok(0)
         }
         _ => {
-            eprintln!(
-                "error: deploy {} {}: {}",
-                view.id, view.status, view.message
-            );
+            eprintln!("error: deploy {} {}: {}", view.id, view.status, view.message);
             Ok(1)
         }
     }
 }
 
-async fn logs(
-    client: &Client,
-    app: &str,
-    follow: bool,
-    tail: usize,
-    out: &Output,
-) -> anyhow::Result<i32> {
+async fn logs(client: &Client, app: &str, follow: bool, tail: usize, out: &Output) -> anyhow::Result<i32> {
     use futures_util::StreamExt;
     let request = client
         .request(reqwest::Method::GET, &format!("/apps/{app}/logs"))
         .query(&[("tail", tail.to_string()), ("follow", follow.to_string())]);
     let response = request.send().await?;
     if !response.status().is_success() {
-        let body: ErrorBody = response.json().await.unwrap_or(ErrorBody {
-            error: "logs unavailable".into(),
-        });
+        let body: ErrorBody = response.json().await.unwrap_or(ErrorBody { error: "logs unavailable".into() });
         bail!("{}", body.error);
     }
     let mut stream = response.bytes_stream();
@@ -477,11 +368,5 @@ async fn logs(
 /// `HH:MM:SS.mmm` UTC, enough to read a log.
 fn format_ts(ms: u64) -> String {
     let secs = ms / 1000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        (secs / 3600) % 24,
-        (secs / 60) % 60,
-        secs % 60,
-        ms % 1000
-    )
+    format!("{:02}:{:02}:{:02}.{:03}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60, ms % 1000)
 }

@@ -11,11 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(
-    name = "drover",
-    version,
-    about = "Build, test and deploy apps like cattle"
-)]
+#[command(name = "drover", version, about = "Build, test and deploy apps like cattle")]
 struct Cli {
     /// Where Drover keeps its state [default: $DROVER_DATA_DIR or ~/.local/share/drover].
     #[arg(long, global = true, env = "DROVER_DATA_DIR")]
@@ -146,26 +142,12 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
-    let data = api::datadir::DataDir::new(
-        cli.data_dir
-            .clone()
-            .unwrap_or_else(api::datadir::DataDir::default_root),
-    );
+    let data = api::datadir::DataDir::new(cli.data_dir.clone().unwrap_or_else(api::datadir::DataDir::default_root));
     let out = commands::Output { json: cli.json };
     match cli.command {
-        Command::Proxy {
-            listen,
-            admin_socket,
-            state_file,
-            threads,
-        } => {
+        Command::Proxy { listen, admin_socket, state_file, threads } => {
             init_tracing();
-            proxy::run(proxy::ProxyOptions {
-                listen,
-                admin_socket,
-                state_file,
-                threads,
-            })?;
+            proxy::run(proxy::ProxyOptions { listen, admin_socket, state_file, threads })?;
             Ok(0)
         }
         Command::Shim { instance_dir } => {
@@ -183,9 +165,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         command => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(commands::dispatch(command, data, out))
         }
     }
@@ -193,20 +173,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 
 impl From<ServerFlags> for api::server::Overrides {
     fn from(f: ServerFlags) -> Self {
-        Self {
-            api_addr: f.api_addr,
-            http_addr: f.http_addr,
-            domain: f.domain,
-            upload_limit: f.upload_limit,
-        }
+        Self { api_addr: f.api_addr, http_addr: f.http_addr, domain: f.domain, upload_limit: f.upload_limit }
     }
 }
 
 fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

@@ -11,17 +11,8 @@ fn up_deploys_the_example_from_a_fresh_data_dir() {
     let drover = Drover::new();
     let http = drover.http.to_string();
     let out = drover.ok(&["up", "--http-addr", &http, "--api-addr", "127.0.0.1:0"]);
-    assert!(
-        out.contains(&format!(
-            "deployed hello v1 at http://hello.localhost:{}/",
-            drover.http.port()
-        )),
-        "{out}"
-    );
-    assert!(
-        out.contains("artifact sha256:"),
-        "the build step is shown: {out}"
-    );
+    assert!(out.contains(&format!("deployed hello v1 at http://hello.localhost:{}/", drover.http.port())), "{out}");
+    assert!(out.contains("artifact sha256:"), "the build step is shown: {out}");
 
     let (status, body) = drover.get("hello", "/");
     assert_eq!(status, 200);
@@ -36,34 +27,15 @@ fn up_deploys_the_example_from_a_fresh_data_dir() {
 
     // The token is private, and nothing but the health endpoint answers without it.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(drover.path("token"))
-        .unwrap()
-        .permissions()
-        .mode();
+    let mode = std::fs::metadata(drover.path("token")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    let info: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(drover.path("server.json")).unwrap()).unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(drover.path("server.json")).unwrap()).unwrap();
     let api = info["api_addr"].as_str().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (health, unauthorized) = rt.block_on(async {
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        let health = client
-            .get(format!("http://{api}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        let apps = client
-            .get(format!("http://{api}/api/v1/apps"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
+        let health = client.get(format!("http://{api}/healthz")).send().await.unwrap().status().as_u16();
+        let apps = client.get(format!("http://{api}/api/v1/apps")).send().await.unwrap().status().as_u16();
         (health, apps)
     });
     assert_eq!((health, unauthorized), (200, 401));
@@ -97,10 +69,7 @@ fn scale_and_rollback() {
     assert!(out.contains("deployed shop v3"), "{out}");
     drover.wait_settled("shop", 3, 3);
     let (_, body) = drover.get("shop", "/");
-    assert!(
-        body.contains("\"one\"") && body.contains("\"v3\""),
-        "{body}"
-    );
+    assert!(body.contains("\"one\"") && body.contains("\"v3\""), "{body}");
     let releases = drover.json(&["releases", "shop"]);
     assert_eq!(releases[0]["description"], "rollback to v1");
     assert_eq!(releases[0]["digest"], releases[2]["digest"]);
@@ -111,8 +80,7 @@ fn scale_and_rollback() {
 
     let bad = drover.run(&["scale", "worker=1", "-a", "shop"]);
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr)
-        .contains("shop has no process type worker (it has: web)"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("shop has no process type worker (it has: web)"));
 }
 
 #[test]
@@ -129,10 +97,7 @@ fn broken_releases_roll_back_and_the_old_one_keeps_serving() {
     let out = drover.run(&["deploy", crashing.path().to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("rolled back to v1") && stderr.contains("crashed"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("rolled back to v1") && stderr.contains("crashed"), "{stderr}");
     let (status, body) = drover.get("api", "/");
     assert_eq!(status, 200);
     assert!(body.contains("\"v1\""), "{body}");
@@ -142,10 +107,7 @@ fn broken_releases_roll_back_and_the_old_one_keeps_serving() {
     let out = drover.run(&["deploy", unhealthy.path().to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("rolled back to v1") && stderr.contains("not healthy within 3s"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("rolled back to v1") && stderr.contains("not healthy within 3s"), "{stderr}");
     drover.wait_settled("api", 1, 1);
     assert!(drover.get("api", "/").1.contains("\"v1\""));
     let events = drover.ok(&["events", "api"]);
@@ -166,22 +128,12 @@ fn bad_input_is_rejected_before_anything_changes() {
     let out = drover.run(&["deploy", app.path().to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("drover.yml:4:1") && stderr.contains("health"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("drover.yml:4:1") && stderr.contains("health"), "{stderr}");
 
-    std::fs::write(
-        app.path().join("drover.yml"),
-        "app: \"x;rm -rf ~\"\nprocesses:\n  web: python3 app.py\n",
-    )
-    .unwrap();
+    std::fs::write(app.path().join("drover.yml"), "app: \"x;rm -rf ~\"\nprocesses:\n  web: python3 app.py\n").unwrap();
     let out = drover.run(&["deploy", app.path().to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("drover.yml:1:"),
-        "{stderr}"
-    );
+    assert!(!out.status.success() && stderr.contains("drover.yml:1:"), "{stderr}");
 
     std::fs::write(
         app.path().join("drover.yml"),
@@ -190,10 +142,7 @@ fn bad_input_is_rejected_before_anything_changes() {
     .unwrap();
     let out = drover.run(&["deploy", app.path().to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("health.path"),
-        "{stderr}"
-    );
+    assert!(!out.status.success() && stderr.contains("health.path"), "{stderr}");
 
     // A tarball with a path-traversal entry, posted straight to the API.
     let header = tar_header(b"../escape.txt");
@@ -204,20 +153,13 @@ fn bad_input_is_rejected_before_anything_changes() {
         builder.append(&header, &b"boom"[..]).unwrap();
         builder.into_inner().unwrap().finish().unwrap();
     }
-    let info: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(drover.path("server.json")).unwrap()).unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(drover.path("server.json")).unwrap()).unwrap();
     let token = std::fs::read_to_string(drover.path("token")).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (status, body) = rt.block_on(async {
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         let r = client
-            .post(format!(
-                "http://{}/api/v1/deploys",
-                info["api_addr"].as_str().unwrap()
-            ))
+            .post(format!("http://{}/api/v1/deploys", info["api_addr"].as_str().unwrap()))
             .bearer_auth(token.trim())
             .body(archive)
             .send()
@@ -227,21 +169,12 @@ fn bad_input_is_rejected_before_anything_changes() {
     });
     assert_eq!(status, 400, "{body}");
     assert!(body.contains(".."), "{body}");
-    assert!(!drover
-        .data
-        .path()
-        .parent()
-        .unwrap()
-        .join("escape.txt")
-        .exists());
+    assert!(!drover.data.path().parent().unwrap().join("escape.txt").exists());
 
     // Nothing was created by any of it: no app, no instance, no leftover upload.
     assert_eq!(drover.json(&["apps"]), serde_json::json!([]));
     assert_eq!(std::fs::read_dir(drover.path("tmp")).unwrap().count(), 0);
-    assert_eq!(
-        std::fs::read_dir(drover.path("instances")).unwrap().count(),
-        0
-    );
+    assert_eq!(std::fs::read_dir(drover.path("instances")).unwrap().count(), 0);
 }
 
 #[test]
@@ -249,23 +182,12 @@ fn a_taken_http_port_is_a_clear_error() {
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap().port().to_string();
     let drover = Drover::new();
-    let out = drover.run(&[
-        "server",
-        "start",
-        "--http-addr",
-        &format!("127.0.0.1:{port}"),
-        "--api-addr",
-        "127.0.0.1:0",
-    ]);
+    let out =
+        drover.run(&["server", "start", "--http-addr", &format!("127.0.0.1:{port}"), "--api-addr", "127.0.0.1:0"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!("cannot serve apps on 127.0.0.1:{port}")),
-        "{stderr}"
-    );
-    wait_until("no server left running", Duration::from_secs(10), || {
-        !drover.path("server.json").exists()
-    });
+    assert!(stderr.contains(&format!("cannot serve apps on 127.0.0.1:{port}")), "{stderr}");
+    wait_until("no server left running", Duration::from_secs(10), || !drover.path("server.json").exists());
 }
 
 fn tar_header(path: &[u8]) -> tar::Header {
@@ -290,14 +212,9 @@ fn a_procfile_app_is_named_after_its_directory_and_logs_follow_live() {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("Plain_App");
     std::fs::create_dir(&dir).unwrap();
-    let example =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-python/app.py");
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-python/app.py");
     std::fs::copy(example, dir.join("app.py")).unwrap();
-    std::fs::write(
-        dir.join("Procfile"),
-        "# a Procfile-only app\nweb: python3 app.py\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("Procfile"), "# a Procfile-only app\nweb: python3 app.py\n").unwrap();
     let out = drover.ok(&["deploy", dir.to_str().unwrap()]);
     assert!(out.contains("deployed plain-app v1"), "{out}");
 
@@ -319,10 +236,7 @@ fn a_procfile_app_is_named_after_its_directory_and_logs_follow_live() {
     let mut seen = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !seen.iter().any(|l: &String| l.contains("GET /followed")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no live log line; saw {seen:?}"
-        );
+        assert!(std::time::Instant::now() < deadline, "no live log line; saw {seen:?}");
         drover.get("plain-app", "/followed");
         if let Ok(line) = lines.recv_timeout(Duration::from_millis(500)) {
             seen.push(line);
@@ -330,9 +244,45 @@ fn a_procfile_app_is_named_after_its_directory_and_logs_follow_live() {
     }
     follower.kill().unwrap();
     follower.wait().unwrap();
+    assert!(seen.iter().any(|l| l.contains("plain-app-web-v1-") && l.contains("[stdout]")), "{seen:?}");
+}
+
+#[test]
+fn an_instance_failing_liveness_is_replaced() {
+    let drover = Drover::new();
+    drover.start();
+    let app = app_dir(
+        "flaky",
+        "health: {path: /healthz, interval: 200ms, timeout: 1s, start_period: 1s, unhealthy_threshold: 1, liveness_threshold: 3}",
+    );
+    // Healthy for its first five probes, then never again.
+    std::fs::write(
+        app.path().join("app.py"),
+        r#"import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+probes = 0
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        global probes
+        probes += 1
+        status = 200 if self.path != "/healthz" or probes <= 5 else 500
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#,
+    )
+    .unwrap();
+    drover.ok(&["deploy", app.path().to_str().unwrap()]);
+    let first = drover.instances("flaky")[0]["id"].as_str().unwrap().to_owned();
+    wait_until("the failing instance to be replaced", Duration::from_secs(60), || {
+        drover.instances("flaky").iter().any(|i| i["id"] != first.as_str())
+    });
+    let events = drover.ok(&["events", "flaky"]);
     assert!(
-        seen.iter()
-            .any(|l| l.contains("plain-app-web-v1-") && l.contains("[stdout]")),
-        "{seen:?}"
+        events.contains("instance.replaced") && events.contains(&first) && events.contains("health checks in a row"),
+        "{events}"
     );
 }

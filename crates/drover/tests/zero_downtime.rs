@@ -12,12 +12,7 @@ const MAX_REQUESTS: u64 = 2_000_000;
 fn assert_no_failures(load: Load, what: &str) {
     let (ok, failed, errors) = load.finish();
     assert!(ok > 0, "{what}: the load made no successful request");
-    assert_eq!(
-        failed,
-        0,
-        "{what}: {failed} of {} requests failed, e.g. {errors:?}",
-        ok + failed
-    );
+    assert_eq!(failed, 0, "{what}: {failed} of {} requests failed, e.g. {errors:?}", ok + failed);
     eprintln!("{what}: {ok} requests, 0 failed");
 }
 
@@ -41,7 +36,11 @@ fn ten_rolling_deploys_and_ten_blue_green_switches_drop_nothing() {
     let load = Load::start(drover.http, "zd", 16, MAX_REQUESTS);
     wait_until("load to flow", Duration::from_secs(10), || load.ok() > 50);
     for i in 0..10 {
-        write_config(app.path(), "zd", &format!("scale: {{web: 2}}\nenv: {{GREETING: blue-green-{i}}}\ndeploy: {{strategy: blue-green}}"));
+        write_config(
+            app.path(),
+            "zd",
+            &format!("scale: {{web: 2}}\nenv: {{GREETING: blue-green-{i}}}\ndeploy: {{strategy: blue-green}}"),
+        );
         drover.ok(&["deploy", app.path().to_str().unwrap()]);
     }
     assert_no_failures(load, "10 blue-green switches");
@@ -50,11 +49,7 @@ fn ten_rolling_deploys_and_ten_blue_green_switches_drop_nothing() {
 }
 
 fn kill9(pid: u32) {
-    assert!(std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+    assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
 }
 
 #[test]
@@ -64,11 +59,7 @@ fn killing_instances_and_the_server_drops_nothing() {
     let app = app_dir("tough", "scale: {web: 3}");
     drover.ok(&["deploy", app.path().to_str().unwrap()]);
     drover.wait_settled("tough", 1, 3);
-    let before: Vec<String> = drover
-        .instances("tough")
-        .iter()
-        .map(|i| i["id"].as_str().unwrap().to_owned())
-        .collect();
+    let before: Vec<String> = drover.instances("tough").iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect();
 
     let load = Load::start(drover.http, "tough", 16, MAX_REQUESTS);
     wait_until("load to flow", Duration::from_secs(10), || load.ok() > 50);
@@ -77,37 +68,24 @@ fn killing_instances_and_the_server_drops_nothing() {
         let victim = &instances[round % instances.len()];
         kill9(victim["pid"].as_u64().unwrap() as u32);
         let id = victim["id"].as_str().unwrap().to_owned();
-        wait_until(
-            "the killed instance to be restarted and healthy",
-            Duration::from_secs(30),
-            || {
-                drover.instances("tough").iter().any(|i| {
-                    i["id"] == id.as_str()
-                        && i["restarts"].as_u64() >= Some(1)
-                        && i["healthy"] == true
-                })
-            },
-        );
+        wait_until("the killed instance to be restarted and healthy", Duration::from_secs(30), || {
+            drover
+                .instances("tough")
+                .iter()
+                .any(|i| i["id"] == id.as_str() && i["restarts"].as_u64() >= Some(1) && i["healthy"] == true)
+        });
     }
     let served = load.ok();
     for _ in 0..3 {
         kill9(drover.server_pid());
-        wait_until(
-            "traffic to keep flowing without a server",
-            Duration::from_secs(10),
-            || load.ok() > served + 100,
-        );
+        wait_until("traffic to keep flowing without a server", Duration::from_secs(10), || load.ok() > served + 100);
         drover.start();
         drover.wait_settled("tough", 1, 3);
     }
     assert_no_failures(load, "kill -9 of instances and of the server");
 
     // The restarted server re-adopted the same instances: nothing was replaced or orphaned.
-    let after: Vec<String> = drover
-        .instances("tough")
-        .iter()
-        .map(|i| i["id"].as_str().unwrap().to_owned())
-        .collect();
+    let after: Vec<String> = drover.instances("tough").iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(before, after);
     let shims = std::fs::read_dir(drover.path("instances")).unwrap().count();
     assert_eq!(shims, 3);

@@ -13,11 +13,7 @@ pub enum NameError {
     #[error("{what} is empty")]
     Empty { what: &'static str },
     #[error("{what} {value:?} is longer than {max} characters")]
-    TooLong {
-        what: &'static str,
-        value: String,
-        max: usize,
-    },
+    TooLong { what: &'static str, value: String, max: usize },
     #[error("{what} {value:?} may only contain lowercase letters, digits and '-', and must start with a letter")]
     BadChars { what: &'static str, value: String },
     #[error("digest {value:?} is not of the form sha256:<64 hex digits>")]
@@ -29,22 +25,13 @@ fn check_label(what: &'static str, value: &str, max: usize) -> Result<(), NameEr
         return Err(NameError::Empty { what });
     }
     if value.len() > max {
-        return Err(NameError::TooLong {
-            what,
-            value: value.to_owned(),
-            max,
-        });
+        return Err(NameError::TooLong { what, value: value.to_owned(), max });
     }
     let mut chars = value.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
-    let rest_ok = value
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let rest_ok = value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !first_ok || !rest_ok || value.ends_with('-') {
-        return Err(NameError::BadChars {
-            what,
-            value: value.to_owned(),
-        });
+        return Err(NameError::BadChars { what, value: value.to_owned() });
     }
     Ok(())
 }
@@ -101,19 +88,9 @@ pub struct Digest(String);
 
 impl Digest {
     pub fn parse(value: &str) -> Result<Self, NameError> {
-        let hex = value
-            .strip_prefix("sha256:")
-            .ok_or_else(|| NameError::BadDigest {
-                value: value.to_owned(),
-            })?;
-        if hex.len() != 64
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(NameError::BadDigest {
-                value: value.to_owned(),
-            });
+        let hex = value.strip_prefix("sha256:").ok_or_else(|| NameError::BadDigest { value: value.to_owned() })?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(NameError::BadDigest { value: value.to_owned() });
         }
         Ok(Self(value.to_owned()))
     }
@@ -160,15 +137,10 @@ impl InstanceId {
 
     pub fn parse(value: &str) -> Result<Self, NameError> {
         if value.is_empty() {
-            return Err(NameError::Empty {
-                what: "instance id",
-            });
+            return Err(NameError::Empty { what: "instance id" });
         }
         if value.len() > 100 || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(NameError::BadChars {
-                what: "instance id",
-                value: value.to_owned(),
-            });
+            return Err(NameError::BadChars { what: "instance id", value: value.to_owned() });
         }
         Ok(Self(value.to_owned()))
     }

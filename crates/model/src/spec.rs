@@ -76,10 +76,7 @@ pub struct DeploySpec {
 impl Default for DeploySpec {
     fn default() -> Self {
         Self {
-            strategy: Strategy::Rolling {
-                max_surge: 1,
-                max_unavailable: 0,
-            },
+            strategy: Strategy::Rolling { max_surge: 1, max_unavailable: 0 },
             deadline: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(10),
@@ -91,10 +88,7 @@ impl Default for DeploySpec {
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Strategy {
     /// Replace instances a few at a time.
-    Rolling {
-        max_surge: u32,
-        max_unavailable: u32,
-    },
+    Rolling { max_surge: u32, max_unavailable: u32 },
     /// Start the whole new set, switch the proxy at once, drain the old set.
     BlueGreen,
 }

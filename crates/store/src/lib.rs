@@ -15,10 +15,7 @@ pub enum StoreError {
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("stored {what} is corrupt: {source}")]
-    Corrupt {
-        what: &'static str,
-        source: serde_json::Error,
-    },
+    Corrupt { what: &'static str, source: serde_json::Error },
     #[error("no app named {0}")]
     NoApp(AppName),
     #[error("app {app} has no release {release}")]
@@ -196,17 +193,8 @@ fn sql_err<E: std::error::Error + Send + Sync + 'static>(index: usize, e: E) -> 
     rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
 }
 
-fn row_release(
-    row: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(String, u64, String, String, String, u64)> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-    ))
+fn row_release(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, u64, String, String, String, u64)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
 }
 
 fn row_instance(row: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRow> {
@@ -226,10 +214,7 @@ fn row_deploy(row: &rusqlite::Row<'_>) -> rusqlite::Result<Deploy> {
     let app: Option<String> = row.get(1)?;
     Ok(Deploy {
         id: row.get(0)?,
-        app: app
-            .map(|a| AppName::parse(&a))
-            .transpose()
-            .map_err(|e| sql_err(1, e))?,
+        app: app.map(|a| AppName::parse(&a)).transpose().map_err(|e| sql_err(1, e))?,
         release: row.get::<_, Option<u64>>(2)?.map(ReleaseId),
         previous: row.get::<_, Option<u64>>(3)?.map(ReleaseId),
         status: DeployStatus::parse(&row.get::<_, String>(4)?),
@@ -239,10 +224,8 @@ fn row_deploy(row: &rusqlite::Row<'_>) -> rusqlite::Result<Deploy> {
     })
 }
 
-const DEPLOY_COLUMNS: &str =
-    "id, app, release, previous, status, message, started_at_ms, finished_at_ms";
-const INSTANCE_COLUMNS: &str =
-    "id, app, release, process, port, routed, draining_since_ms, created_at_ms";
+const DEPLOY_COLUMNS: &str = "id, app, release, previous, status, message, started_at_ms, finished_at_ms";
+const INSTANCE_COLUMNS: &str = "id, app, release, process, port, routed, draining_since_ms, created_at_ms";
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and runs pending migrations.
@@ -273,9 +256,8 @@ impl Store {
     // ----- apps -----
 
     pub fn apps(&self) -> Result<Vec<AppState>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT name, target, stable, scale_json, created_at_ms FROM apps ORDER BY name",
-        )?;
+        let mut stmt =
+            self.conn.prepare("SELECT name, target, stable, scale_json, created_at_ms FROM apps ORDER BY name")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -300,17 +282,13 @@ impl Store {
     }
 
     pub fn app(&self, name: &AppName) -> Result<AppState> {
-        self.apps()?
-            .into_iter()
-            .find(|a| &a.name == name)
-            .ok_or_else(|| StoreError::NoApp(name.clone()))
+        self.apps()?.into_iter().find(|a| &a.name == name).ok_or_else(|| StoreError::NoApp(name.clone()))
     }
 
     pub fn set_scale(&self, name: &AppName, scale: &BTreeMap<ProcessType, u32>) -> Result<()> {
-        let n = self.conn.execute(
-            "UPDATE apps SET scale_json = ?1 WHERE name = ?2",
-            params![to_json(scale), name.as_str()],
-        )?;
+        let n = self
+            .conn
+            .execute("UPDATE apps SET scale_json = ?1 WHERE name = ?2", params![to_json(scale), name.as_str()])?;
         if n == 0 {
             return Err(StoreError::NoApp(name.clone()));
         }
@@ -319,18 +297,13 @@ impl Store {
 
     /// Points the app at `target`, e.g. when a failed deploy goes back to the stable release.
     pub fn set_target(&self, name: &AppName, target: Option<ReleaseId>) -> Result<()> {
-        self.conn.execute(
-            "UPDATE apps SET target = ?1 WHERE name = ?2",
-            params![target.map(|r| r.0), name.as_str()],
-        )?;
+        self.conn
+            .execute("UPDATE apps SET target = ?1 WHERE name = ?2", params![target.map(|r| r.0), name.as_str()])?;
         Ok(())
     }
 
     pub fn set_stable(&self, name: &AppName, stable: ReleaseId) -> Result<()> {
-        self.conn.execute(
-            "UPDATE apps SET stable = ?1 WHERE name = ?2",
-            params![stable.0, name.as_str()],
-        )?;
+        self.conn.execute("UPDATE apps SET stable = ?1 WHERE name = ?2", params![stable.0, name.as_str()])?;
         Ok(())
     }
 
@@ -350,19 +323,15 @@ impl Store {
             "INSERT OR IGNORE INTO apps (name, created_at_ms) VALUES (?1, ?2)",
             params![spec.name.as_str(), now_ms],
         )?;
-        let next: u64 = tx.query_row(
-            "SELECT COALESCE(MAX(id), 0) + 1 FROM releases WHERE app = ?1",
-            [spec.name.as_str()],
-            |r| r.get(0),
-        )?;
+        let next: u64 =
+            tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM releases WHERE app = ?1", [spec.name.as_str()], |r| {
+                r.get(0)
+            })?;
         tx.execute(
             "INSERT INTO releases (app, id, digest, spec_json, description, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![spec.name.as_str(), next, digest.as_str(), to_json(spec), description, now_ms],
         )?;
-        tx.execute(
-            "UPDATE apps SET target = ?1 WHERE name = ?2",
-            params![next, spec.name.as_str()],
-        )?;
+        tx.execute("UPDATE apps SET target = ?1 WHERE name = ?2", params![next, spec.name.as_str()])?;
         tx.commit()?;
         Ok(Release {
             app: spec.name.clone(),
@@ -397,22 +366,12 @@ impl Store {
             .optional()?;
         match row {
             Some(row) => Self::release_from_row(row),
-            None => Err(StoreError::NoRelease {
-                app: app.clone(),
-                release: id,
-            }),
+            None => Err(StoreError::NoRelease { app: app.clone(), release: id }),
         }
     }
 
     fn release_from_row(
-        (app, id, digest, spec, description, created_at_ms): (
-            String,
-            u64,
-            String,
-            String,
-            String,
-            u64,
-        ),
+        (app, id, digest, spec, description, created_at_ms): (String, u64, String, String, String, u64),
     ) -> Result<Release> {
         Ok(Release {
             app: AppName::parse(&app).map_err(|e| sql_err(0, e))?,
@@ -444,18 +403,15 @@ impl Store {
     }
 
     pub fn instances(&self) -> Result<Vec<InstanceRow>> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY app, process, created_at_ms"
-        ))?;
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY app, process, created_at_ms"))?;
         let rows = stmt.query_map([], row_instance)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub fn set_routed(&self, id: &InstanceId, routed: bool) -> Result<()> {
-        self.conn.execute(
-            "UPDATE instances SET routed = ?1 WHERE id = ?2",
-            params![routed, id.as_str()],
-        )?;
+        self.conn.execute("UPDATE instances SET routed = ?1 WHERE id = ?2", params![routed, id.as_str()])?;
         Ok(())
     }
 
@@ -469,8 +425,7 @@ impl Store {
     }
 
     pub fn delete_instance(&self, id: &InstanceId) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM instances WHERE id = ?1", [id.as_str()])?;
+        self.conn.execute("DELETE FROM instances WHERE id = ?1", [id.as_str()])?;
         Ok(())
     }
 
@@ -499,13 +454,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn finish_deploy(
-        &self,
-        id: u64,
-        status: DeployStatus,
-        message: &str,
-        now_ms: u64,
-    ) -> Result<()> {
+    pub fn finish_deploy(&self, id: u64, status: DeployStatus, message: &str, now_ms: u64) -> Result<()> {
         self.conn.execute(
             "UPDATE deploys SET status = ?1, message = ?2, finished_at_ms = ?3 WHERE id = ?4 AND finished_at_ms IS NULL",
             params![status.as_str(), message, now_ms, id],
@@ -516,19 +465,15 @@ impl Store {
     pub fn deploy(&self, id: u64) -> Result<Option<Deploy>> {
         Ok(self
             .conn
-            .query_row(
-                &format!("SELECT {DEPLOY_COLUMNS} FROM deploys WHERE id = ?1"),
-                [id],
-                row_deploy,
-            )
+            .query_row(&format!("SELECT {DEPLOY_COLUMNS} FROM deploys WHERE id = ?1"), [id], row_deploy)
             .optional()?)
     }
 
     /// Deploys that are rolling out a release right now.
     pub fn active_deploys(&self) -> Result<Vec<Deploy>> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {DEPLOY_COLUMNS} FROM deploys WHERE status = 'deploying' ORDER BY id"
-        ))?;
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {DEPLOY_COLUMNS} FROM deploys WHERE status = 'deploying' ORDER BY id"))?;
         let rows = stmt.query_map([], row_deploy)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -551,22 +496,15 @@ impl Store {
 
     /// Log lines of a deploy after sequence number `after`, with their sequence numbers.
     pub fn deploy_log(&self, id: u64, after: u64) -> Result<Vec<(u64, String)>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT seq, line FROM deploy_log WHERE deploy = ?1 AND seq > ?2 ORDER BY seq",
-        )?;
+        let mut stmt =
+            self.conn.prepare("SELECT seq, line FROM deploy_log WHERE deploy = ?1 AND seq > ?2 ORDER BY seq")?;
         let rows = stmt.query_map(params![id, after], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     // ----- events and counters -----
 
-    pub fn add_event(
-        &self,
-        app: Option<&AppName>,
-        kind: &str,
-        message: &str,
-        now_ms: u64,
-    ) -> Result<()> {
+    pub fn add_event(&self, app: Option<&AppName>, kind: &str, message: &str, now_ms: u64) -> Result<()> {
         self.conn.execute(
             "INSERT INTO events (ts_ms, app, kind, message) VALUES (?1, ?2, ?3, ?4)",
             params![now_ms, app.map(|a| a.as_str()), kind, message],
@@ -583,10 +521,7 @@ impl Store {
             Ok(Event {
                 id: r.get(0)?,
                 ts_ms: r.get(1)?,
-                app: app
-                    .map(|a| AppName::parse(&a))
-                    .transpose()
-                    .map_err(|e| sql_err(2, e))?,
+                app: app.map(|a| AppName::parse(&a)).transpose().map_err(|e| sql_err(2, e))?,
                 kind: r.get(3)?,
                 message: r.get(4)?,
             })
@@ -626,35 +561,17 @@ mod tests {
     fn releases_are_numbered_per_app_and_become_target() {
         let mut store = Store::open_in_memory().unwrap();
         let d = Digest::from_sha256(&[1; 32]);
-        let r1 = store
-            .create_release(&spec("hello"), &d, "first", 1)
-            .unwrap();
-        let r2 = store
-            .create_release(&spec("hello"), &d, "second", 2)
-            .unwrap();
-        let other = store
-            .create_release(&spec("other"), &d, "first", 3)
-            .unwrap();
-        assert_eq!(
-            (r1.id, r2.id, other.id),
-            (ReleaseId(1), ReleaseId(2), ReleaseId(1))
-        );
+        let r1 = store.create_release(&spec("hello"), &d, "first", 1).unwrap();
+        let r2 = store.create_release(&spec("hello"), &d, "second", 2).unwrap();
+        let other = store.create_release(&spec("other"), &d, "first", 3).unwrap();
+        assert_eq!((r1.id, r2.id, other.id), (ReleaseId(1), ReleaseId(2), ReleaseId(1)));
         let app = store.app(&AppName::parse("hello").unwrap()).unwrap();
         assert_eq!(app.target, Some(ReleaseId(2)));
         assert_eq!(app.stable, None);
         let releases = store.releases(&app.name).unwrap();
-        assert_eq!(
-            releases.iter().map(|r| r.id.0).collect::<Vec<_>>(),
-            vec![2, 1]
-        );
-        assert_eq!(
-            store.release(&app.name, ReleaseId(1)).unwrap().spec,
-            spec("hello")
-        );
-        assert!(matches!(
-            store.release(&app.name, ReleaseId(9)),
-            Err(StoreError::NoRelease { .. })
-        ));
+        assert_eq!(releases.iter().map(|r| r.id.0).collect::<Vec<_>>(), vec![2, 1]);
+        assert_eq!(store.release(&app.name, ReleaseId(1)).unwrap().spec, spec("hello"));
+        assert!(matches!(store.release(&app.name, ReleaseId(9)), Err(StoreError::NoRelease { .. })));
     }
 
     #[test]
@@ -682,16 +599,10 @@ mod tests {
         let deploy = store.create_deploy(None, "upload", 1).unwrap();
         store.append_deploy_log(deploy, "one").unwrap();
         store.append_deploy_log(deploy, "two").unwrap();
-        assert_eq!(
-            store.deploy_log(deploy, 1).unwrap(),
-            vec![(2, "two".to_owned())]
-        );
+        assert_eq!(store.deploy_log(deploy, 1).unwrap(), vec![(2, "two".to_owned())]);
         assert_eq!(store.next_counter("gen").unwrap(), 1);
         assert_eq!(store.next_counter("gen").unwrap(), 2);
         assert_eq!(store.fail_interrupted_builds(3).unwrap(), 1);
-        assert_eq!(
-            store.deploy(deploy).unwrap().unwrap().status,
-            DeployStatus::Failed
-        );
+        assert_eq!(store.deploy(deploy).unwrap().unwrap().status, DeployStatus::Failed);
     }
 }

@@ -52,13 +52,7 @@ fn inst(idx: usize, text: &str) -> Observed {
     let life = match life_kind {
         "dead" => Life::Dead,
         "stopping" => Life::Stopping,
-        _ => Life::Alive {
-            ready,
-            consecutive_failures: failures,
-            restarts,
-            inflight,
-            last_error: None,
-        },
+        _ => Life::Alive { ready, consecutive_failures: failures, restarts, inflight, last_error: None },
     };
     Observed {
         id: InstanceId::parse(&format!("i{idx}")).unwrap(),
@@ -75,30 +69,16 @@ fn render(actions: &[Action]) -> String {
     actions
         .iter()
         .map(|a| match a {
-            Action::Start {
-                process,
-                routed: true,
-            } => format!("start {process}"),
-            Action::Start {
-                process,
-                routed: false,
-            } => format!("start {process} unrouted"),
+            Action::Start { process, routed: true } => format!("start {process}"),
+            Action::Start { process, routed: false } => format!("start {process} unrouted"),
             Action::Route { id } => format!("route {id}"),
             Action::Drain { id } => format!("drain {id}"),
+            Action::Evict { id, .. } => format!("evict {id}"),
             Action::Stop { id } => format!("stop {id}"),
             Action::Forget { id } => format!("forget {id}"),
-            Action::Finish {
-                outcome: Outcome::Succeeded,
-                ..
-            } => "finish ok".to_owned(),
-            Action::Finish {
-                outcome: Outcome::RolledBack { to, .. },
-                ..
-            } => format!("rollback to {to}"),
-            Action::Finish {
-                outcome: Outcome::Failed { .. },
-                ..
-            } => "failed".to_owned(),
+            Action::Finish { outcome: Outcome::Succeeded, .. } => "finish ok".to_owned(),
+            Action::Finish { outcome: Outcome::RolledBack { to, .. }, .. } => format!("rollback to {to}"),
+            Action::Finish { outcome: Outcome::Failed { .. }, .. } => "failed".to_owned(),
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -116,10 +96,7 @@ struct Case {
     expect: &'static str,
 }
 
-const ROLLING: Strategy = Strategy::Rolling {
-    max_surge: 1,
-    max_unavailable: 0,
-};
+const ROLLING: Strategy = Strategy::Rolling { max_surge: 1, max_unavailable: 0 };
 const BLUE_GREEN: Strategy = Strategy::BlueGreen;
 
 fn check(case: &Case) {
@@ -128,18 +105,9 @@ fn check(case: &Case) {
         app: spec.name.clone(),
         target: (case.target > 0).then(|| (ReleaseId(case.target), spec.clone())),
         scale: BTreeMap::new(),
-        rollout: case.rollout.then_some(Rollout {
-            deploy_id: 7,
-            started_ms: 0,
-            previous: Some(ReleaseId(1)),
-        }),
+        rollout: case.rollout.then_some(Rollout { deploy_id: 7, started_ms: 0, previous: Some(ReleaseId(1)) }),
     };
-    let observed: Vec<Observed> = case
-        .instances
-        .iter()
-        .enumerate()
-        .map(|(i, t)| inst(i, t))
-        .collect();
+    let observed: Vec<Observed> = case.instances.iter().enumerate().map(|(i, t)| inst(i, t)).collect();
     let got = render(&plan(&desired, &observed, case.now_ms));
     assert_eq!(got, case.expect, "case {:?}", case.name);
 }
@@ -168,7 +136,7 @@ fn plans() {
         case!("deadline rolls back", ROLLING, web = 2, target = 2, rollout = true, now = 60_000, ["v1 ready", "v1 ready", "v2 starting"] => "rollback to v1"),
         case!("after rollback the failed release drains", ROLLING, web = 2, target = 1, rollout = false, now = 5, ["v1 ready", "v1 ready", "v2 starting"] => "drain i2"),
         case!("dead instance is forgotten and replaced", ROLLING, web = 2, target = 1, rollout = false, now = 5, ["v1 ready", "v1 dead"] => "forget i1, start web"),
-        case!("liveness failure replaces", ROLLING, web = 1, target = 1, rollout = false, now = 20_000, ["v1 failing"] => "drain i0, start web"),
+        case!("liveness failure replaces", ROLLING, web = 1, target = 1, rollout = false, now = 20_000, ["v1 failing"] => "evict i0, start web"),
         case!("liveness waits for start period", ROLLING, web = 1, target = 1, rollout = false, now = 5, ["v1 failing"] => ""),
         case!("scale down drains unready then newest", ROLLING, web = 1, target = 1, rollout = false, now = 5, ["v1 ready", "v1 ready", "v1 starting"] => "drain i2, drain i1"),
         case!("no target drains everything", ROLLING, web = 1, target = 0, rollout = false, now = 5, ["v1 ready"] => "drain i0"),
@@ -189,22 +157,12 @@ fn rollback_reason_names_the_deadline() {
         app: spec.name.clone(),
         target: Some((ReleaseId(2), spec.clone())),
         scale: BTreeMap::new(),
-        rollout: Some(Rollout {
-            deploy_id: 1,
-            started_ms: 0,
-            previous: None,
-        }),
+        rollout: Some(Rollout { deploy_id: 1, started_ms: 0, previous: None }),
     };
     let actions = plan(&desired, &[inst(0, "v2 starting")], 61_000);
     match &actions[..] {
-        [Action::Finish {
-            outcome: Outcome::Failed { reason },
-            ..
-        }] => {
-            assert_eq!(
-                reason,
-                "v2 was not healthy within 60s (1 instance(s) not ready)"
-            )
+        [Action::Finish { outcome: Outcome::Failed { reason }, .. }] => {
+            assert_eq!(reason, "v2 was not healthy within 60s (1 instance(s) not ready)")
         }
         other => panic!("unexpected {other:?}"),
     }

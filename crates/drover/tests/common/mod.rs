@@ -14,11 +14,7 @@ use std::time::{Duration, Instant};
 pub const EXE: &str = env!("CARGO_BIN_EXE_drover");
 
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
 }
 
 /// Polls `cond` until it holds; the deadline only turns a hang into a clear failure.
@@ -37,18 +33,12 @@ pub struct Drover {
 
 impl Drover {
     pub fn new() -> Self {
-        Self {
-            data: tempfile::tempdir().unwrap(),
-            http: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())),
-        }
+        Self { data: tempfile::tempdir().unwrap(), http: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())) }
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(EXE);
-        cmd.arg("--data-dir")
-            .arg(self.data.path())
-            .args(args)
-            .env_remove("DROVER_DATA_DIR");
+        cmd.arg("--data-dir").arg(self.data.path()).args(args).env_remove("DROVER_DATA_DIR");
         cmd
     }
 
@@ -77,14 +67,7 @@ impl Drover {
 
     pub fn start(&self) {
         let http = self.http.to_string();
-        self.ok(&[
-            "server",
-            "start",
-            "--http-addr",
-            &http,
-            "--api-addr",
-            "127.0.0.1:0",
-        ]);
+        self.ok(&["server", "start", "--http-addr", &http, "--api-addr", "127.0.0.1:0"]);
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -92,8 +75,7 @@ impl Drover {
     }
 
     pub fn server_pid(&self) -> u32 {
-        let info: Value =
-            serde_json::from_slice(&std::fs::read(self.path("server.json")).unwrap()).unwrap();
+        let info: Value = serde_json::from_slice(&std::fs::read(self.path("server.json")).unwrap()).unwrap();
         info["pid"].as_u64().unwrap() as u32
     }
 
@@ -103,25 +85,15 @@ impl Drover {
 
     /// Waits until `app` has exactly `n` healthy, routed instances of `release` and nothing else.
     pub fn wait_settled(&self, app: &str, release: u64, n: usize) {
-        wait_until(
-            &format!("{app} to settle at {n} instance(s) of v{release}"),
-            Duration::from_secs(60),
-            || {
-                let all = self.instances(app);
-                all.len() == n
-                    && all.iter().all(|i| {
-                        i["release"] == release && i["healthy"] == true && i["routed"] == true
-                    })
-            },
-        );
+        wait_until(&format!("{app} to settle at {n} instance(s) of v{release}"), Duration::from_secs(60), || {
+            let all = self.instances(app);
+            all.len() == n && all.iter().all(|i| i["release"] == release && i["healthy"] == true && i["routed"] == true)
+        });
     }
 
     /// GET through Drover's proxy with the app's Host header.
     pub fn get(&self, app: &str, path: &str) -> (u16, String) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let client = reqwest::Client::builder().no_proxy().build().unwrap();
             let r = client
@@ -138,9 +110,7 @@ impl Drover {
 impl Drop for Drover {
     fn drop(&mut self) {
         // A server killed by the test is started again so it can stop everything it knows.
-        if self.run(&["server", "stop", "--all"]).status.success()
-            && !self.path("proxy.json").exists()
-        {
+        if self.run(&["server", "stop", "--all"]).status.success() && !self.path("proxy.json").exists() {
             return;
         }
         let _ = self.run(&["server", "start"]);
@@ -192,24 +162,16 @@ impl Load {
             let stop = stop.clone();
             let stats = stats.clone();
             move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .unwrap();
+                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
                 rt.block_on(async move {
                     let mut tasks = Vec::new();
                     for _ in 0..connections {
                         let (stop, stats, host) = (stop.clone(), stats.clone(), host.clone());
                         tasks.push(tokio::spawn(async move {
-                            let client = reqwest::Client::builder()
-                                .no_proxy()
-                                .pool_max_idle_per_host(1)
-                                .build()
-                                .unwrap();
+                            let client =
+                                reqwest::Client::builder().no_proxy().pool_max_idle_per_host(1).build().unwrap();
                             let done = |s: &LoadStats| {
-                                s.ok.load(Ordering::Relaxed) + s.failed.load(Ordering::Relaxed)
-                                    >= max_requests
+                                s.ok.load(Ordering::Relaxed) + s.failed.load(Ordering::Relaxed) >= max_requests
                             };
                             while !stop.load(Ordering::Relaxed) && !done(&stats) {
                                 let result = client
@@ -227,11 +189,7 @@ impl Load {
                                         let status = r.status();
                                         let body = r.text().await.unwrap_or_default();
                                         stats.failed.fetch_add(1, Ordering::Relaxed);
-                                        stats
-                                            .errors
-                                            .lock()
-                                            .unwrap()
-                                            .push(format!("{status}: {body}"));
+                                        stats.errors.lock().unwrap().push(format!("{status}: {body}"));
                                     }
                                     Err(e) => {
                                         stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -247,11 +205,7 @@ impl Load {
                 });
             }
         });
-        Self {
-            stop,
-            stats,
-            thread: Some(thread),
-        }
+        Self { stop, stats, thread: Some(thread) }
     }
 
     pub fn ok(&self) -> u64 {
@@ -262,20 +216,8 @@ impl Load {
     pub fn finish(mut self) -> (u64, u64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().unwrap().join().unwrap();
-        let errors = self
-            .stats
-            .errors
-            .lock()
-            .unwrap()
-            .iter()
-            .take(5)
-            .cloned()
-            .collect();
-        (
-            self.stats.ok.load(Ordering::Relaxed),
-            self.stats.failed.load(Ordering::Relaxed),
-            errors,
-        )
+        let errors = self.stats.errors.lock().unwrap().iter().take(5).cloned().collect();
+        (self.stats.ok.load(Ordering::Relaxed), self.stats.failed.load(Ordering::Relaxed), errors)
     }
 }
 
