@@ -29,13 +29,8 @@ pub struct ReadOptions {
 
 impl ReadOptions {
     fn matches(&self, record: &LogRecord) -> bool {
-        self.instance
-            .as_ref()
-            .is_none_or(|instance| *instance == record.instance)
-            && self
-                .process
-                .as_ref()
-                .is_none_or(|process| *process == record.process)
+        self.instance.as_ref().is_none_or(|instance| *instance == record.instance)
+            && self.process.as_ref().is_none_or(|process| *process == record.process)
             && self.release.is_none_or(|release| release == record.release)
     }
 }
@@ -43,11 +38,7 @@ impl ReadOptions {
 /// The records of `app` under `root` that match `options`, oldest first, merged across instance
 /// files by timestamp (records with equal timestamps keep their file order). An app without
 /// logs yet has no records. Lines that are not valid records are skipped.
-pub fn read_app(
-    root: &Path,
-    app: &AppName,
-    options: &ReadOptions,
-) -> Result<Vec<LogRecord>, LogError> {
+pub fn read_app(root: &Path, app: &AppName, options: &ReadOptions) -> Result<Vec<LogRecord>, LogError> {
     let mut tailer = Tailer::new(root, app, options.clone());
     let mut records = tailer.poll()?;
     keep_tail(&mut records, options.tail);
@@ -80,12 +71,7 @@ struct Cursor {
 
 impl Tailer {
     pub(crate) fn new(root: &Path, app: &AppName, options: ReadOptions) -> Self {
-        Self {
-            root: root.to_owned(),
-            app: app.clone(),
-            options,
-            cursors: BTreeMap::new(),
-        }
+        Self { root: root.to_owned(), app: app.clone(), options, cursors: BTreeMap::new() }
     }
 
     /// The matching records written since the previous call (all of them on the first call),
@@ -111,23 +97,14 @@ impl Tailer {
     fn files(&self) -> Result<BTreeMap<OsString, PathBuf>, LogError> {
         if let Some(instance) = &self.options.instance {
             let path = instance_log_path(&self.root, &self.app, instance);
-            let name = path
-                .file_name()
-                .expect("an instance log path ends in a file name")
-                .to_owned();
+            let name = path.file_name().expect("an instance log path ends in a file name").to_owned();
             return Ok(BTreeMap::from([(name, path)]));
         }
         let dir = app_dir(&self.root, &self.app);
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-            Err(source) => {
-                return Err(LogError::Io {
-                    action: "list log directory",
-                    path: dir,
-                    source,
-                })
-            }
+            Err(source) => return Err(LogError::Io { action: "list log directory", path: dir, source }),
         };
         let mut files = BTreeMap::new();
         for entry in entries {
@@ -145,29 +122,18 @@ impl Tailer {
 /// was replaced or truncated.
 fn read_new_lines(path: &Path, cursor: &mut Cursor) -> Result<Vec<u8>, LogError> {
     let mut file = File::open(path).map_err(LogError::io("open log file", path))?;
-    let metadata = file
-        .metadata()
-        .map_err(LogError::io("stat log file", path))?;
+    let metadata = file.metadata().map_err(LogError::io("stat log file", path))?;
     if metadata.ino() != cursor.inode || metadata.len() < cursor.offset {
-        *cursor = Cursor {
-            inode: metadata.ino(),
-            offset: 0,
-        };
+        *cursor = Cursor { inode: metadata.ino(), offset: 0 };
     }
     if metadata.len() == cursor.offset {
         return Ok(Vec::new());
     }
-    file.seek(SeekFrom::Start(cursor.offset))
-        .map_err(LogError::io("seek in log file", path))?;
+    file.seek(SeekFrom::Start(cursor.offset)).map_err(LogError::io("seek in log file", path))?;
     let mut bytes = Vec::new();
-    file.take(metadata.len() - cursor.offset)
-        .read_to_end(&mut bytes)
-        .map_err(LogError::io("read log file", path))?;
+    file.take(metadata.len() - cursor.offset).read_to_end(&mut bytes).map_err(LogError::io("read log file", path))?;
     // A line without its newline is still being written: leave it for the next call.
-    let complete = bytes
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |newline| newline + 1);
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |newline| newline + 1);
     bytes.truncate(complete);
     cursor.offset += complete as u64;
     Ok(bytes)
@@ -228,63 +194,24 @@ mod tests {
             let records = read_app(root, &app, &options).unwrap();
             assert_eq!(lines(&records), expected, "{options:?}");
         };
+        check(ReadOptions::default(), &["web1 first", "worker first", "web1 second", "web2 tie", "web2 last"]);
+        check(ReadOptions { tail: Some(2), ..Default::default() }, &["web2 tie", "web2 last"]);
+        check(ReadOptions { tail: Some(0), ..Default::default() }, &[]);
         check(
-            ReadOptions::default(),
-            &[
-                "web1 first",
-                "worker first",
-                "web1 second",
-                "web2 tie",
-                "web2 last",
-            ],
-        );
-        check(
-            ReadOptions {
-                tail: Some(2),
-                ..Default::default()
-            },
-            &["web2 tie", "web2 last"],
-        );
-        check(
-            ReadOptions {
-                tail: Some(0),
-                ..Default::default()
-            },
-            &[],
-        );
-        check(
-            ReadOptions {
-                instance: Some(web1.instance.clone()),
-                ..Default::default()
-            },
+            ReadOptions { instance: Some(web1.instance.clone()), ..Default::default() },
             &["web1 first", "web1 second"],
         );
         check(
-            ReadOptions {
-                process: Some(ProcessType::web()),
-                tail: Some(3),
-                ..Default::default()
-            },
+            ReadOptions { process: Some(ProcessType::web()), tail: Some(3), ..Default::default() },
             &["web1 second", "web2 tie", "web2 last"],
         );
         check(
-            ReadOptions {
-                release: Some(ReleaseId(2)),
-                ..Default::default()
-            },
+            ReadOptions { release: Some(ReleaseId(2)), ..Default::default() },
             &["worker first", "web2 tie", "web2 last"],
         );
-        check(
-            ReadOptions {
-                instance: Some(InstanceId::parse("hello-web-v9-zz").unwrap()),
-                ..Default::default()
-            },
-            &[],
-        );
+        check(ReadOptions { instance: Some(InstanceId::parse("hello-web-v9-zz").unwrap()), ..Default::default() }, &[]);
         let other = AppName::parse("other").unwrap();
-        assert!(read_app(root, &other, &ReadOptions::default())
-            .unwrap()
-            .is_empty());
+        assert!(read_app(root, &other, &ReadOptions::default()).unwrap().is_empty());
     }
 
     #[test]

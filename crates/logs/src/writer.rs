@@ -58,9 +58,7 @@ impl LogWriter {
     /// records; bytes that are not UTF-8 are replaced.
     pub fn write_line(&self, stream: Stream, line: &[u8]) -> Result<(), LogError> {
         for chunk in split_line(line, MAX_LINE_BYTES) {
-            let record = self
-                .source
-                .record(stream, String::from_utf8_lossy(chunk).into_owned());
+            let record = self.source.record(stream, String::from_utf8_lossy(chunk).into_owned());
             write_record(&self.file, &self.path, &record)?;
         }
         Ok(())
@@ -75,9 +73,7 @@ impl LogWriter {
     /// without a newline is kept too. Memory use is bounded by [`MAX_LINE_BYTES`] whatever the
     /// input looks like.
     pub fn capture(&self, stream: Stream, reader: impl Read) -> Result<(), LogError> {
-        capture_lines(reader, MAX_LINE_BYTES, |line| {
-            self.write_line(stream, strip_cr(line))
-        })
+        capture_lines(reader, MAX_LINE_BYTES, |line| self.write_line(stream, strip_cr(line)))
     }
 }
 
@@ -99,21 +95,15 @@ fn open_append(path: &Path) -> Result<File, LogError> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(LogError::io("create log directory", dir))?;
     }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(LogError::io("open log file", path))
+    OpenOptions::new().create(true).append(true).open(path).map_err(LogError::io("open log file", path))
 }
 
 fn write_record(mut file: &File, path: &Path, record: &LogRecord) -> Result<(), LogError> {
-    let mut buf = serde_json::to_vec(record)
-        .expect("a LogRecord always serializes: it has only strings and numbers");
+    let mut buf = serde_json::to_vec(record).expect("a LogRecord always serializes: it has only strings and numbers");
     buf.push(b'\n');
     // One `write_all` of the whole record: with O_APPEND, Linux writes it at the end of the
     // file in one piece, so concurrent writers do not interleave within a record.
-    file.write_all(&buf)
-        .map_err(LogError::io("append to log file", path))
+    file.write_all(&buf).map_err(LogError::io("append to log file", path))
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {
@@ -134,11 +124,7 @@ fn capture_lines(
             Ok(buf) => buf,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(source) => {
-                return Err(LogError::Io {
-                    action: "read output from",
-                    path: PathBuf::from("pipe"),
-                    source,
-                })
+                return Err(LogError::Io { action: "read output from", path: PathBuf::from("pipe"), source })
             }
         };
         if buf.is_empty() {
@@ -214,11 +200,7 @@ fn char_boundary(buf: &[u8]) -> usize {
             // ASCII, or a byte that can never start a sequence: nothing to keep together.
             _ => 1,
         };
-        return if idx + needed > len && idx > 0 {
-            idx
-        } else {
-            len
-        };
+        return if idx + needed > len && idx > 0 { idx } else { len };
     }
     len
 }
@@ -252,12 +234,7 @@ mod tests {
         ];
         for (input, expected) in table {
             let expected: Vec<Vec<u8>> = expected.iter().map(|piece| piece.to_vec()).collect();
-            assert_eq!(
-                pieces(input, 4),
-                expected,
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(pieces(input, 4), expected, "{:?}", String::from_utf8_lossy(input));
         }
     }
 

@@ -1,8 +1,8 @@
 //! Writing, reading and following log files in a temporary directory, through the public API.
 
 use logs::{
-    follow, instance_log_path, read_app, system, Follow, LogRecord, LogSource, LogWriter,
-    ReadOptions, Stream, MAX_LINE_BYTES,
+    follow, instance_log_path, read_app, system, Follow, LogRecord, LogSource, LogWriter, ReadOptions, Stream,
+    MAX_LINE_BYTES,
 };
 use model::{AppName, InstanceId, ProcessType, ReleaseId};
 use std::path::Path;
@@ -19,12 +19,7 @@ fn source(instance: &str) -> LogSource {
 }
 
 fn all(root: &Path) -> Vec<LogRecord> {
-    read_app(
-        root,
-        &AppName::parse("hello").unwrap(),
-        &ReadOptions::default(),
-    )
-    .unwrap()
+    read_app(root, &AppName::parse("hello").unwrap(), &ReadOptions::default()).unwrap()
 }
 
 #[test]
@@ -32,24 +27,13 @@ fn captured_lines_carry_their_instance() {
     let dir = tempfile::tempdir().unwrap();
     let source = source("hello-web-v7-a1");
     let writer = LogWriter::open(dir.path(), source.clone()).unwrap();
-    assert_eq!(
-        writer.path(),
-        instance_log_path(dir.path(), &source.app, &source.instance)
-    );
-    writer
-        .capture(
-            Stream::Stdout,
-            &b"listening on 8080\r\nready\nno newline"[..],
-        )
-        .unwrap();
+    assert_eq!(writer.path(), instance_log_path(dir.path(), &source.app, &source.instance));
+    writer.capture(Stream::Stdout, &b"listening on 8080\r\nready\nno newline"[..]).unwrap();
     writer.capture(Stream::Stderr, &b"warning\n"[..]).unwrap();
     system(dir.path(), &source, "instance started").unwrap();
 
     let records = all(dir.path());
-    let got: Vec<(Stream, &str)> = records
-        .iter()
-        .map(|r| (r.stream, r.line.as_str()))
-        .collect();
+    let got: Vec<(Stream, &str)> = records.iter().map(|r| (r.stream, r.line.as_str())).collect();
     assert_eq!(
         got,
         [
@@ -67,12 +51,7 @@ fn captured_lines_carry_their_instance() {
         assert_eq!(record.process, source.process);
         assert!(record.ts > 0);
     }
-    let first_line = std::fs::read_to_string(writer.path())
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_owned();
+    let first_line = std::fs::read_to_string(writer.path()).unwrap().lines().next().unwrap().to_owned();
     let json: serde_json::Value = serde_json::from_str(&first_line).unwrap();
     assert_eq!(json["stream"], "stdout");
     assert_eq!(json["release"], 7);
@@ -92,21 +71,14 @@ fn long_lines_are_split_and_bad_bytes_replaced() {
     let records = all(dir.path());
     let (pieces, rest) = records.split_at(records.len() - 1);
     assert_eq!(pieces.len(), 4);
-    assert!(pieces
-        .iter()
-        .all(|r| r.line.len() <= MAX_LINE_BYTES && !r.line.contains('\u{FFFD}')));
-    assert_eq!(
-        pieces.iter().map(|r| r.line.as_str()).collect::<String>(),
-        long
-    );
+    assert!(pieces.iter().all(|r| r.line.len() <= MAX_LINE_BYTES && !r.line.contains('\u{FFFD}')));
+    assert_eq!(pieces.iter().map(|r| r.line.as_str()).collect::<String>(), long);
     assert_eq!(rest[0].line, "bad \u{FFFD}\u{FFFD} bytes");
 
     // A long line handed over directly is split the same way.
     let dir = tempfile::tempdir().unwrap();
     let writer = LogWriter::open(dir.path(), source("hello-web-v7-a1")).unwrap();
-    writer
-        .write_line(Stream::Stderr, "x".repeat(MAX_LINE_BYTES + 1).as_bytes())
-        .unwrap();
+    writer.write_line(Stream::Stderr, "x".repeat(MAX_LINE_BYTES + 1).as_bytes()).unwrap();
     let lengths: Vec<usize> = all(dir.path()).iter().map(|r| r.line.len()).collect();
     assert_eq!(lengths, [MAX_LINE_BYTES, 1]);
 }
@@ -139,10 +111,7 @@ fn concurrent_writers_do_not_interleave_records() {
 
 /// The next followed record; the deadline only turns a hang into a failure.
 async fn next(follow: &mut Follow) -> LogRecord {
-    tokio::time::timeout(Duration::from_secs(10), follow.next())
-        .await
-        .expect("a record within 10s")
-        .unwrap()
+    tokio::time::timeout(Duration::from_secs(10), follow.next()).await.expect("a record within 10s").unwrap()
 }
 
 #[tokio::test]
@@ -153,30 +122,16 @@ async fn follow_sends_history_then_new_records_of_new_instances() {
     first.write_system("recent").unwrap();
 
     let app = AppName::parse("hello").unwrap();
-    let mut follow = follow(
-        dir.path(),
-        &app,
-        ReadOptions {
-            tail: Some(1),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut follow = follow(dir.path(), &app, ReadOptions { tail: Some(1), ..Default::default() }).await.unwrap();
     assert_eq!(next(&mut follow).await.line, "recent");
 
     first.write_line(Stream::Stdout, b"new line").unwrap();
     assert_eq!(next(&mut follow).await.line, "new line");
 
     let second = LogWriter::open(dir.path(), source("hello-web-v7-b2")).unwrap();
-    second
-        .write_line(Stream::Stderr, b"from a new instance")
-        .unwrap();
+    second.write_line(Stream::Stderr, b"from a new instance").unwrap();
     let record = next(&mut follow).await;
-    assert_eq!(
-        (record.instance.as_str(), record.line.as_str()),
-        ("hello-web-v7-b2", "from a new instance")
-    );
+    assert_eq!((record.instance.as_str(), record.line.as_str()), ("hello-web-v7-b2", "from a new instance"));
 }
 
 #[tokio::test]
@@ -184,19 +139,9 @@ async fn follow_applies_filters_to_new_records() {
     let dir = tempfile::tempdir().unwrap();
     let wanted = source("hello-web-v7-a1");
     let app = wanted.app.clone();
-    let options = ReadOptions {
-        tail: Some(0),
-        instance: Some(wanted.instance.clone()),
-        ..Default::default()
-    };
+    let options = ReadOptions { tail: Some(0), instance: Some(wanted.instance.clone()), ..Default::default() };
     let mut follow = follow(dir.path(), &app, options).await.unwrap();
-    LogWriter::open(dir.path(), source("hello-web-v7-b2"))
-        .unwrap()
-        .write_system("other")
-        .unwrap();
-    LogWriter::open(dir.path(), wanted)
-        .unwrap()
-        .write_system("mine")
-        .unwrap();
+    LogWriter::open(dir.path(), source("hello-web-v7-b2")).unwrap().write_system("other").unwrap();
+    LogWriter::open(dir.path(), wanted).unwrap().write_system("mine").unwrap();
     assert_eq!(next(&mut follow).await.line, "mine");
 }

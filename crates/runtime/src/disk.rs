@@ -133,9 +133,7 @@ pub(crate) enum IsolationMode {
 impl ShimFile {
     pub(crate) fn isolation(&self) -> Isolation {
         match self.isolation {
-            IsolationMode::MountNamespace => Isolation::MountNamespace {
-                private_tmp: self.private_tmp,
-            },
+            IsolationMode::MountNamespace => Isolation::MountNamespace { private_tmp: self.private_tmp },
             IsolationMode::None => Isolation::None,
         }
     }
@@ -146,20 +144,9 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, R
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(RuntimeError::Io {
-                action: "read",
-                path: path.to_owned(),
-                source,
-            })
-        }
+        Err(source) => return Err(RuntimeError::Io { action: "read", path: path.to_owned(), source }),
     };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|source| RuntimeError::Corrupt {
-            path: path.to_owned(),
-            source,
-        })
+    serde_json::from_slice(&bytes).map(Some).map_err(|source| RuntimeError::Corrupt { path: path.to_owned(), source })
 }
 
 /// Replaces `path` with `value` as JSON, atomically and durably.
@@ -167,11 +154,9 @@ pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Runt
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let bytes = serde_json::to_vec_pretty(value)
-        .expect("runtime files serialize: plain strings, numbers and maps");
+    let bytes = serde_json::to_vec_pretty(value).expect("runtime files serialize: plain strings, numbers and maps");
     let mut file = File::create(&tmp).map_err(RuntimeError::io("create", &tmp))?;
-    file.write_all(&bytes)
-        .map_err(RuntimeError::io("write", &tmp))?;
+    file.write_all(&bytes).map_err(RuntimeError::io("write", &tmp))?;
     file.sync_all().map_err(RuntimeError::io("sync", &tmp))?;
     fs::rename(&tmp, path).map_err(RuntimeError::io("rename into place", path))
 }
@@ -193,11 +178,7 @@ mod tests {
             slug_dir: PathBuf::from("/srv/slugs/abc"),
             stop_grace: Duration::from_millis(2500),
         };
-        let file = SpecFile::new(
-            &spec,
-            Path::new("/var/lib/drover/logs"),
-            IsolationRequest::Off,
-        );
+        let file = SpecFile::new(&spec, Path::new("/var/lib/drover/logs"), IsolationRequest::Off);
         let json = serde_json::to_string(&file).unwrap();
         let back: SpecFile = serde_json::from_str(&json).unwrap();
         assert_eq!(back.to_spec(), spec);
@@ -237,9 +218,6 @@ mod tests {
         assert_eq!(read_json::<u32>(&path).unwrap(), Some(2));
         assert!(!dir.path().join("x.json.tmp").exists());
         fs::write(&path, b"{").unwrap();
-        assert!(matches!(
-            read_json::<u32>(&path),
-            Err(RuntimeError::Corrupt { .. })
-        ));
+        assert!(matches!(read_json::<u32>(&path), Err(RuntimeError::Corrupt { .. })));
     }
 }

@@ -46,26 +46,15 @@ pub(crate) struct ChildSetup {
 }
 
 impl ChildSetup {
-    pub(crate) fn plan(
-        request: IsolationRequest,
-        slug_dir: &Path,
-        instance_dir: &Path,
-    ) -> io::Result<Self> {
+    pub(crate) fn plan(request: IsolationRequest, slug_dir: &Path, instance_dir: &Path) -> io::Result<Self> {
         let slug_dir = slug_dir.canonicalize()?;
         let instance_dir = instance_dir.canonicalize()?;
         let under_tmp = |path: &Path| path.starts_with("/tmp");
         let private_tmp = !under_tmp(&slug_dir) && !under_tmp(&instance_dir);
         let slug_dir = CString::new(slug_dir.as_os_str().as_bytes()).map_err(io::Error::other)?;
-        let remount_flags =
-            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | mount_flags_of(&slug_dir)?;
+        let remount_flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | mount_flags_of(&slug_dir)?;
         let shim_pid = libc::pid_t::try_from(std::process::id()).map_err(io::Error::other)?;
-        Ok(Self {
-            shim_pid,
-            request,
-            slug_dir,
-            remount_flags,
-            private_tmp,
-        })
+        Ok(Self { shim_pid, request, slug_dir, remount_flags, private_tmp })
     }
 
     /// Runs in the forked app process before `exec`; writes the report byte to `report_fd`.
@@ -83,14 +72,7 @@ impl ChildSetup {
         reset_signals()?;
         // SAFETY: prctl and getppid are plain system calls without memory arguments.
         unsafe {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             if libc::getppid() != self.shim_pid {
@@ -118,24 +100,11 @@ impl ChildSetup {
             }
             // Without this, mounts made below would propagate back to the machine's namespace
             // (systemd makes `/` shared), so stop here if it fails.
-            if libc::mount(
-                ptr::null(),
-                c"/".as_ptr(),
-                ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                ptr::null(),
-            ) != 0
-            {
+            if libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), libc::MS_REC | libc::MS_PRIVATE, ptr::null()) != 0 {
                 return 0;
             }
             if libc::mount(slug, slug, ptr::null(), libc::MS_BIND, ptr::null()) != 0
-                || libc::mount(
-                    ptr::null(),
-                    slug,
-                    ptr::null(),
-                    self.remount_flags,
-                    ptr::null(),
-                ) != 0
+                || libc::mount(ptr::null(), slug, ptr::null(), self.remount_flags, ptr::null()) != 0
             {
                 return 0;
             }
@@ -204,10 +173,7 @@ fn mount_flags_of(path: &CString) -> io::Result<libc::c_ulong> {
         (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
         (libc::ST_RELATIME, libc::MS_RELATIME),
     ];
-    Ok(kept
-        .iter()
-        .filter(|(st, _)| flags & st != 0)
-        .fold(0, |acc, (_, ms)| acc | ms))
+    Ok(kept.iter().filter(|(st, _)| flags & st != 0).fold(0, |acc, (_, ms)| acc | ms))
 }
 
 #[cfg(test)]
@@ -220,10 +186,7 @@ mod tests {
             (0, (IsolationMode::None, false)),
             (PRIVATE_TMP, (IsolationMode::None, false)),
             (ISOLATED, (IsolationMode::MountNamespace, false)),
-            (
-                ISOLATED | PRIVATE_TMP,
-                (IsolationMode::MountNamespace, true),
-            ),
+            (ISOLATED | PRIVATE_TMP, (IsolationMode::MountNamespace, true)),
         ];
         for (report, expected) in table {
             assert_eq!(outcome(report), expected, "{report}");
@@ -236,9 +199,7 @@ mod tests {
         // Only read, never written to: planning does not touch the directories.
         let elsewhere = Path::new(env!("CARGO_MANIFEST_DIR"));
         let plan = |slug: &Path, instance: &Path| {
-            ChildSetup::plan(IsolationRequest::BestEffort, slug, instance)
-                .unwrap()
-                .private_tmp
+            ChildSetup::plan(IsolationRequest::BestEffort, slug, instance).unwrap().private_tmp
         };
         assert!(plan(elsewhere, elsewhere));
         assert!(!plan(under_tmp.path(), elsewhere));

@@ -111,10 +111,7 @@ pub trait Runtime: Send + Sync + 'static {
     /// Starts an instance and returns once it is supervised and its supervisor's identity is
     /// persisted. Fails without leaving anything running if the spec is unusable or the
     /// instance cannot be started.
-    fn start(
-        &self,
-        spec: InstanceSpec,
-    ) -> impl Future<Output = Result<InstanceStatus, RuntimeError>> + Send;
+    fn start(&self, spec: InstanceSpec) -> impl Future<Output = Result<InstanceStatus, RuntimeError>> + Send;
 
     /// Stops an instance gracefully: SIGTERM to all its processes, its grace period, then
     /// SIGKILL. Returns when nothing of it runs any more. Stopping an exited instance cleans up

@@ -13,10 +13,7 @@
 
 use crate::disk::{self, ShimFile, ShimState, SpecFile};
 use crate::isolation::IsolationRequest;
-use crate::{
-    procfs, ExitCause, InstanceSpec, InstanceState, InstanceStatus, Isolation, Runtime,
-    RuntimeError,
-};
+use crate::{procfs, ExitCause, InstanceSpec, InstanceState, InstanceStatus, Isolation, Runtime, RuntimeError};
 use model::InstanceId;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -73,19 +70,13 @@ impl ProcessRuntime {
             shim_exe: absolute(shim_exe),
             starting: Mutex::new(HashSet::new()),
         };
-        Self {
-            inner: Arc::new(inner),
-            isolation: IsolationRequest::BestEffort,
-        }
+        Self { inner: Arc::new(inner), isolation: IsolationRequest::BestEffort }
     }
 
     /// The same runtime, but apps it starts from now on run as plain processes, never in a
     /// mount namespace (for hosts where namespaces misbehave).
     pub fn without_isolation(self) -> Self {
-        Self {
-            isolation: IsolationRequest::Off,
-            ..self
-        }
+        Self { isolation: IsolationRequest::Off, ..self }
     }
 
     /// The directory holding the instances' runtime files.
@@ -103,10 +94,7 @@ impl ProcessRuntime {
         disk::write_json(&dir.join(disk::SPEC_FILE), &spec_file)?;
         let shim = spawn_shim(&spec.id, &self.inner.shim_exe, dir).await?;
         *launched = Some(shim);
-        let start_failed = |reason: String| RuntimeError::StartFailed {
-            id: spec.id.clone(),
-            reason,
-        };
+        let start_failed = |reason: String| RuntimeError::StartFailed { id: spec.id.clone(), reason };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             // Liveness first: a shim that reports and then exits has reported by the time it is
@@ -115,22 +103,14 @@ impl ProcessRuntime {
             let shim_file: Option<ShimFile> = disk::read_json(&dir.join(disk::SHIM_FILE))?;
             match shim_file {
                 Some(file) if file.state == ShimState::Failed => {
-                    return Err(start_failed(
-                        file.error.unwrap_or_else(|| "the shim gave up".to_owned()),
-                    ));
+                    return Err(start_failed(file.error.unwrap_or_else(|| "the shim gave up".to_owned())));
                 }
                 Some(file) if file.child_pid.is_some() => {
                     return Ok(status(spec_file.to_spec(), Some(&file), file.is_alive()));
                 }
-                _ if !alive => {
-                    return Err(start_failed(
-                        "the shim exited before starting the app".to_owned(),
-                    ))
-                }
+                _ if !alive => return Err(start_failed("the shim exited before starting the app".to_owned())),
                 _ if Instant::now() >= deadline => {
-                    return Err(start_failed(format!(
-                        "the shim did not start the app within {START_TIMEOUT:?}"
-                    )));
+                    return Err(start_failed(format!("the shim did not start the app within {START_TIMEOUT:?}")));
                 }
                 _ => tokio::time::sleep(POLL).await,
             }
@@ -143,20 +123,13 @@ impl Runtime for ProcessRuntime {
         validate(&spec)?;
         let _starting = Starting::claim(&self.inner, &spec.id)?;
         let dir = self.inner.instance_dir(&spec.id);
-        fs::create_dir_all(&self.inner.root)
-            .map_err(RuntimeError::io("create", &self.inner.root))?;
+        fs::create_dir_all(&self.inner.root).map_err(RuntimeError::io("create", &self.inner.root))?;
         match fs::create_dir(&dir) {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(RuntimeError::AlreadyExists { id: spec.id });
             }
-            Err(source) => {
-                return Err(RuntimeError::Io {
-                    action: "create",
-                    path: dir,
-                    source,
-                })
-            }
+            Err(source) => return Err(RuntimeError::Io { action: "create", path: dir, source }),
         }
         let mut launched = None;
         match self.launch(&spec, &dir, &mut launched).await {
@@ -185,9 +158,7 @@ impl Runtime for ProcessRuntime {
             return Ok(());
         };
         if shim.is_alive() {
-            let grace = spec
-                .as_ref()
-                .map_or(Duration::from_secs(10), SpecFile::stop_grace);
+            let grace = spec.as_ref().map_or(Duration::from_secs(10), SpecFile::stop_grace);
             tracing::info!(instance = %id, shim_pid = shim.shim_pid, "stopping instance");
             signal(shim.shim_pid, Signal::SIGTERM);
             if !wait_until_dead(&shim, grace + STOP_MARGIN).await {
@@ -225,17 +196,11 @@ impl Inner {
     }
 
     fn is_starting(&self, id: &InstanceId) -> bool {
-        self.starting
-            .lock()
-            .expect("the starting set is never left poisoned")
-            .contains(id)
+        self.starting.lock().expect("the starting set is never left poisoned").contains(id)
     }
 
     /// The instance's files; `NotFound` if it has no directory.
-    fn read_instance(
-        &self,
-        id: &InstanceId,
-    ) -> Result<(Option<SpecFile>, Option<ShimFile>), RuntimeError> {
+    fn read_instance(&self, id: &InstanceId) -> Result<(Option<SpecFile>, Option<ShimFile>), RuntimeError> {
         let dir = self.instance_dir(id);
         if !dir.is_dir() {
             return Err(RuntimeError::NotFound { id: id.clone() });
@@ -249,22 +214,12 @@ impl Inner {
         let entries = match fs::read_dir(&self.root) {
             Ok(entries) => entries,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(RuntimeError::Io {
-                    action: "list",
-                    path: self.root.clone(),
-                    source,
-                })
-            }
+            Err(source) => return Err(RuntimeError::Io { action: "list", path: self.root.clone(), source }),
         };
         let mut statuses = Vec::new();
         for entry in entries {
             let entry = entry.map_err(RuntimeError::io("list", &self.root))?;
-            let Some(id) = entry
-                .file_name()
-                .to_str()
-                .and_then(|name| InstanceId::parse(name).ok())
-            else {
+            let Some(id) = entry.file_name().to_str().and_then(|name| InstanceId::parse(name).ok()) else {
                 continue;
             };
             if self.is_starting(&id) {
@@ -316,27 +271,17 @@ struct Starting {
 
 impl Starting {
     fn claim(inner: &Arc<Inner>, id: &InstanceId) -> Result<Self, RuntimeError> {
-        let mut starting = inner
-            .starting
-            .lock()
-            .expect("the starting set is never left poisoned");
+        let mut starting = inner.starting.lock().expect("the starting set is never left poisoned");
         if !starting.insert(id.clone()) {
             return Err(RuntimeError::AlreadyExists { id: id.clone() });
         }
-        Ok(Self {
-            inner: Arc::clone(inner),
-            id: id.clone(),
-        })
+        Ok(Self { inner: Arc::clone(inner), id: id.clone() })
     }
 }
 
 impl Drop for Starting {
     fn drop(&mut self) {
-        self.inner
-            .starting
-            .lock()
-            .expect("the starting set is never left poisoned")
-            .remove(&self.id);
+        self.inner.starting.lock().expect("the starting set is never left poisoned").remove(&self.id);
     }
 }
 
@@ -356,19 +301,13 @@ struct ShimProcess {
 
 impl ShimProcess {
     fn is_alive(&self) -> bool {
-        self.start_time
-            .is_some_and(|start_time| procfs::is_alive(self.pid, start_time))
+        self.start_time.is_some_and(|start_time| procfs::is_alive(self.pid, start_time))
     }
 }
 
 /// Rejects specs that cannot run, before anything is created.
 fn validate(spec: &InstanceSpec) -> Result<(), RuntimeError> {
-    let invalid = |reason: String| {
-        Err(RuntimeError::InvalidSpec {
-            id: spec.id.clone(),
-            reason,
-        })
-    };
+    let invalid = |reason: String| Err(RuntimeError::InvalidSpec { id: spec.id.clone(), reason });
     if spec.command.trim().is_empty() {
         return invalid("the command is empty".to_owned());
     }
@@ -377,25 +316,17 @@ fn validate(spec: &InstanceSpec) -> Result<(), RuntimeError> {
     }
     for (name, value) in &spec.env {
         if name.is_empty() || name.contains(['=', '\0']) {
-            return invalid(format!(
-                "environment variable name {name:?} is empty or contains '=' or NUL"
-            ));
+            return invalid(format!("environment variable name {name:?} is empty or contains '=' or NUL"));
         }
         if value.contains('\0') {
             return invalid(format!("environment variable {name} contains a NUL byte"));
         }
     }
     if !spec.slug_dir.is_absolute() {
-        return invalid(format!(
-            "slug directory {} is not an absolute path",
-            spec.slug_dir.display()
-        ));
+        return invalid(format!("slug directory {} is not an absolute path", spec.slug_dir.display()));
     }
     if !spec.slug_dir.is_dir() {
-        return invalid(format!(
-            "slug directory {} does not exist or is not a directory",
-            spec.slug_dir.display()
-        ));
+        return invalid(format!("slug directory {} does not exist or is not a directory", spec.slug_dir.display()));
     }
     Ok(())
 }
@@ -439,21 +370,13 @@ fn status(spec: InstanceSpec, shim: Option<&ShimFile>, shim_alive: bool) -> Inst
 
 /// Launches the shim detached and returns its pid. The launched process only forks the shim
 /// and exits; it is reaped here.
-async fn spawn_shim(
-    id: &InstanceId,
-    shim_exe: &Path,
-    dir: &Path,
-) -> Result<ShimProcess, RuntimeError> {
-    let start_failed = |reason: String| RuntimeError::StartFailed {
-        id: id.clone(),
-        reason,
-    };
-    let (pid_read, pid_write) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|errno| RuntimeError::Io {
-            action: "create a pipe for",
-            path: dir.to_owned(),
-            source: errno.into(),
-        })?;
+async fn spawn_shim(id: &InstanceId, shim_exe: &Path, dir: &Path) -> Result<ShimProcess, RuntimeError> {
+    let start_failed = |reason: String| RuntimeError::StartFailed { id: id.clone(), reason };
+    let (pid_read, pid_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|errno| RuntimeError::Io {
+        action: "create a pipe for",
+        path: dir.to_owned(),
+        source: errno.into(),
+    })?;
     let mut command = tokio::process::Command::new(shim_exe);
     command
         .arg("shim")
@@ -467,9 +390,8 @@ async fn spawn_shim(
     // SAFETY: `detach` only makes async-signal-safe calls (fork, setsid, write, _exit), and
     // `pid_write` stays open until `spawn` has returned.
     unsafe { command.pre_exec(move || detach(pid_fd)) };
-    let mut intermediate = command
-        .spawn()
-        .map_err(|error| start_failed(format!("cannot run {}: {error}", shim_exe.display())))?;
+    let mut intermediate =
+        command.spawn().map_err(|error| start_failed(format!("cannot run {}: {error}", shim_exe.display())))?;
     drop(pid_write);
     let exit = intermediate
         .wait()
@@ -483,10 +405,7 @@ async fn spawn_shim(
         .read_exact(&mut pid)
         .map_err(|error| start_failed(format!("cannot learn the shim's pid: {error}")))?;
     let pid = u32::from_ne_bytes(pid);
-    Ok(ShimProcess {
-        pid,
-        start_time: procfs::stat(pid).map(|stat| stat.start_time),
-    })
+    Ok(ShimProcess { pid, start_time: procfs::stat(pid).map(|stat| stat.start_time) })
 }
 
 /// Runs between fork and exec of the shim launcher: forks the shim, which starts a new session
@@ -539,15 +458,9 @@ fn kill_stragglers(id: &InstanceId, shim: &ShimFile) {
     let Some(pgid) = shim.child_pid else { return };
     let members = procfs::group_members(pgid);
     let marker = format!("DROVER_INSTANCE={id}");
-    let leader_is_ours = |pid: u32| {
-        pid == pgid
-            && shim
-                .child_start_time
-                .is_some_and(|start| procfs::is_alive(pid, start))
-    };
-    let ours = members
-        .iter()
-        .any(|&pid| leader_is_ours(pid) || procfs::environ_contains(pid, &marker));
+    let leader_is_ours =
+        |pid: u32| pid == pgid && shim.child_start_time.is_some_and(|start| procfs::is_alive(pid, start));
+    let ours = members.iter().any(|&pid| leader_is_ours(pid) || procfs::environ_contains(pid, &marker));
     if !ours {
         return;
     }
@@ -667,16 +580,9 @@ mod tests {
         ];
         for (shim_state, alive, expected, pid) in table {
             let got = status(spec(), Some(&shim(shim_state)), alive);
-            assert_eq!(
-                (got.state, got.pid),
-                (expected, pid),
-                "{shim_state:?} alive={alive}"
-            );
+            assert_eq!((got.state, got.pid), (expected, pid), "{shim_state:?} alive={alive}");
             assert_eq!(got.restarts, 4);
-            assert_eq!(
-                got.isolation,
-                Isolation::MountNamespace { private_tmp: false }
-            );
+            assert_eq!(got.isolation, Isolation::MountNamespace { private_tmp: false });
         }
         let never = status(spec(), None, false);
         assert_eq!(never.state, Exited(Failed));
@@ -687,55 +593,13 @@ mod tests {
         let env = |name: &str, value: &str| BTreeMap::from([(name.to_owned(), value.to_owned())]);
         let table = [
             (spec(), true),
-            (
-                InstanceSpec {
-                    command: " ".to_owned(),
-                    ..spec()
-                },
-                false,
-            ),
-            (
-                InstanceSpec {
-                    command: "a\0b".to_owned(),
-                    ..spec()
-                },
-                false,
-            ),
-            (
-                InstanceSpec {
-                    env: env("A=B", "x"),
-                    ..spec()
-                },
-                false,
-            ),
-            (
-                InstanceSpec {
-                    env: env("", "x"),
-                    ..spec()
-                },
-                false,
-            ),
-            (
-                InstanceSpec {
-                    env: env("A", "x\0"),
-                    ..spec()
-                },
-                false,
-            ),
-            (
-                InstanceSpec {
-                    slug_dir: PathBuf::from("relative"),
-                    ..spec()
-                },
-                false,
-            ),
-            (
-                InstanceSpec {
-                    slug_dir: PathBuf::from("/definitely/not/here"),
-                    ..spec()
-                },
-                false,
-            ),
+            (InstanceSpec { command: " ".to_owned(), ..spec() }, false),
+            (InstanceSpec { command: "a\0b".to_owned(), ..spec() }, false),
+            (InstanceSpec { env: env("A=B", "x"), ..spec() }, false),
+            (InstanceSpec { env: env("", "x"), ..spec() }, false),
+            (InstanceSpec { env: env("A", "x\0"), ..spec() }, false),
+            (InstanceSpec { slug_dir: PathBuf::from("relative"), ..spec() }, false),
+            (InstanceSpec { slug_dir: PathBuf::from("/definitely/not/here"), ..spec() }, false),
         ];
         for (spec, ok) in table {
             assert_eq!(validate(&spec).is_ok(), ok, "{spec:?}");

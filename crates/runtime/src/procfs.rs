@@ -33,11 +33,7 @@ pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
     let state = fields.first()?.chars().next()?;
     let pgrp = fields.get(5 - 3)?.parse().ok()?;
     let start_time = fields.get(22 - 3)?.parse().ok()?;
-    Some(ProcStat {
-        state,
-        pgrp,
-        start_time,
-    })
+    Some(ProcStat { state, pgrp, start_time })
 }
 
 /// The status of process `pid`, or `None` if there is no such process.
@@ -71,19 +67,14 @@ pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
 
 /// Whether process `pid`'s initial environment contains the entry `entry` (`NAME=value`).
 pub(crate) fn environ_contains(pid: u32, entry: &str) -> bool {
-    fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
-        environ
-            .split(|&b| b == 0)
-            .any(|item| item == entry.as_bytes())
-    })
+    fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|environ| environ.split(|&b| b == 0).any(|item| item == entry.as_bytes()))
 }
 
 /// How many threads the calling process has.
 pub(crate) fn own_thread_count() -> Option<usize> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Threads:")?.trim().parse().ok())
+    status.lines().find_map(|line| line.strip_prefix("Threads:")?.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -95,10 +86,7 @@ mod tests {
         let tail = "6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 123456 23 24";
         let table = [
             (format!("42 (sleep) S 1 77 {tail}"), Some(('S', 77, 123456))),
-            (
-                format!("42 (a b) c)) Z 1 -5 {tail}"),
-                Some(('Z', -5, 123456)),
-            ),
+            (format!("42 (a b) c)) Z 1 -5 {tail}"), Some(('Z', -5, 123456))),
             ("42 (sleep) S 1 77".to_owned(), None),
             ("garbage".to_owned(), None),
         ];
@@ -114,9 +102,6 @@ mod tests {
         let start_time = own_start_time().unwrap();
         assert!(is_alive(pid, start_time));
         assert!(!is_alive(pid, start_time + 1));
-        assert!(
-            environ_contains(pid, "DEFINITELY_NOT_SET=1")
-                == std::env::var_os("DEFINITELY_NOT_SET").is_some()
-        );
+        assert!(environ_contains(pid, "DEFINITELY_NOT_SET=1") == std::env::var_os("DEFINITELY_NOT_SET").is_some());
     }
 }

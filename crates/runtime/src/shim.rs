@@ -87,19 +87,14 @@ pub fn run(instance_dir: &Path) -> Result<(), ShimError> {
         // An ignored SIGCHLD (inherited from whoever started the shim) would make the kernel
         // reap the app behind the shim's back, and an ignored SIGTERM could not be waited for.
         // SAFETY: installs the default disposition, no handler code.
-        unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) }
-            .map_err(ShimError::Signals)?;
+        unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) }.map_err(ShimError::Signals)?;
     }
     signals.thread_block().map_err(ShimError::Signals)?;
 
     let dir = instance_dir
         .canonicalize()
-        .map_err(|source| ShimError::Setup {
-            action: "resolve the instance directory",
-            source,
-        })?;
-    let spec: SpecFile = disk::read_json(&dir.join(disk::SPEC_FILE))?
-        .ok_or(ShimError::NoSpec { dir: dir.clone() })?;
+        .map_err(|source| ShimError::Setup { action: "resolve the instance directory", source })?;
+    let spec: SpecFile = disk::read_json(&dir.join(disk::SPEC_FILE))?.ok_or(ShimError::NoSpec { dir: dir.clone() })?;
     let mut shim = Shim::start(dir, spec, signals)?;
     shim.supervise()
 }
@@ -172,21 +167,10 @@ impl Shim {
                 return Err(error);
             }
         };
-        Ok(Self {
-            dir,
-            spec,
-            signals,
-            state,
-            log: Arc::new(log),
-            env,
-            setup,
-        })
+        Ok(Self { dir, spec, signals, state, log: Arc::new(log), env, setup })
     }
 
-    fn prepare(
-        dir: &Path,
-        spec: &SpecFile,
-    ) -> Result<(LogWriter, BTreeMap<String, String>, ChildSetup), ShimError> {
+    fn prepare(dir: &Path, spec: &SpecFile) -> Result<(LogWriter, BTreeMap<String, String>, ChildSetup), ShimError> {
         let source = LogSource {
             app: spec.app.clone(),
             release: spec.release,
@@ -197,18 +181,12 @@ impl Shim {
         let home = dir.join(disk::HOME_DIR);
         let tmp = dir.join(disk::TMP_DIR);
         for private in [&home, &tmp] {
-            fs::create_dir_all(private).map_err(|source| ShimError::Setup {
-                action: "create HOME and TMPDIR",
-                source,
-            })?;
+            fs::create_dir_all(private)
+                .map_err(|source| ShimError::Setup { action: "create HOME and TMPDIR", source })?;
         }
         let env = app_env(spec, std::env::var("PATH").ok(), &home, &tmp);
-        let setup = ChildSetup::plan(spec.isolation, &spec.slug_dir, dir).map_err(|source| {
-            ShimError::Setup {
-                action: "prepare the slug directory",
-                source,
-            }
-        })?;
+        let setup = ChildSetup::plan(spec.isolation, &spec.slug_dir, dir)
+            .map_err(|source| ShimError::Setup { action: "prepare the slug directory", source })?;
         Ok((log, env, setup))
     }
 
@@ -281,37 +259,32 @@ impl Shim {
         let (isolation, private_tmp) = isolation::outcome(report);
 
         let pid = child.id();
+        let description = match (isolation, private_tmp) {
+            (IsolationMode::MountNamespace, true) => "mount namespace, read-only slug, private /tmp",
+            (IsolationMode::MountNamespace, false) => "mount namespace, read-only slug",
+            (IsolationMode::None, _) => "none",
+        };
+        // Before the output threads start, so the log reads in order; the pipes hold the app's
+        // first output meanwhile.
+        self.note(&format!("started pid {pid} (isolation: {description})"));
+
         let (done, drained) = mpsc::channel();
         let outputs: [(Stream, Option<Box<dyn Read + Send>>); 2] = [
-            (
-                Stream::Stdout,
-                child
-                    .stdout
-                    .take()
-                    .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
-            ),
-            (
-                Stream::Stderr,
-                child
-                    .stderr
-                    .take()
-                    .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
-            ),
+            (Stream::Stdout, child.stdout.take().map(|pipe| Box::new(pipe) as Box<dyn Read + Send>)),
+            (Stream::Stderr, child.stderr.take().map(|pipe| Box::new(pipe) as Box<dyn Read + Send>)),
         ];
         let mut n_readers = 0;
         for (stream, pipe) in outputs {
             let Some(pipe) = pipe else { continue };
             let log = Arc::clone(&self.log);
             let done = done.clone();
-            let reader = thread::Builder::new()
-                .name(format!("{stream:?}").to_lowercase())
-                .spawn(move || {
-                    if let Err(error) = log.capture(stream, pipe) {
-                        tracing::warn!(error = %error, "cannot capture app output");
-                    }
-                    // The receiver is gone only if the shim stopped waiting for this app.
-                    let _ = done.send(());
-                });
+            let reader = thread::Builder::new().name(format!("{stream:?}").to_lowercase()).spawn(move || {
+                if let Err(error) = log.capture(stream, pipe) {
+                    tracing::warn!(error = %error, "cannot capture app output");
+                }
+                // The receiver is gone only if the shim stopped waiting for this app.
+                let _ = done.send(());
+            });
             match reader {
                 Ok(_) => n_readers += 1,
                 Err(error) => {
@@ -323,27 +296,14 @@ impl Shim {
             }
         }
 
+        // Last: once `shim.json` names the app, `start` may report success.
         self.state.state = ShimState::Running;
         self.state.child_pid = Some(pid);
         self.state.child_start_time = procfs::stat(pid).map(|stat| stat.start_time);
         self.state.isolation = isolation;
         self.state.private_tmp = private_tmp;
         self.save();
-        let isolation = match (isolation, private_tmp) {
-            (IsolationMode::MountNamespace, true) => {
-                "mount namespace, read-only slug, private /tmp"
-            }
-            (IsolationMode::MountNamespace, false) => "mount namespace, read-only slug",
-            (IsolationMode::None, _) => "none",
-        };
-        self.note(&format!("started pid {pid} (isolation: {isolation})"));
-        Ok(App {
-            child,
-            pid,
-            started: Instant::now(),
-            drained,
-            n_readers,
-        })
+        Ok(App { child, pid, started: Instant::now(), drained, n_readers })
     }
 
     /// Waits until the app exits or a stop is requested.
@@ -388,10 +348,7 @@ impl Shim {
         self.save();
         if let Some(mut app) = app {
             let grace = self.spec.stop_grace();
-            self.note(&format!(
-                "stopping: sent SIGTERM, grace period {} ms",
-                grace.as_millis()
-            ));
+            self.note(&format!("stopping: sent SIGTERM, grace period {} ms", grace.as_millis()));
             kill_group(app.pid, Signal::SIGTERM);
             let deadline = Instant::now() + grace;
             while !has_exited(app.pid) {
@@ -439,17 +396,9 @@ impl Shim {
 }
 
 /// The app's environment: the spec's, plus what Drover defines, which wins.
-fn app_env(
-    spec: &SpecFile,
-    shim_path: Option<String>,
-    home: &Path,
-    tmp: &Path,
-) -> BTreeMap<String, String> {
+fn app_env(spec: &SpecFile, shim_path: Option<String>, home: &Path, tmp: &Path) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
-    env.insert(
-        "PATH".to_owned(),
-        shim_path.unwrap_or_else(|| DEFAULT_PATH.to_owned()),
-    );
+    env.insert("PATH".to_owned(), shim_path.unwrap_or_else(|| DEFAULT_PATH.to_owned()));
     env.extend(spec.env.clone());
     if let Some(port) = spec.port {
         env.insert("PORT".to_owned(), port.to_string());
@@ -467,8 +416,8 @@ fn app_env(
 fn wait_signal(signals: &SigSet, timeout: Duration) -> Option<Signal> {
     let timeout = libc::timespec {
         tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_nsec: libc::c_long::try_from(timeout.subsec_nanos())
-            .expect("nanoseconds below one second fit a c_long"),
+        // Below one billion, so it fits a c_long on every platform.
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
     // SAFETY: the set and timeout are valid for the call; the siginfo out-pointer may be null.
     let signal = unsafe { libc::sigtimedwait(signals.as_ref(), std::ptr::null_mut(), &timeout) };
@@ -481,14 +430,7 @@ fn has_exited(pid: u32) -> bool {
     // SAFETY: all-zero is a valid siginfo_t, and waitid fills it or leaves si_pid 0.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     // SAFETY: `info` is a valid out-pointer.
-    let result = unsafe {
-        libc::waitid(
-            libc::P_PID,
-            pid,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    };
+    let result = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
     // SAFETY: waitid succeeded, so si_pid is initialised (0 if the child is still running).
     result != 0 || unsafe { info.si_pid() } != 0
 }
@@ -571,12 +513,7 @@ mod tests {
             logs_root: PathBuf::from("/logs"),
             isolation: IsolationRequest::BestEffort,
         };
-        let env = app_env(
-            &spec,
-            Some("/usr/bin".to_owned()),
-            Path::new("/i/home"),
-            Path::new("/i/tmp"),
-        );
+        let env = app_env(&spec, Some("/usr/bin".to_owned()), Path::new("/i/home"), Path::new("/i/tmp"));
         let expected = [
             ("DROVER_APP", "hello"),
             ("DROVER_INSTANCE", "hello-web-v3-a1"),
@@ -591,11 +528,7 @@ mod tests {
         let got: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(got, expected);
 
-        let spec = SpecFile {
-            env: BTreeMap::new(),
-            port: None,
-            ..spec
-        };
+        let spec = SpecFile { env: BTreeMap::new(), port: None, ..spec };
         let env = app_env(&spec, None, Path::new("/i/home"), Path::new("/i/tmp"));
         assert_eq!(env["PATH"], DEFAULT_PATH);
         assert!(!env.contains_key("PORT"));

@@ -5,8 +5,7 @@
 use logs::{LogRecord, ReadOptions, Stream};
 use model::{AppName, InstanceId, ProcessType, ReleaseId};
 use runtime::{
-    ExitCause, InstanceSpec, InstanceState, InstanceStatus, Isolation, ProcessRuntime, Runtime,
-    RuntimeError,
+    ExitCause, InstanceSpec, InstanceState, InstanceStatus, Isolation, ProcessRuntime, Runtime, RuntimeError,
 };
 use std::collections::BTreeMap;
 use std::fs;
@@ -25,10 +24,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         // Not under /tmp: the shim mounts a private tmpfs there, which would hide the slug.
-        let dir = tempfile::Builder::new()
-            .prefix("runtime-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("runtime-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         fs::create_dir(dir.path().join("slug")).unwrap();
         fs::write(dir.path().join("slug/Procfile"), "web: ./server\n").unwrap();
         let runtime = runtime_for(dir.path());
@@ -62,38 +58,21 @@ impl Fixture {
     }
 
     fn logs(&self, id: &InstanceId) -> Vec<LogRecord> {
-        let options = ReadOptions {
-            instance: Some(id.clone()),
-            ..Default::default()
-        };
-        logs::read_app(
-            &self.dir.path().join("logs"),
-            &AppName::parse("hello").unwrap(),
-            &options,
-        )
-        .unwrap()
+        let options = ReadOptions { instance: Some(id.clone()), ..Default::default() };
+        logs::read_app(&self.dir.path().join("logs"), &AppName::parse("hello").unwrap(), &options).unwrap()
     }
 
     fn has_line(&self, id: &InstanceId, stream: Stream, line: &str) -> bool {
-        self.logs(id)
-            .iter()
-            .any(|record| record.stream == stream && record.line == line)
+        self.logs(id).iter().any(|record| record.stream == stream && record.line == line)
     }
 
     /// Waits for a line in the instance's log.
     fn wait_for_line(&self, id: &InstanceId, stream: Stream, line: &str) {
-        wait_until(&format!("{stream:?} line {line:?}"), || {
-            self.has_line(id, stream, line)
-        });
+        wait_until(&format!("{stream:?} line {line:?}"), || self.has_line(id, stream, line));
     }
 
     fn shim_json(&self, id: &InstanceId) -> serde_json::Value {
-        let path = self
-            .dir
-            .path()
-            .join("instances")
-            .join(id.as_str())
-            .join("shim.json");
+        let path = self.dir.path().join("instances").join(id.as_str()).join("shim.json");
         serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
     }
 
@@ -130,11 +109,7 @@ impl Drop for Fixture {
 }
 
 fn runtime_for(dir: &Path) -> ProcessRuntime {
-    ProcessRuntime::new(
-        dir.join("instances"),
-        dir.join("logs"),
-        PathBuf::from(env!("CARGO_BIN_EXE_drover-test-shim")),
-    )
+    ProcessRuntime::new(dir.join("instances"), dir.join("logs"), PathBuf::from(env!("CARGO_BIN_EXE_drover-test-shim")))
 }
 
 fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
@@ -146,12 +121,7 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 async fn status_of(runtime: &ProcessRuntime, id: &InstanceId) -> Option<InstanceStatus> {
-    runtime
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|status| status.spec.id == *id)
+    runtime.list().await.unwrap().into_iter().find(|status| status.spec.id == *id)
 }
 
 /// Waits until `list` reports the instance in a state that satisfies `check`.
@@ -166,11 +136,7 @@ async fn wait_for_status(
         if let Some(status) = status_of(runtime, id).await.filter(|status| check(status)) {
             return status;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {:?}",
-            status_of(runtime, id).await
-        );
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {:?}", status_of(runtime, id).await);
         tokio::time::sleep(POLL).await;
     }
 }
@@ -179,11 +145,7 @@ async fn wait_for_status(
 fn stat(pid: u32) -> Option<(char, u32, u32)> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
-    Some((
-        fields[0].chars().next()?,
-        fields[1].parse().ok()?,
-        fields[3].parse().ok()?,
-    ))
+    Some((fields[0].chars().next()?, fields[1].parse().ok()?, fields[3].parse().ok()?))
 }
 
 /// Alive: exists and is not a zombie.
@@ -192,9 +154,7 @@ fn alive(pid: u32) -> bool {
 }
 
 fn environ(pid: u32) -> Option<Vec<u8>> {
-    fs::read(format!("/proc/{pid}/environ"))
-        .ok()
-        .filter(|environ| !environ.is_empty())
+    fs::read(format!("/proc/{pid}/environ")).ok().filter(|environ| !environ.is_empty())
 }
 
 /// Live processes that carry `DROVER_INSTANCE=<id>`.
@@ -205,10 +165,7 @@ fn processes_of(id: &str) -> Vec<u32> {
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| alive(pid))
-        .filter(|&pid| {
-            environ(pid)
-                .is_some_and(|env| env.split(|&b| b == 0).any(|item| item == marker.as_bytes()))
-        })
+        .filter(|&pid| environ(pid).is_some_and(|env| env.split(|&b| b == 0).any(|item| item == marker.as_bytes())))
         .collect()
 }
 
@@ -219,19 +176,13 @@ fn kill(pid: u32, signal: i32) {
 
 /// The number after `prefix` in the instance's stdout, e.g. a pid the app printed.
 fn printed_number(records: &[LogRecord], prefix: &str) -> u32 {
-    records
-        .iter()
-        .find_map(|record| record.line.strip_prefix(prefix)?.parse().ok())
-        .unwrap()
+    records.iter().find_map(|record| record.line.strip_prefix(prefix)?.parse().ok()).unwrap()
 }
 
 #[tokio::test]
 async fn start_runs_the_app_and_tags_its_logs() {
     let fixture = Fixture::new();
-    let spec = fixture.spec(
-        "a1",
-        r#"echo "hello from $DROVER_INSTANCE"; echo "to stderr" >&2; exec sleep 1000"#,
-    );
+    let spec = fixture.spec("a1", r#"echo "hello from $DROVER_INSTANCE"; echo "to stderr" >&2; exec sleep 1000"#);
     let id = spec.id.clone();
     let status = fixture.runtime.start(spec.clone()).await.unwrap();
     assert_eq!(status.state, InstanceState::Running);
@@ -244,17 +195,10 @@ async fn start_runs_the_app_and_tags_its_logs() {
     fixture.wait_for_line(&id, Stream::Stdout, "hello from hello-web-v3-a1");
     fixture.wait_for_line(&id, Stream::Stderr, "to stderr");
     let records = fixture.logs(&id);
-    assert!(records
-        .iter()
-        .any(|r| r.stream == Stream::System && r.line.starts_with(&format!("started pid {pid} "))));
+    assert!(records.iter().any(|r| r.stream == Stream::System && r.line.starts_with(&format!("started pid {pid} "))));
     for record in &records {
         assert_eq!(
-            (
-                &record.app,
-                record.release,
-                &record.instance,
-                &record.process
-            ),
+            (&record.app, record.release, &record.instance, &record.process),
             (&spec.app, spec.release, &id, &spec.process)
         );
     }
@@ -266,10 +210,7 @@ async fn start_runs_the_app_and_tags_its_logs() {
     assert_eq!(shim_session, shim_pid);
 
     let listed = status_of(&fixture.runtime, &id).await.unwrap();
-    assert_eq!(
-        (listed.state, listed.pid),
-        (InstanceState::Running, Some(pid))
-    );
+    assert_eq!((listed.state, listed.pid), (InstanceState::Running, Some(pid)));
     fixture.runtime.stop(&id).await.unwrap();
     assert!(!alive(pid));
     assert!(!alive(shim_pid));
@@ -285,18 +226,13 @@ async fn env_port_and_private_dirs_reach_the_app() {
            touch "$HOME/h" "$TMPDIR/t" && echo "home and tmpdir writable"
            exec sleep 1000"#,
     );
-    spec.env
-        .insert("GREETING".to_owned(), "hi there".to_owned());
+    spec.env.insert("GREETING".to_owned(), "hi there".to_owned());
     spec.port = Some(45678);
     let id = spec.id.clone();
     fixture.runtime.start(spec).await.unwrap();
 
     fixture.wait_for_line(&id, Stream::Stdout, "home and tmpdir writable");
-    assert!(fixture.has_line(
-        &id,
-        Stream::Stdout,
-        "port=45678 greeting=hi there app=hello release=3 process=web"
-    ));
+    assert!(fixture.has_line(&id, Stream::Stdout, "port=45678 greeting=hi there app=hello release=3 process=web"));
     let slug = fixture.slug().canonicalize().unwrap();
     assert!(fixture.has_line(&id, Stream::Stdout, &format!("pwd={}", slug.display())));
     fixture.runtime.stop(&id).await.unwrap();
@@ -309,26 +245,13 @@ async fn crashing_app_is_restarted_with_backoff() {
     let id = spec.id.clone();
     fixture.runtime.start(spec).await.unwrap();
 
-    let status = wait_for_status(&fixture.runtime, &id, "two restarts", |status| {
-        status.restarts >= 2
-    })
-    .await;
-    assert!(
-        matches!(
-            status.state,
-            InstanceState::Running | InstanceState::Restarting
-        ),
-        "{status:?}"
-    );
+    let status = wait_for_status(&fixture.runtime, &id, "two restarts", |status| status.restarts >= 2).await;
+    assert!(matches!(status.state, InstanceState::Running | InstanceState::Restarting), "{status:?}");
     assert_eq!(status.last_exit.as_deref(), Some("exited with code 3"));
     fixture.wait_for_line(&id, Stream::System, "restarting in 200 ms");
     assert!(fixture.has_line(&id, Stream::System, "exited with code 3"));
     assert!(fixture.has_line(&id, Stream::System, "restarting in 100 ms"));
-    let runs = fixture
-        .logs(&id)
-        .iter()
-        .filter(|r| r.stream == Stream::Stdout && r.line == "run")
-        .count();
+    let runs = fixture.logs(&id).iter().filter(|r| r.stream == Stream::Stdout && r.line == "run").count();
     assert!(runs >= 2, "{runs} runs");
 
     fixture.runtime.stop(&id).await.unwrap();
@@ -339,20 +262,13 @@ async fn crashing_app_is_restarted_with_backoff() {
 #[tokio::test]
 async fn stop_sends_sigterm_to_the_app() {
     let fixture = Fixture::new();
-    let spec = fixture.spec(
-        "d4",
-        r#"trap 'echo "got TERM"; exit 0' TERM; echo ready; sleep 1000 & wait"#,
-    );
+    let spec = fixture.spec("d4", r#"trap 'echo "got TERM"; exit 0' TERM; echo ready; sleep 1000 & wait"#);
     let id = spec.id.clone();
     let pid = fixture.runtime.start(spec).await.unwrap().pid.unwrap();
     fixture.wait_for_line(&id, Stream::Stdout, "ready");
 
     fixture.runtime.stop(&id).await.unwrap();
-    assert!(
-        fixture.has_line(&id, Stream::Stdout, "got TERM"),
-        "{:#?}",
-        fixture.logs(&id)
-    );
+    assert!(fixture.has_line(&id, Stream::Stdout, "got TERM"), "{:#?}", fixture.logs(&id));
     assert!(fixture.has_line(&id, Stream::System, "exited with code 0"));
     assert!(fixture.has_line(&id, Stream::System, "stopped"));
     assert!(!fixture.has_line(&id, Stream::System, "grace period over: sent SIGKILL"));
@@ -392,12 +308,7 @@ async fn killing_the_shim_takes_the_app_down_and_stop_cleans_up() {
     let spec = fixture.spec("f6", r#"sleep 1000 & echo "background=$!"; wait"#);
     let id = spec.id.clone();
     let pid = fixture.runtime.start(spec).await.unwrap().pid.unwrap();
-    wait_until("the background pid", || {
-        fixture
-            .logs(&id)
-            .iter()
-            .any(|r| r.line.starts_with("background="))
-    });
+    wait_until("the background pid", || fixture.logs(&id).iter().any(|r| r.line.starts_with("background=")));
     let background = printed_number(&fixture.logs(&id), "background=");
 
     kill(fixture.shim_pid(&id), libc::SIGKILL);
@@ -407,9 +318,7 @@ async fn killing_the_shim_takes_the_app_down_and_stop_cleans_up() {
     .await;
     assert_eq!(status.pid, None);
     // The app's main process has the parent-death signal...
-    wait_until("the app's main process to die with its shim", || {
-        !alive(pid)
-    });
+    wait_until("the app's main process to die with its shim", || !alive(pid));
     // ...but what it forked does not, so it lingers until the instance is stopped.
     assert!(alive(background));
 
@@ -422,10 +331,7 @@ async fn killing_the_shim_takes_the_app_down_and_stop_cleans_up() {
     fixture.runtime.remove(&id).await.unwrap();
     assert!(status_of(&fixture.runtime, &id).await.is_none());
     assert!(!fixture.logs(&id).is_empty(), "logs outlive the instance");
-    assert!(matches!(
-        fixture.runtime.remove(&id).await,
-        Err(RuntimeError::NotFound { .. })
-    ));
+    assert!(matches!(fixture.runtime.remove(&id).await, Err(RuntimeError::NotFound { .. })));
 }
 
 #[tokio::test]
@@ -433,35 +339,18 @@ async fn a_new_runtime_object_readopts_running_instances() {
     let fixture = Fixture::new();
     let first = fixture.spec("g7", "echo ready; exec sleep 1000");
     let second = fixture.spec("h8", "echo ready; exec sleep 1000");
-    let first_pid = fixture
-        .runtime
-        .start(first.clone())
-        .await
-        .unwrap()
-        .pid
-        .unwrap();
-    let second_pid = fixture
-        .runtime
-        .start(second.clone())
-        .await
-        .unwrap()
-        .pid
-        .unwrap();
+    let first_pid = fixture.runtime.start(first.clone()).await.unwrap().pid.unwrap();
+    let second_pid = fixture.runtime.start(second.clone()).await.unwrap().pid.unwrap();
 
-    // The control plane restarts: everything it knew is gone but the data directory.
+    // The control plane restarts: a new runtime object that shares nothing with the first but
+    // the data directory.
     let restarted = fixture.new_runtime();
-    drop(fixture.runtime.clone());
     let listed = restarted.list().await.unwrap();
-    let got: Vec<(&InstanceId, InstanceState, Option<u32>)> = listed
-        .iter()
-        .map(|status| (&status.spec.id, status.state, status.pid))
-        .collect();
+    let got: Vec<(&InstanceId, InstanceState, Option<u32>)> =
+        listed.iter().map(|status| (&status.spec.id, status.state, status.pid)).collect();
     assert_eq!(
         got,
-        [
-            (&first.id, InstanceState::Running, Some(first_pid)),
-            (&second.id, InstanceState::Running, Some(second_pid))
-        ]
+        [(&first.id, InstanceState::Running, Some(first_pid)), (&second.id, InstanceState::Running, Some(second_pid))]
     );
     assert_eq!(listed[0].spec, first);
 
@@ -482,10 +371,7 @@ const ISOLATION_PROBE: &str = r#"
 #[tokio::test]
 async fn slug_is_read_only_and_tmp_private_when_isolated() {
     let fixture = Fixture::new();
-    let marker = format!(
-        "drover-test-{}",
-        fixture.dir.path().file_name().unwrap().to_string_lossy()
-    );
+    let marker = format!("drover-test-{}", fixture.dir.path().file_name().unwrap().to_string_lossy());
     let mut spec = fixture.spec("i9", ISOLATION_PROBE);
     spec.env.insert("MARKER".to_owned(), marker.clone());
     let id = spec.id.clone();
@@ -515,10 +401,7 @@ async fn slug_is_read_only_and_tmp_private_when_isolated() {
 async fn without_isolation_the_app_is_a_plain_process() {
     let fixture = Fixture::new();
     let runtime = fixture.new_runtime().without_isolation();
-    let marker = format!(
-        "drover-test-{}",
-        fixture.dir.path().file_name().unwrap().to_string_lossy()
-    );
+    let marker = format!("drover-test-{}", fixture.dir.path().file_name().unwrap().to_string_lossy());
     let mut spec = fixture.spec("j10", ISOLATION_PROBE);
     spec.env.insert("MARKER".to_owned(), marker.clone());
     let id = spec.id.clone();
@@ -541,27 +424,15 @@ async fn bad_requests_are_rejected_without_side_effects() {
 
     let mut missing_slug = fixture.spec("k11", "true");
     missing_slug.slug_dir = fixture.dir.path().join("no-such-slug");
-    assert!(matches!(
-        runtime.start(missing_slug).await,
-        Err(RuntimeError::InvalidSpec { .. })
-    ));
+    assert!(matches!(runtime.start(missing_slug).await, Err(RuntimeError::InvalidSpec { .. })));
     assert!(runtime.list().await.unwrap().is_empty());
 
     let spec = fixture.spec("l12", "exec sleep 1000");
     runtime.start(spec.clone()).await.unwrap();
-    assert!(matches!(
-        runtime.start(spec.clone()).await,
-        Err(RuntimeError::AlreadyExists { .. })
-    ));
-    assert!(matches!(
-        runtime.remove(&spec.id).await,
-        Err(RuntimeError::StillRunning { .. })
-    ));
+    assert!(matches!(runtime.start(spec.clone()).await, Err(RuntimeError::AlreadyExists { .. })));
+    assert!(matches!(runtime.remove(&spec.id).await, Err(RuntimeError::StillRunning { .. })));
     let unknown = InstanceId::parse("hello-web-v3-nope").unwrap();
-    assert!(matches!(
-        runtime.stop(&unknown).await,
-        Err(RuntimeError::NotFound { .. })
-    ));
+    assert!(matches!(runtime.stop(&unknown).await, Err(RuntimeError::NotFound { .. })));
     runtime.stop(&spec.id).await.unwrap();
     runtime.remove(&spec.id).await.unwrap();
 
@@ -571,15 +442,7 @@ async fn bad_requests_are_rejected_without_side_effects() {
         fixture.dir.path().join("no-such-shim"),
     );
     let spec = fixture.spec("m13", "exec sleep 1000");
-    assert!(matches!(
-        broken.start(spec.clone()).await,
-        Err(RuntimeError::StartFailed { .. })
-    ));
-    assert!(!fixture
-        .dir
-        .path()
-        .join("instances")
-        .join(spec.id.as_str())
-        .exists());
+    assert!(matches!(broken.start(spec.clone()).await, Err(RuntimeError::StartFailed { .. })));
+    assert!(!fixture.dir.path().join("instances").join(spec.id.as_str()).exists());
     assert!(runtime.list().await.unwrap().is_empty());
 }

@@ -24,20 +24,10 @@ fn modules_are_documented_and_do_not_print() {
     assert!(!files.is_empty());
     for path in files {
         let text = fs::read_to_string(&path).unwrap();
-        assert!(
-            text.starts_with("//!"),
-            "{} has no //! module doc",
-            path.display()
-        );
+        assert!(text.starts_with("//!"), "{} has no //! module doc", path.display());
         let in_src = path.starts_with(root.join("src")) && !path.starts_with(root.join("src/bin"));
-        let printing = ["println!", "print!("]
-            .iter()
-            .any(|needle| text.contains(needle));
+        let printing = ["println!", "print!("].iter().any(|needle| text.contains(needle));
         let is_self = path.ends_with("tidy.rs");
-        assert!(
-            !(in_src && printing) || is_self,
-            "{} prints to stdout",
-            path.display()
-        );
+        assert!(!(in_src && printing) || is_self, "{} prints to stdout", path.display());
     }
 }
