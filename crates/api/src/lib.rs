@@ -4,7 +4,6 @@
 //! token from the data directory; the wire types live in [`wire`].
 
 pub mod datadir;
-pub mod procinfo;
 mod routes;
 pub mod server;
 pub mod wire;

@@ -2,11 +2,11 @@
 //! runs the reconcile loop until told to stop.
 
 use crate::datadir::{DataDir, ProxyInfo, ServerInfo, Settings};
-use crate::procinfo;
 use anyhow::{bail, Context};
 use artifact::ArtifactStore;
 use deploy::reconciler::Reconciler;
 use proxy::AdminClient;
+use runtime::procfs as procinfo;
 use runtime::{ProcessRuntime, Runtime};
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::os::unix::process::CommandExt;

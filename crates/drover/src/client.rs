@@ -2,8 +2,8 @@
 
 use anyhow::{bail, Context};
 use api::datadir::{DataDir, ServerInfo};
-use api::procinfo;
 use api::wire::ErrorBody;
+use runtime::procfs as procinfo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::os::unix::process::CommandExt;

@@ -176,7 +176,7 @@ async fn server(command: ServerCommand, data: &DataDir, out: &Output) -> anyhow:
                 bail!("the server refused to stop: {}", response.status());
             }
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            while api::procinfo::is_alive(info.pid, info.start_time) {
+            while runtime::procfs::is_alive(info.pid, info.start_time) {
                 if std::time::Instant::now() > deadline {
                     bail!("the server (pid {}) did not stop within 60s", info.pid);
                 }

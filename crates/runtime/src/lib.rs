@@ -19,7 +19,7 @@ mod disk;
 mod error;
 mod isolation;
 mod process;
-mod procfs;
+pub mod procfs;
 pub mod shim;
 
 pub use error::RuntimeError;

@@ -46,8 +46,13 @@ pub(crate) fn own_start_time() -> Option<u64> {
     Some(parse_stat(&fs::read_to_string("/proc/self/stat").ok()?)?.start_time)
 }
 
+/// The start time of live process `pid`; `None` if there is none or it is a zombie.
+pub fn start_time(pid: u32) -> Option<u64> {
+    stat(pid).filter(|stat| !stat.is_dead()).map(|stat| stat.start_time)
+}
+
 /// Whether the process that was `pid` when it started at `start_time` still runs.
-pub(crate) fn is_alive(pid: u32, start_time: u64) -> bool {
+pub fn is_alive(pid: u32, start_time: u64) -> bool {
     stat(pid).is_some_and(|stat| !stat.is_dead() && stat.start_time == start_time)
 }
 
