@@ -220,12 +220,31 @@ async fn create_deploy(
     .expect("validation does not panic")
     .map_err(ApiError::bad_request)?;
 
+    check_hosts(&ctx, &spec)?;
     let app = spec.name.clone();
     let deploy_id = ctx.store().create_deploy(Some(&app), "building", now_ms())?;
     info!(app = %app, deploy = deploy_id, "deploy accepted");
     tokio::spawn(build_and_release(ctx.clone(), deploy_id, spec, workdir));
     let view = deploy_view(&ctx, deploy_id, 0)?;
     Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+/// A host name belongs to one app: refuse a spec that claims another app's host.
+fn check_hosts(ctx: &Ctx, spec: &model::AppSpec) -> ApiResult<()> {
+    let store = ctx.store();
+    for other in store.apps()?.into_iter().filter(|a| a.name != spec.name) {
+        let mut taken = vec![format!("{}.{}", other.name, ctx.settings.domain)];
+        if let Some(target) = other.target {
+            taken.extend(store.release(&other.name, target)?.spec.routing.hosts);
+        }
+        if let Some(host) = spec.routing.hosts.iter().find(|h| taken.contains(h)) {
+            return Err(ApiError::bad_request(format!(
+                "routing.hosts: {host} is already served by app {}",
+                other.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn build_and_release(ctx: Arc<Ctx>, deploy_id: u64, spec: model::AppSpec, workdir: tempfile::TempDir) {

@@ -6,12 +6,8 @@
 use std::time::Duration;
 
 /// The units accepted, as suffix and length in nanoseconds.
-const UNITS: [(&str, u128); 4] = [
-    ("ms", 1_000_000),
-    ("s", 1_000_000_000),
-    ("m", 60_000_000_000),
-    ("h", 3_600_000_000_000),
-];
+const UNITS: [(&str, u128); 4] =
+    [("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000)];
 
 /// What a valid duration looks like, for error messages.
 pub(crate) const EXPECTED: &str = "a duration like 500ms, 1s, 1.5s or 2m";
@@ -21,14 +17,9 @@ pub(crate) const EXPECTED: &str = "a duration like 500ms, 1s, 1.5s or 2m";
 /// Returns `None` for anything else, including negative numbers, a missing unit and
 /// durations too long for [`Duration`].
 pub(crate) fn parse(text: &str) -> Option<Duration> {
-    let number_len = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
+    let number_len = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(number_len);
-    let unit_nanos = UNITS
-        .iter()
-        .find(|(suffix, _)| *suffix == unit)
-        .map(|(_, nanos)| *nanos)?;
+    let unit_nanos = UNITS.iter().find(|(suffix, _)| *suffix == unit).map(|(_, nanos)| *nanos)?;
     let (whole, fraction) = match number.split_once('.') {
         Some((whole, fraction)) => (whole, fraction),
         None => (number, ""),
@@ -39,14 +30,8 @@ pub(crate) fn parse(text: &str) -> Option<Duration> {
     }
     let whole: u128 = whole.parse().ok()?;
     let scale = 10u128.pow(u32::try_from(fraction.len()).ok()?);
-    let fraction: u128 = if fraction.is_empty() {
-        0
-    } else {
-        fraction.parse().ok()?
-    };
-    let nanos = whole
-        .checked_mul(unit_nanos)?
-        .checked_add(fraction * unit_nanos / scale)?;
+    let fraction: u128 = if fraction.is_empty() { 0 } else { fraction.parse().ok()? };
+    let nanos = whole.checked_mul(unit_nanos)?.checked_add(fraction * unit_nanos / scale)?;
     let secs = u64::try_from(nanos / 1_000_000_000).ok()?;
     let subsec_nanos = u32::try_from(nanos % 1_000_000_000).ok()?;
     Some(Duration::new(secs, subsec_nanos))

@@ -35,11 +35,7 @@ pub enum ConfigError {
     ///
     /// `field` is the dotted path to it, e.g. `health.path`, `processes.web` or `build[2]`.
     #[error("{at}: {field}: {message}")]
-    Invalid {
-        at: Position,
-        field: String,
-        message: String,
-    },
+    Invalid { at: Position, field: String, message: String },
     /// The directory has neither a `drover.yml` nor a `Procfile`.
     ///
     /// The message leaves out `dir`: it is often a temporary upload or build directory that
@@ -47,9 +43,7 @@ pub enum ConfigError {
     #[error("no drover.yml or Procfile found")]
     NotFound { dir: PathBuf },
     /// Only a Procfile exists, it cannot name the app, and the caller gave no name.
-    #[error(
-        "the app has no name: a Procfile cannot give one, so add a drover.yml with `app: NAME`"
-    )]
+    #[error("the app has no name: a Procfile cannot give one, so add a drover.yml with `app: NAME`")]
     NoAppName { procfile: PathBuf },
     /// A file exists but could not be read (permissions, not UTF-8, ...).
     #[error("cannot read {}", path.display())]
@@ -73,10 +67,7 @@ impl ConfigError {
     pub fn field(&self) -> Option<&str> {
         match self {
             Self::Invalid { field, .. } => Some(field),
-            Self::Malformed { .. }
-            | Self::NotFound { .. }
-            | Self::NoAppName { .. }
-            | Self::Read { .. } => None,
+            Self::Malformed { .. } | Self::NotFound { .. } | Self::NoAppName { .. } | Self::Read { .. } => None,
         }
     }
 }
@@ -84,10 +75,7 @@ impl ConfigError {
 /// A key as it appears in a field path: as is when it is a plain word, quoted otherwise, so that
 /// `env."A B"` cannot be mistaken for two levels.
 pub(crate) fn field_segment(name: &str) -> String {
-    let plain = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let plain = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if plain {
         return name.to_owned();
     }

@@ -60,9 +60,7 @@ pub fn load_dir(dir: &Path, fallback_name: Option<&AppName>) -> Result<AppSpec, 
     }
     let procfile = dir.join(PROCFILE);
     let Some(text) = read_if_exists(&procfile)? else {
-        return Err(ConfigError::NotFound {
-            dir: dir.to_owned(),
-        });
+        return Err(ConfigError::NotFound { dir: dir.to_owned() });
     };
     let Some(name) = fallback_name else {
         return Err(ConfigError::NoAppName { procfile });
@@ -85,9 +83,6 @@ fn read_if_exists(path: &Path) -> Result<Option<String>, ConfigError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        }),
+        Err(source) => Err(ConfigError::Read { path: path.to_owned(), source }),
     }
 }

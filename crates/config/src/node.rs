@@ -21,20 +21,13 @@ pub(crate) struct Pos {
 
 impl Pos {
     pub fn in_file(self, file: &str) -> Position {
-        Position {
-            file: file.to_owned(),
-            line: self.line,
-            column: self.column,
-        }
+        Position { file: file.to_owned(), line: self.line, column: self.column }
     }
 }
 
 impl From<serde_saphyr::Location> for Pos {
     fn from(location: serde_saphyr::Location) -> Self {
-        Self {
-            line: location.line(),
-            column: location.column(),
-        }
+        Self { line: location.line(), column: location.column() }
     }
 }
 
@@ -66,12 +59,7 @@ impl Node {
     /// A scalar as text: a string as decoded, a number or boolean exactly as written, so that
     /// `VERSION: 1.10` stays "1.10" instead of becoming "1.1". `None` for null and collections.
     pub fn scalar_text(&self, text: &str) -> Option<String> {
-        let as_written = || {
-            self.source
-                .clone()
-                .and_then(|range| text.get(range))
-                .map(str::to_owned)
-        };
+        let as_written = || self.source.clone().and_then(|range| text.get(range)).map(str::to_owned);
         match &self.value {
             Value::Str(value) => Some(value.clone()),
             Value::Bool(value) => Some(as_written().unwrap_or_else(|| value.to_string())),
@@ -88,9 +76,7 @@ impl Node {
             Value::Seq(_) => "a list".to_owned(),
             Value::Map(_) => "a mapping".to_owned(),
             Value::Str(value) => format!("{value:?}"),
-            Value::Bool(_) | Value::Int(_) | Value::Float(_) => {
-                self.scalar_text(text).unwrap_or_default()
-            }
+            Value::Bool(_) | Value::Int(_) | Value::Float(_) => self.scalar_text(text).unwrap_or_default(),
         }
     }
 }
@@ -100,17 +86,12 @@ impl<'de> Deserialize<'de> for Node {
         let spanned = Spanned::<Value>::deserialize(deserializer)?;
         let span = spanned.defined.span();
         let source = match (span.byte_offset(), span.byte_len()) {
-            (Some(start), Some(len)) => usize::try_from(start)
-                .ok()
-                .zip(usize::try_from(len).ok())
-                .map(|(start, len)| start..start + len),
+            (Some(start), Some(len)) => {
+                usize::try_from(start).ok().zip(usize::try_from(len).ok()).map(|(start, len)| start..start + len)
+            }
             _ => None,
         };
-        Ok(Self {
-            value: spanned.value,
-            pos: spanned.referenced.into(),
-            source,
-        })
+        Ok(Self { value: spanned.value, pos: spanned.referenced.into(), source })
     }
 }
 
@@ -202,16 +183,10 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Node, ConfigError> {
     serde_saphyr::from_str_with_options(text, options).map_err(|err| {
         let err = err.without_snippet();
         // Messages come from the parser; keep control characters out of the user's terminal.
-        let message = UserMessageFormatter
-            .format_message(err)
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
+        let message =
+            UserMessageFormatter.format_message(err).chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
         let pos = err.location().map_or(Pos { line: 1, column: 1 }, Pos::from);
-        ConfigError::Malformed {
-            at: pos.in_file(file),
-            message,
-        }
+        ConfigError::Malformed { at: pos.in_file(file), message }
     })
 }
 
@@ -262,10 +237,7 @@ mod tests {
             // Duplicates are passed through for the walker to report.
             ("a: 1\na: 2\n", r#"1:1={1:1="a": 1:4=1, 2:1="a": 2:4=2}"#),
             // An alias is located where it is used.
-            (
-                "a: &x 5\nb: *x\n",
-                r#"1:1={1:1="a": 1:7=5, 2:1="b": 2:4=5}"#,
-            ),
+            ("a: &x 5\nb: *x\n", r#"1:1={1:1="a": 1:7=5, 2:1="b": 2:4=5}"#),
             // Columns count characters, not bytes.
             ("é: ü\n", r#"1:1={1:1="é": 1:4="ü"}"#),
         ];
@@ -278,14 +250,8 @@ mod tests {
     fn syntax_errors_have_positions() {
         let table = [
             ("a: [1, 2\n", "t.yml:1:4: unclosed bracket '['"),
-            (
-                "a: b: c\n",
-                "t.yml:1:5: mapping values are not allowed in this context",
-            ),
-            (
-                "a:\n\tb: c\n",
-                "t.yml:2:2: tabs disallowed within this context (block indentation)",
-            ),
+            ("a: b: c\n", "t.yml:1:5: mapping values are not allowed in this context"),
+            ("a:\n\tb: c\n", "t.yml:2:2: tabs disallowed within this context (block indentation)"),
         ];
         for (text, expected) in table {
             check(text, expected);

@@ -25,10 +25,8 @@ pub(crate) fn parse(file: &str, text: &str, name: AppName) -> Result<AppSpec, Co
             continue;
         }
         let name_column = line.chars().count() - content.chars().count() + 1;
-        let malformed = || ConfigError::Malformed {
-            at: at(line_no, name_column),
-            message: "expected `name: command`".to_owned(),
-        };
+        let malformed =
+            || ConfigError::Malformed { at: at(line_no, name_column), message: "expected `name: command`".to_owned() };
         let (raw_name, rest) = content.split_once(':').ok_or_else(malformed)?;
         let process_name = raw_name.trim_end();
         if process_name.is_empty() {
@@ -39,21 +37,14 @@ pub(crate) fn parse(file: &str, text: &str, name: AppName) -> Result<AppSpec, Co
             field: field_segment(process_name),
             message,
         };
-        let process = ProcessType::parse(process_name)
-            .map_err(|err| invalid(name_column, err.to_string()))?;
+        let process = ProcessType::parse(process_name).map_err(|err| invalid(name_column, err.to_string()))?;
         let command = rest.trim();
         if command.is_empty() {
             let after_colon = name_column + raw_name.chars().count() + 1;
-            return Err(invalid(
-                after_colon,
-                "expected a command after `:`".to_owned(),
-            ));
+            return Err(invalid(after_colon, "expected a command after `:`".to_owned()));
         }
         if let Some(first) = declared_on.get(&process) {
-            return Err(invalid(
-                name_column,
-                format!("duplicate process type, first declared on line {first}"),
-            ));
+            return Err(invalid(name_column, format!("duplicate process type, first declared on line {first}")));
         }
         declared_on.insert(process.clone(), line_no);
         processes.insert(process, command.to_owned());
@@ -72,5 +63,6 @@ pub(crate) fn parse(file: &str, text: &str, name: AppName) -> Result<AppSpec, Co
         scale: BTreeMap::new(),
         health: HealthSpec::default(),
         deploy: DeploySpec::default(),
+        routing: Default::default(),
     })
 }

@@ -8,12 +8,7 @@ pub(crate) fn closest<'a>(typed: &str, candidates: &[&'a str]) -> Option<&'a str
     let typed = typed.to_lowercase();
     candidates
         .iter()
-        .map(|candidate| {
-            (
-                strsim::osa_distance(&typed, &candidate.to_lowercase()),
-                *candidate,
-            )
-        })
+        .map(|candidate| (strsim::osa_distance(&typed, &candidate.to_lowercase()), *candidate))
         .filter(|(distance, candidate)| *distance <= (typed.len().max(candidate.len()) / 3).max(1))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate)
@@ -33,16 +28,7 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        let fields = [
-            "app",
-            "processes",
-            "build",
-            "env",
-            "scale",
-            "health",
-            "deploy",
-            "pipeline",
-        ];
+        let fields = ["app", "processes", "build", "env", "scale", "health", "deploy", "pipeline"];
         let table = [
             ("helth", Some("health")),
             ("Health", Some("health")),
@@ -57,13 +43,7 @@ mod tests {
         for (typed, expected) in table {
             assert_eq!(closest(typed, &fields), expected, "{typed:?}");
         }
-        assert_eq!(
-            closest("bluegreen", &["rolling", "blue-green"]),
-            Some("blue-green")
-        );
-        assert_eq!(
-            closest("start-period", &["start_period", "interval"]),
-            Some("start_period")
-        );
+        assert_eq!(closest("bluegreen", &["rolling", "blue-green"]), Some("blue-green"));
+        assert_eq!(closest("start-period", &["start_period", "interval"]), Some("start_period"));
     }
 }

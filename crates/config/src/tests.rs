@@ -5,6 +5,7 @@
 //! change to [`summary`] or the expected strings, not to a hundred test functions.
 
 use crate::{load_dir, parse_procfile, parse_yaml, ConfigError};
+use model::RoutingSpec;
 use model::{AppName, AppSpec, DeploySpec, HealthSpec};
 use std::fmt::Write;
 
@@ -22,11 +23,7 @@ fn summary(spec: &AppSpec) -> String {
         write!(out, "; env={:?}", spec.env).expect("writing to a String cannot fail");
     }
     if !spec.scale.is_empty() {
-        let scale: Vec<String> = spec
-            .scale
-            .iter()
-            .map(|(process, n)| format!("{process}={n}"))
-            .collect();
+        let scale: Vec<String> = spec.scale.iter().map(|(process, n)| format!("{process}={n}")).collect();
         write!(out, "; scale={}", scale.join(" ")).expect("writing to a String cannot fail");
     }
     if spec.health != HealthSpec::default() {
@@ -34,6 +31,9 @@ fn summary(spec: &AppSpec) -> String {
     }
     if spec.deploy != DeploySpec::default() {
         write!(out, "; {:?}", spec.deploy).expect("writing to a String cannot fail");
+    }
+    if spec.routing != RoutingSpec::default() {
+        write!(out, "; {:?}", spec.routing).expect("writing to a String cannot fail");
     }
     out
 }
@@ -81,13 +81,19 @@ fn drover_yml_accepted() {
         ),
         // A single build command; a `|` block loses its trailing newline.
         (with("build: make\n"), r#"hello; web="python3 app.py"; build=["make"]"#),
-        (with("build:\n  - |\n    make\n  - make install\n"), r#"hello; web="python3 app.py"; build=["make", "make install"]"#),
+        (
+            with("build:\n  - |\n    make\n  - make install\n"),
+            r#"hello; web="python3 app.py"; build=["make", "make install"]"#,
+        ),
         // Numbers and booleans are stringified as written; `yes` is not a boolean.
         (
             with("env: {A: 1, B: true, C: 1.10, D: \"x\", E: yes, F: '', G: 0x1F, _H: -2}\n"),
             r#"hello; web="python3 app.py"; env={"A": "1", "B": "true", "C": "1.10", "D": "x", "E": "yes", "F": "", "G": "0x1F", "_H": "-2"}"#,
         ),
-        (with("env: {A: .nan, B: 1e999, C: !!str 12}\n"), r#"hello; web="python3 app.py"; env={"A": ".nan", "B": "1e999", "C": "12"}"#),
+        (
+            with("env: {A: .nan, B: 1e999, C: !!str 12}\n"),
+            r#"hello; web="python3 app.py"; env={"A": ".nan", "B": "1e999", "C": "12"}"#,
+        ),
         (with("scale: {web: 0}\n"), r#"hello; web="python3 app.py"; scale=web=0"#),
         (with("scale: {web: 100}\n"), r#"hello; web="python3 app.py"; scale=web=100"#),
         // No path means a TCP check; the timeout may exceed the interval; start_period may be 0.
@@ -100,13 +106,20 @@ fn drover_yml_accepted() {
             r#"hello; web="python3 app.py"; DeploySpec { strategy: BlueGreen, deadline: 120s, drain_timeout: 0ns, stop_grace: 0ns }"#,
         ),
         (
+            with("routing: {balance: round-robin, hosts: [shop.example.com, a-1.test]}\n"),
+            r#"hello; web="python3 app.py"; RoutingSpec { balance: RoundRobin, hosts: ["shop.example.com", "a-1.test"] }"#,
+        ),
+        (
             with("deploy: {max_surge: 0, max_unavailable: 1}\n"),
             r#"hello; web="python3 app.py"; DeploySpec { strategy: Rolling { max_surge: 0, max_unavailable: 1 }, deadline: 60s, drain_timeout: 30s, stop_grace: 10s }"#,
         ),
         // Empty optional sections mean the defaults.
         (with("build:\nenv:\nscale:\nhealth:\ndeploy:\npipeline:\n"), r#"hello; web="python3 app.py""#),
         // `pipeline` is reserved: any mapping is accepted and ignored.
-        (with("pipeline:\n  steps:\n    - run: make test\n  whatever: {x: [1, 2]}\n"), r#"hello; web="python3 app.py""#),
+        (
+            with("pipeline:\n  steps:\n    - run: make test\n  whatever: {x: [1, 2]}\n"),
+            r#"hello; web="python3 app.py""#,
+        ),
         // Anchors and merge keys are plain YAML and work.
         (
             "app: hello\nprocesses:\n  web: &cmd ./server\n  worker: *cmd\nhealth: &h {interval: 2s}\n".to_owned(),
@@ -120,10 +133,8 @@ fn drover_yml_accepted() {
 
 #[test]
 fn drover_yml_rejected() {
-    const TOP: &str =
-        "(expected one of: app, processes, build, env, scale, health, deploy, pipeline)";
-    const NAME_RULE: &str =
-        "may only contain lowercase letters, digits and '-', and must start with a letter";
+    const TOP: &str = "(expected one of: app, processes, build, env, scale, health, deploy, routing, pipeline)";
+    const NAME_RULE: &str = "may only contain lowercase letters, digits and '-', and must start with a letter";
     let table: &[(String, String)] = &[
         // Malformed YAML and documents of the wrong shape.
         ("app: [hello\n".into(), "drover.yml:1:6: unclosed bracket '['".into()),
@@ -178,6 +189,12 @@ fn drover_yml_rejected() {
         (with("env:\n  A: [1]\n"), "drover.yml:5:6: env.A: expected a string, found a list".into()),
         (with("env:\n  A:\n"), "drover.yml:5:4: env.A: expected a string, found nothing".into()),
         (with("env:\n  A: ~\n"), "drover.yml:5:6: env.A: expected a string, found nothing".into()),
+        // routing.
+        (with("routing: {balance: random}\n"), r#"drover.yml:4:20: routing.balance: unknown balance "random" (expected one of: round-robin, least-connections)"#.into()),
+        (with("routing: {hosts: shop.example.com}\n"), r#"drover.yml:4:18: routing.hosts: expected a list of host names, found "shop.example.com""#.into()),
+        (with("routing:\n  hosts:\n    - Shop.example.com:8080\n"), r#"drover.yml:6:7: routing.hosts[0]: "Shop.example.com:8080" is not a lowercase host name such as `shop.example.com` (no port, scheme or path)"#.into()),
+        (with("routing: {hosts: [a.test, a.test]}\n"), r#"drover.yml:4:27: routing.hosts[1]: "a.test" is listed twice"#.into()),
+        (with("routing: {hots: []}\n"), "drover.yml:4:11: routing.hots: unknown field, did you mean `hosts`? (expected one of: balance, hosts)".into()),
         // scale.
         (with("scale:\n  wbe: 2\n"), "drover.yml:5:3: scale.wbe: not a declared process, did you mean `web`? (declared: web)".into()),
         (with("scale:\n  worker: 2\n"), "drover.yml:5:3: scale.worker: not a declared process (declared: web)".into()),
@@ -260,8 +277,7 @@ fn drover_yml_rejected() {
 
 #[test]
 fn procfiles() {
-    const NAME_RULE: &str =
-        "may only contain lowercase letters, digits and '-', and must start with a letter";
+    const NAME_RULE: &str = "may only contain lowercase letters, digits and '-', and must start with a letter";
     let table: &[(&str, String)] = &[
         (
             "web: python3 app.py\nworker: python3 worker.py\n",
@@ -278,47 +294,19 @@ fn procfiles() {
             "web: gunicorn --bind 0.0.0.0:$PORT app:app\n",
             r#"hello; web="gunicorn --bind 0.0.0.0:$PORT app:app""#.into(),
         ),
-        (
-            "web: a\nthis is not a process\n",
-            "Procfile:2:1: expected `name: command`".into(),
-        ),
+        ("web: a\nthis is not a process\n", "Procfile:2:1: expected `name: command`".into()),
         (": a\n", "Procfile:1:1: expected `name: command`".into()),
-        (
-            "Web: a\n",
-            format!(r#"Procfile:1:1: Web: process type "Web" {NAME_RULE}"#),
-        ),
-        (
-            "  web server: a\n",
-            format!(r#"Procfile:1:3: "web server": process type "web server" {NAME_RULE}"#),
-        ),
-        (
-            "web:\n",
-            "Procfile:1:5: web: expected a command after `:`".into(),
-        ),
-        (
-            "worker: b\n  web :   \n",
-            "Procfile:2:8: web: expected a command after `:`".into(),
-        ),
-        (
-            "web: a\n\nweb: b\n",
-            "Procfile:3:1: web: duplicate process type, first declared on line 1".into(),
-        ),
-        (
-            "",
-            "Procfile:1:1: no processes declared, expected lines like `web: ./server`".into(),
-        ),
-        (
-            "# nothing yet\n",
-            "Procfile:1:1: no processes declared, expected lines like `web: ./server`".into(),
-        ),
+        ("Web: a\n", format!(r#"Procfile:1:1: Web: process type "Web" {NAME_RULE}"#)),
+        ("  web server: a\n", format!(r#"Procfile:1:3: "web server": process type "web server" {NAME_RULE}"#)),
+        ("web:\n", "Procfile:1:5: web: expected a command after `:`".into()),
+        ("worker: b\n  web :   \n", "Procfile:2:8: web: expected a command after `:`".into()),
+        ("web: a\n\nweb: b\n", "Procfile:3:1: web: duplicate process type, first declared on line 1".into()),
+        ("", "Procfile:1:1: no processes declared, expected lines like `web: ./server`".into()),
+        ("# nothing yet\n", "Procfile:1:1: no processes declared, expected lines like `web: ./server`".into()),
     ];
     let name = AppName::parse("hello").expect("valid name");
     for (input, expected) in table {
-        check(
-            input,
-            parse_procfile("Procfile", input, name.clone()),
-            expected,
-        );
+        check(input, parse_procfile("Procfile", input, name.clone()), expected);
     }
 }
 
@@ -328,27 +316,12 @@ type Files<'a> = &'a [(&'a str, &'a str)];
 #[test]
 fn load_dir_prefers_drover_yml() {
     let procfile = ("Procfile", "web: ./from-procfile\n");
-    let yml = (
-        "drover.yml",
-        "app: from-yml\nprocesses:\n  web: ./from-yml\n",
-    );
+    let yml = ("drover.yml", "app: from-yml\nprocesses:\n  web: ./from-yml\n");
     let table: &[(Files, Option<&str>, &str)] = &[
         (&[yml], None, r#"from-yml; web="./from-yml""#),
-        (
-            &[yml, procfile],
-            Some("fallback"),
-            r#"from-yml; web="./from-yml""#,
-        ),
-        (
-            &[procfile],
-            Some("fallback"),
-            r#"fallback; web="./from-procfile""#,
-        ),
-        (
-            &[procfile],
-            None,
-            "the app has no name: a Procfile cannot give one, so add a drover.yml with `app: NAME`",
-        ),
+        (&[yml, procfile], Some("fallback"), r#"from-yml; web="./from-yml""#),
+        (&[procfile], Some("fallback"), r#"fallback; web="./from-procfile""#),
+        (&[procfile], None, "the app has no name: a Procfile cannot give one, so add a drover.yml with `app: NAME`"),
         (&[], Some("fallback"), "no drover.yml or Procfile found"),
         // Contents errors name the file relative to the app's directory.
         (
@@ -356,11 +329,7 @@ fn load_dir_prefers_drover_yml() {
             None,
             "drover.yml:3:8: processes.web: expected a command, found an empty string",
         ),
-        (
-            &[("Procfile", "web\n")],
-            Some("fallback"),
-            "Procfile:1:1: expected `name: command`",
-        ),
+        (&[("Procfile", "web\n")], Some("fallback"), "Procfile:1:1: expected `name: command`"),
     ];
     for (files, fallback, expected) in table {
         let dir = tempfile::tempdir().expect("create a temp dir");
@@ -369,31 +338,22 @@ fn load_dir_prefers_drover_yml() {
         }
         let fallback = fallback.map(|name| AppName::parse(name).expect("valid name"));
         let expected = expected.replace("{dir}", &dir.path().display().to_string());
-        check(
-            &format!("{files:?}"),
-            load_dir(dir.path(), fallback.as_ref()),
-            &expected,
-        );
+        check(&format!("{files:?}"), load_dir(dir.path(), fallback.as_ref()), &expected);
     }
 }
 
 #[test]
 fn load_dir_reports_unreadable_files() {
     let dir = tempfile::tempdir().expect("create a temp dir");
-    std::fs::create_dir(dir.path().join("drover.yml"))
-        .expect("create a directory named drover.yml");
+    std::fs::create_dir(dir.path().join("drover.yml")).expect("create a directory named drover.yml");
     let err = load_dir(dir.path(), None).expect_err("a directory is not a readable file");
-    assert_eq!(
-        err.to_string(),
-        format!("cannot read {}", dir.path().join("drover.yml").display())
-    );
+    assert_eq!(err.to_string(), format!("cannot read {}", dir.path().join("drover.yml").display()));
     assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
 }
 
 #[test]
 fn errors_expose_position_and_field() {
-    let err =
-        parse_yaml("drover.yml", &with("health:\n  path: healthz\n")).expect_err("path without /");
+    let err = parse_yaml("drover.yml", &with("health:\n  path: healthz\n")).expect_err("path without /");
     let at = err.position().expect("a contents error has a position");
     assert_eq!((at.file.as_str(), at.line, at.column), ("drover.yml", 5, 9));
     assert_eq!(err.field(), Some("health.path"));

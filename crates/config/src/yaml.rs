@@ -8,42 +8,20 @@ use crate::duration;
 use crate::error::{field_segment, ConfigError};
 use crate::node::{self, Node, Pos, Value};
 use crate::suggest::did_you_mean;
-use model::{AppName, AppSpec, DeploySpec, HealthSpec, ProcessType, Strategy};
+use model::{AppName, AppSpec, Balance, DeploySpec, HealthSpec, ProcessType, RoutingSpec, Strategy};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const TOP_FIELDS: &[&str] = &[
-    "app",
-    "processes",
-    "build",
-    "env",
-    "scale",
-    "health",
-    "deploy",
-    "pipeline",
-];
-const HEALTH_FIELDS: &[&str] = &[
-    "path",
-    "interval",
-    "timeout",
-    "start_period",
-    "healthy_threshold",
-    "unhealthy_threshold",
-    "liveness_threshold",
-];
-const DEPLOY_FIELDS: &[&str] = &[
-    "strategy",
-    "max_surge",
-    "max_unavailable",
-    "deadline",
-    "drain_timeout",
-    "stop_grace",
-];
+const TOP_FIELDS: &[&str] = &["app", "processes", "build", "env", "scale", "health", "deploy", "routing", "pipeline"];
+const ROUTING_FIELDS: &[&str] = &["balance", "hosts"];
+const BALANCES: &[(&str, Balance)] =
+    &[("round-robin", Balance::RoundRobin), ("least-connections", Balance::LeastConnections)];
+const HEALTH_FIELDS: &[&str] =
+    &["path", "interval", "timeout", "start_period", "healthy_threshold", "unhealthy_threshold", "liveness_threshold"];
+const DEPLOY_FIELDS: &[&str] = &["strategy", "max_surge", "max_unavailable", "deadline", "drain_timeout", "stop_grace"];
 /// Deploy strategies by name; the rolling one's numbers are read separately.
-const STRATEGIES: &[(&str, StrategyKind)] = &[
-    ("rolling", StrategyKind::Rolling),
-    ("blue-green", StrategyKind::BlueGreen),
-];
+const STRATEGIES: &[(&str, StrategyKind)] =
+    &[("rolling", StrategyKind::Rolling), ("blue-green", StrategyKind::BlueGreen)];
 /// Instances per process type are capped so that a typo (`scale: {web: 1000}`) cannot fork-bomb
 /// the box.
 const MAX_SCALE: u32 = 100;
@@ -84,26 +62,12 @@ struct Field<'n> {
 impl<'n> Field<'n> {
     fn entry(parent: &Field<'_>, name: String, key_pos: Pos, node: &'n Node) -> Self {
         let segment = field_segment(&name);
-        let path = if parent.path.is_empty() {
-            segment
-        } else {
-            format!("{}.{segment}", parent.path)
-        };
-        Self {
-            path,
-            name,
-            key_pos,
-            node,
-        }
+        let path = if parent.path.is_empty() { segment } else { format!("{}.{segment}", parent.path) };
+        Self { path, name, key_pos, node }
     }
 
     fn item(parent: &Field<'_>, idx: usize, node: &'n Node) -> Self {
-        Self {
-            path: format!("{}[{idx}]", parent.path),
-            name: String::new(),
-            key_pos: node.pos,
-            node,
-        }
+        Self { path: format!("{}[{idx}]", parent.path), name: String::new(), key_pos: node.pos, node }
     }
 }
 
@@ -120,8 +84,7 @@ impl<'n> Record<'n> {
 
     /// The field if present with a value other than `null`.
     fn given(&self, name: &str) -> Option<&Field<'n>> {
-        self.get(name)
-            .filter(|field| !matches!(field.node.value, Value::Null))
+        self.get(name).filter(|field| !matches!(field.node.value, Value::Null))
     }
 }
 
@@ -130,18 +93,10 @@ impl Doc<'_> {
         if !matches!(root.value, Value::Map(_)) {
             return Err(ConfigError::Malformed {
                 at: root.pos.in_file(self.file),
-                message: format!(
-                    "expected a mapping with `app` and `processes`, found {}",
-                    root.describe(self.text)
-                ),
+                message: format!("expected a mapping with `app` and `processes`, found {}", root.describe(self.text)),
             });
         }
-        let root = Field {
-            path: String::new(),
-            name: String::new(),
-            key_pos: root.pos,
-            node: root,
-        };
+        let root = Field { path: String::new(), name: String::new(), key_pos: root.pos, node: root };
         let record = self.record(&root, TOP_FIELDS)?;
 
         let name = match record.get("app") {
@@ -168,8 +123,7 @@ impl Doc<'_> {
             Some(field) if !processes.contains_key(&ProcessType::web()) => {
                 return Err(self.at_key(
                     field,
-                    "health checks apply to the `web` process, but there is no `web` process"
-                        .to_owned(),
+                    "health checks apply to the `web` process, but there is no `web` process".to_owned(),
                 ));
             }
             Some(field) => self.health(field)?,
@@ -179,20 +133,44 @@ impl Doc<'_> {
             Some(field) => self.deploy(field)?,
             None => DeploySpec::default(),
         };
+        let routing = match record.given("routing") {
+            Some(field) => self.routing(field)?,
+            None => RoutingSpec::default(),
+        };
         // Reserved for build and test pipelines: accepted so that files written for a newer
         // drover still deploy, but not interpreted yet.
         if let Some(field) = record.given("pipeline") {
             self.record_any(field)?;
         }
-        Ok(AppSpec {
-            name,
-            processes,
-            build,
-            env,
-            scale,
-            health,
-            deploy,
-        })
+        Ok(AppSpec { name, processes, build, env, scale, health, deploy, routing })
+    }
+
+    fn routing(&self, field: &Field<'_>) -> Result<RoutingSpec, ConfigError> {
+        let record = self.record(field, ROUTING_FIELDS)?;
+        let mut routing = RoutingSpec::default();
+        if let Some(field) = record.given("balance") {
+            routing.balance = self.one_of(field, "balance", BALANCES)?;
+        }
+        if let Some(hosts) = record.given("hosts") {
+            let Value::Seq(items) = &hosts.node.value else {
+                return Err(self.expected(hosts, "a list of host names"));
+            };
+            for (idx, item) in items.iter().enumerate() {
+                let item = Field::item(hosts, idx, item);
+                let host = self.string(&item, "a host name")?;
+                if !is_host_name(host) {
+                    return Err(self.at_value(
+                        &item,
+                        format!("{host:?} is not a lowercase host name such as `shop.example.com` (no port, scheme or path)"),
+                    ));
+                }
+                if routing.hosts.iter().any(|h| h == host) {
+                    return Err(self.at_value(&item, format!("{host:?} is listed twice")));
+                }
+                routing.hosts.push(host.to_owned());
+            }
+        }
+        Ok(routing)
     }
 
     fn app_name(&self, field: &Field<'_>) -> Result<AppName, ConfigError> {
@@ -203,15 +181,11 @@ impl Doc<'_> {
     fn processes(&self, field: &Field<'_>) -> Result<BTreeMap<ProcessType, String>, ConfigError> {
         let entries = self.entries(field)?;
         if entries.is_empty() {
-            return Err(self.at_value(
-                field,
-                "expected at least one process, like `web: ./server`".to_owned(),
-            ));
+            return Err(self.at_value(field, "expected at least one process, like `web: ./server`".to_owned()));
         }
         let mut processes = BTreeMap::new();
         for entry in &entries {
-            let process = ProcessType::parse(&entry.name)
-                .map_err(|err| self.at_key(entry, err.to_string()))?;
+            let process = ProcessType::parse(&entry.name).map_err(|err| self.at_key(entry, err.to_string()))?;
             processes.insert(process, self.command(entry)?);
         }
         Ok(processes)
@@ -220,11 +194,9 @@ impl Doc<'_> {
     fn build(&self, field: &Field<'_>) -> Result<Vec<String>, ConfigError> {
         match &field.node.value {
             Value::Str(_) => Ok(vec![self.command(field)?]),
-            Value::Seq(items) => items
-                .iter()
-                .enumerate()
-                .map(|(idx, item)| self.command(&Field::item(field, idx, item)))
-                .collect(),
+            Value::Seq(items) => {
+                items.iter().enumerate().map(|(idx, item)| self.command(&Field::item(field, idx, item))).collect()
+            }
             Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Map(_) => {
                 Err(self.expected(field, "a command or a list of commands"))
             }
@@ -236,10 +208,7 @@ impl Doc<'_> {
     fn command(&self, field: &Field<'_>) -> Result<String, ConfigError> {
         let command = self.string(field, "a command")?.trim();
         if command.is_empty() {
-            return Err(self.at_value(
-                field,
-                "expected a command, found an empty string".to_owned(),
-            ));
+            return Err(self.at_value(field, "expected a command, found an empty string".to_owned()));
         }
         Ok(command.to_owned())
     }
@@ -254,15 +223,9 @@ impl Doc<'_> {
                 ));
             }
             if entry.name == "PORT" {
-                return Err(self.at_key(
-                    &entry,
-                    "PORT is reserved: drover sets it for the `web` process".to_owned(),
-                ));
+                return Err(self.at_key(&entry, "PORT is reserved: drover sets it for the `web` process".to_owned()));
             }
-            let value = entry
-                .node
-                .scalar_text(self.text)
-                .ok_or_else(|| self.expected(&entry, "a string"))?;
+            let value = entry.node.scalar_text(self.text).ok_or_else(|| self.expected(&entry, "a string"))?;
             env.insert(entry.name, value);
         }
         Ok(env)
@@ -276,9 +239,7 @@ impl Doc<'_> {
         let declared: Vec<&str> = processes.keys().map(ProcessType::as_str).collect();
         let mut scale = BTreeMap::new();
         for entry in self.entries(field)? {
-            let process = ProcessType::parse(&entry.name)
-                .ok()
-                .filter(|process| processes.contains_key(process));
+            let process = ProcessType::parse(&entry.name).ok().filter(|process| processes.contains_key(process));
             let Some(process) = process else {
                 return Err(self.at_key(
                     &entry,
@@ -344,12 +305,8 @@ impl Doc<'_> {
         let max_unavailable = record.given("max_unavailable");
         deploy.strategy = match strategy {
             StrategyKind::Rolling => {
-                let surge = max_surge
-                    .map(|field| self.count(field, 0, u32::MAX))
-                    .transpose()?;
-                let unavailable = max_unavailable
-                    .map(|field| self.count(field, 0, u32::MAX))
-                    .transpose()?;
+                let surge = max_surge.map(|field| self.count(field, 0, u32::MAX)).transpose()?;
+                let unavailable = max_unavailable.map(|field| self.count(field, 0, u32::MAX)).transpose()?;
                 let surge = surge.unwrap_or(DEFAULT_MAX_SURGE);
                 let unavailable = unavailable.unwrap_or(DEFAULT_MAX_UNAVAILABLE);
                 if surge == 0 && unavailable == 0 {
@@ -360,17 +317,11 @@ impl Doc<'_> {
                             .to_owned(),
                     ));
                 }
-                Strategy::Rolling {
-                    max_surge: surge,
-                    max_unavailable: unavailable,
-                }
+                Strategy::Rolling { max_surge: surge, max_unavailable: unavailable }
             }
             StrategyKind::BlueGreen => {
                 if let Some(field) = max_surge.or(max_unavailable) {
-                    return Err(self.at_key(
-                        field,
-                        "only valid with strategy `rolling`, not `blue-green`".to_owned(),
-                    ));
+                    return Err(self.at_key(field, "only valid with strategy `rolling`, not `blue-green`".to_owned()));
                 }
                 Strategy::BlueGreen
             }
@@ -390,17 +341,10 @@ impl Doc<'_> {
     /// The entries of a mapping whose fields are fixed; an unknown field is an error.
     fn record<'n>(&self, field: &Field<'n>, known: &[&str]) -> Result<Record<'n>, ConfigError> {
         let entries = self.entries(field)?;
-        if let Some(unknown) = entries
-            .iter()
-            .find(|entry| !known.contains(&entry.name.as_str()))
-        {
+        if let Some(unknown) = entries.iter().find(|entry| !known.contains(&entry.name.as_str())) {
             return Err(self.at_key(
                 unknown,
-                format!(
-                    "unknown field{} (expected one of: {})",
-                    did_you_mean(&unknown.name, known),
-                    known.join(", ")
-                ),
+                format!("unknown field{} (expected one of: {})", did_you_mean(&unknown.name, known), known.join(", ")),
             ));
         }
         Ok(Record { entries })
@@ -437,13 +381,7 @@ impl Doc<'_> {
             };
             let entry = Field::entry(field, name, key.pos, value);
             if let Some(first) = entries.iter().find(|first| first.name == entry.name) {
-                return Err(self.at_key(
-                    &entry,
-                    format!(
-                        "duplicate key, first defined on line {}",
-                        first.key_pos.line
-                    ),
-                ));
+                return Err(self.at_key(&entry, format!("duplicate key, first defined on line {}", first.key_pos.line)));
             }
             entries.push(entry);
         }
@@ -453,22 +391,16 @@ impl Doc<'_> {
     fn string<'n>(&self, field: &Field<'n>, what: &str) -> Result<&'n str, ConfigError> {
         match &field.node.value {
             Value::Str(value) => Ok(value),
-            Value::Null
-            | Value::Bool(_)
-            | Value::Int(_)
-            | Value::Float(_)
-            | Value::Seq(_)
-            | Value::Map(_) => Err(self.expected(field, what)),
+            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Seq(_) | Value::Map(_) => {
+                Err(self.expected(field, what))
+            }
         }
     }
 
     /// A whole number in `min..=max`.
     fn count(&self, field: &Field<'_>, min: u32, max: u32) -> Result<u32, ConfigError> {
         if let Value::Int(value) = field.node.value {
-            if let Some(count) = u32::try_from(value)
-                .ok()
-                .filter(|count| (min..=max).contains(count))
-            {
+            if let Some(count) = u32::try_from(value).ok().filter(|count| (min..=max).contains(count)) {
                 return Ok(count);
             }
         }
@@ -481,15 +413,10 @@ impl Doc<'_> {
 
     fn duration(&self, field: &Field<'_>) -> Result<Duration, ConfigError> {
         match &field.node.value {
-            Value::Str(text) => {
-                duration::parse(text).ok_or_else(|| self.expected(field, duration::EXPECTED))
+            Value::Str(text) => duration::parse(text).ok_or_else(|| self.expected(field, duration::EXPECTED)),
+            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Seq(_) | Value::Map(_) => {
+                Err(self.expected(field, duration::EXPECTED))
             }
-            Value::Null
-            | Value::Bool(_)
-            | Value::Int(_)
-            | Value::Float(_)
-            | Value::Seq(_)
-            | Value::Map(_) => Err(self.expected(field, duration::EXPECTED)),
         }
     }
 
@@ -503,12 +430,7 @@ impl Doc<'_> {
     }
 
     /// One of a fixed set of words, as the value it stands for.
-    fn one_of<T: Copy>(
-        &self,
-        field: &Field<'_>,
-        what: &str,
-        choices: &[(&str, T)],
-    ) -> Result<T, ConfigError> {
+    fn one_of<T: Copy>(&self, field: &Field<'_>, what: &str, choices: &[(&str, T)]) -> Result<T, ConfigError> {
         let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
         let value = self.string(field, &format!("one of: {}", names.join(", ")))?;
         match choices.iter().find(|(name, _)| *name == value) {
@@ -525,18 +447,11 @@ impl Doc<'_> {
     }
 
     fn missing(&self, parent: &Field<'_>, name: &str) -> ConfigError {
-        self.error(
-            parent.node.pos,
-            name,
-            "required field is missing".to_owned(),
-        )
+        self.error(parent.node.pos, name, "required field is missing".to_owned())
     }
 
     fn expected(&self, field: &Field<'_>, what: &str) -> ConfigError {
-        self.at_value(
-            field,
-            format!("expected {what}, found {}", field.node.describe(self.text)),
-        )
+        self.at_value(field, format!("expected {what}, found {}", field.node.describe(self.text)))
     }
 
     /// An error about a field's value, located at the value.
@@ -554,20 +469,26 @@ impl Doc<'_> {
         // Only the document itself has an empty path, and what is wrong with it is its shape.
         match path {
             "" => ConfigError::Malformed { at, message },
-            _ => ConfigError::Invalid {
-                at,
-                field: path.to_owned(),
-                message,
-            },
+            _ => ConfigError::Invalid { at, field: path.to_owned(), message },
         }
     }
 }
 
 /// A POSIX-portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+/// A DNS name in lowercase: dot-separated labels of letters, digits and inner hyphens.
+fn is_host_name(host: &str) -> bool {
+    host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
 fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

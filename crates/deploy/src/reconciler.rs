@@ -7,7 +7,7 @@
 
 use crate::plan::{self, Action, Desired, Life, Observed, Outcome, Rollout};
 use artifact::ArtifactStore;
-use model::{AppName, Backend, BackendStatus, Balance, InstanceId, ProcessType, ReleaseId, RouteTable, Site};
+use model::{AppName, Backend, BackendStatus, InstanceId, ProcessType, ReleaseId, RouteTable, Site};
 use proxy::AdminClient;
 use runtime::{InstanceSpec, InstanceState, InstanceStatus, Runtime};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -333,26 +333,33 @@ impl<R: Runtime> Reconciler<R> {
     /// so the proxy health-checks candidates and counts in-flight requests of draining ones.
     fn sites(&self) -> Result<Vec<Site>, ReconcileError> {
         let store = self.store();
+        let mut specs: HashMap<(AppName, ReleaseId), model::AppSpec> = HashMap::new();
         let mut by_app: BTreeMap<AppName, Vec<Backend>> = BTreeMap::new();
         for row in store.instances()? {
             let Some(port) = row.port else { continue };
-            let health = store.release(&row.app, row.release)?.spec.health;
+            let key = (row.app.clone(), row.release);
+            if !specs.contains_key(&key) {
+                specs.insert(key.clone(), store.release(&row.app, row.release)?.spec);
+            }
             by_app.entry(row.app.clone()).or_default().push(Backend {
                 id: row.id.clone(),
                 addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
                 routed: row.routed,
-                health,
+                health: specs[&key].health.clone(),
             });
         }
-        Ok(by_app
-            .into_iter()
-            .map(|(app, backends)| Site {
-                hosts: vec![format!("{app}.{}", self.domain)],
-                app,
-                balance: Balance::LeastConnections,
-                backends,
-            })
-            .collect())
+        let mut sites = Vec::with_capacity(by_app.len());
+        for (app, backends) in by_app {
+            // Hosts and balancing follow the release the app is meant to run.
+            let routing = match store.app(&app)?.target {
+                Some(target) => store.release(&app, target)?.spec.routing,
+                None => model::RoutingSpec::default(),
+            };
+            let mut hosts = vec![format!("{app}.{}", self.domain)];
+            hosts.extend(routing.hosts);
+            sites.push(Site { hosts, app, balance: routing.balance, backends });
+        }
+        Ok(sites)
     }
 
     async fn publish_routes(&mut self) -> Result<(), ReconcileError> {

@@ -286,3 +286,20 @@ ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
         "{events}"
     );
 }
+
+#[test]
+fn extra_hosts_route_to_their_app_and_cannot_be_claimed_twice() {
+    let drover = Drover::new();
+    drover.start();
+    let shop = app_dir("shop", "routing: {balance: round-robin, hosts: [shop.example.test]}");
+    drover.ok(&["deploy", shop.path().to_str().unwrap()]);
+    let (status, body) = drover.get_host("shop.example.test", "/");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"shop\""), "{body}");
+
+    let thief = app_dir("thief", "routing: {hosts: [shop.example.test]}");
+    let out = drover.run(&["deploy", thief.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("routing.hosts: shop.example.test is already served by app shop"), "{stderr}");
+}

@@ -3,7 +3,7 @@
 //! `config` builds an [`AppSpec`] from `drover.yml` or a `Procfile`; everything downstream takes
 //! the validated spec. A release stores the spec it was built from, so rollback restores it.
 
-use crate::{AppName, ProcessType};
+use crate::{AppName, Balance, ProcessType};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,6 +21,8 @@ pub struct AppSpec {
     pub scale: BTreeMap<ProcessType, u32>,
     pub health: HealthSpec,
     pub deploy: DeploySpec,
+    #[serde(default)]
+    pub routing: RoutingSpec,
 }
 
 impl AppSpec {
@@ -28,6 +30,14 @@ impl AppSpec {
     pub fn scale_of(&self, process: &ProcessType) -> u32 {
         self.scale.get(process).copied().unwrap_or(1)
     }
+}
+
+/// How the proxy reaches the app: balancing and extra host names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingSpec {
+    pub balance: Balance,
+    /// Host names served besides `APP.DOMAIN`, lowercase, without port.
+    pub hosts: Vec<String>,
 }
 
 /// How the proxy decides an instance is ready, and when the reconciler replaces it.

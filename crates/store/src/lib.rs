@@ -554,6 +554,7 @@ mod tests {
             scale: BTreeMap::new(),
             health: Default::default(),
             deploy: Default::default(),
+            routing: Default::default(),
         }
     }
 

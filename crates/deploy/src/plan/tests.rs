@@ -14,6 +14,7 @@ fn spec(strategy: Strategy, web: u32) -> AppSpec {
         scale: [(ProcessType::web(), web)].into(),
         health: Default::default(),
         deploy: Default::default(),
+        routing: Default::default(),
     };
     spec.deploy.strategy = strategy;
     spec.deploy.deadline = Duration::from_secs(60);

@@ -93,15 +93,15 @@ impl Drover {
 
     /// GET through Drover's proxy with the app's Host header.
     pub fn get(&self, app: &str, path: &str) -> (u16, String) {
+        self.get_host(&format!("{app}.localhost"), path)
+    }
+
+    /// GET through Drover's proxy with the given Host header.
+    pub fn get_host(&self, host: &str, path: &str) -> (u16, String) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let client = reqwest::Client::builder().no_proxy().build().unwrap();
-            let r = client
-                .get(format!("http://{}{path}", self.http))
-                .header("host", format!("{app}.localhost"))
-                .send()
-                .await
-                .unwrap();
+            let r = client.get(format!("http://{}{path}", self.http)).header("host", host).send().await.unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
         })
     }
