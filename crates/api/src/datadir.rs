@@ -46,6 +46,10 @@ impl DataDir {
     pub fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
     }
+    /// Bare git repositories, one per app, for `git push`.
+    pub fn repos(&self) -> PathBuf {
+        self.root.join("repos")
+    }
     pub fn token(&self) -> PathBuf {
         self.root.join("token")
     }
@@ -96,6 +100,13 @@ pub struct Settings {
     pub domain: String,
     /// Largest accepted source upload, in bytes.
     pub upload_limit: u64,
+    /// Largest accepted `git push`, in bytes.
+    #[serde(default = "default_push_limit")]
+    pub push_limit: u64,
+}
+
+fn default_push_limit() -> u64 {
+    100 * 1024 * 1024
 }
 
 impl Default for Settings {
@@ -105,6 +116,7 @@ impl Default for Settings {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             domain: "localhost".to_owned(),
             upload_limit: 200 * 1024 * 1024,
+            push_limit: default_push_limit(),
         }
     }
 }

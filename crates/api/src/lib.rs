@@ -4,6 +4,8 @@
 //! token from the data directory; the wire types live in [`wire`].
 
 pub mod datadir;
+mod git;
 mod routes;
+mod runs;
 pub mod server;
 pub mod wire;

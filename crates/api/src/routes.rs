@@ -18,13 +18,13 @@ use store::DeployStatus;
 use tracing::{info, warn};
 
 /// An error answered as `{"error": "..."}` with a status code.
-pub(crate) struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub StatusCode, pub String);
 
 impl ApiError {
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self(StatusCode::BAD_REQUEST, message.into())
     }
-    fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self(StatusCode::NOT_FOUND, message.into())
     }
 }
@@ -44,10 +44,10 @@ impl From<store::StoreError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// An error with its causes, `outer: inner: innermost`, as users need to see it.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
@@ -70,14 +70,22 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
         .route("/deploys", post(create_deploy).layer(DefaultBodyLimit::max(limit)))
         .route("/deploys/{id}", get(deploy_status))
         .route("/events", get(events))
+        .route("/apps/{app}/pushes", post(crate::runs::push))
+        .route("/runs", get(crate::runs::list))
+        .route("/runs/{id}", get(crate::runs::show))
+        .route("/runs/{id}/cancel", post(crate::runs::cancel))
         .route("/server", get(server_status))
         .route("/server/shutdown", post(shutdown))
         .layer(middleware::from_fn_with_state(ctx.clone(), require_token));
-    Router::new().route("/healthz", get(|| async { "ok\n" })).nest("/api/v1", api).with_state(ctx)
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/git/{*path}", get(crate::git::serve).post(crate::git::serve).layer(DefaultBodyLimit::disable()))
+        .nest("/api/v1", api)
+        .with_state(ctx)
 }
 
 /// Compares without an early exit, so timing does not reveal how much of the token matched.
-fn same_token(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_token(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -248,44 +256,72 @@ fn check_hosts(ctx: &Ctx, spec: &model::AppSpec) -> ApiResult<()> {
 }
 
 async fn build_and_release(ctx: Arc<Ctx>, deploy_id: u64, spec: model::AppSpec, workdir: tempfile::TempDir) {
-    let src = workdir.path().join("src");
-    let built = tokio::task::spawn_blocking({
+    let log = {
         let ctx = ctx.clone();
-        let spec = spec.clone();
-        move || {
-            let mut on_line = |line: &str| {
-                let _ = ctx.store().append_deploy_log(deploy_id, line);
-            };
-            on_line(&format!("building {} ({} build step(s))", spec.name, spec.build.len()));
-            ctx.artifacts.build(&src, &spec.build, &spec.env, &mut on_line)
+        move |line: &str| {
+            let _ = ctx.store().append_deploy_log(deploy_id, line);
         }
-    })
-    .await
-    .expect("builds do not panic");
+    };
+    let built = build(&ctx, &spec, workdir.path().join("src"), log).await;
     drop(workdir);
-    let now = now_ms();
-    let result = built.map_err(|e| chain(&e)).and_then(|built| {
-        let mut store = ctx.store();
-        let cached = if built.cached { " (cached: inputs unchanged)" } else { "" };
-        store.append_deploy_log(deploy_id, &format!("artifact {}{cached}", built.digest)).map_err(|e| e.to_string())?;
-        let previous = store.app(&spec.name).ok().and_then(|a| a.stable);
-        let release = store.create_release(&spec, &built.digest, "deploy", now).map_err(|e| e.to_string())?;
-        store.deploy_released(deploy_id, &spec.name, release.id, previous).map_err(|e| e.to_string())?;
-        store
-            .append_deploy_log(deploy_id, &format!("release {} created; rolling out", release.id))
-            .map_err(|e| e.to_string())?;
-        store
-            .add_event(Some(&spec.name), "release.created", &format!("{} from {}", release.id, built.digest), now)
-            .map_err(|e| e.to_string())
-    });
+    let result = built.and_then(|built| release(&ctx, deploy_id, &spec, &built.digest, "deploy"));
     if let Err(e) = result {
-        let store = ctx.store();
-        let message = format!("build failed: {e}");
-        let _ = store.append_deploy_log(deploy_id, &message);
-        let _ = store.finish_deploy(deploy_id, DeployStatus::Failed, &message, now);
-        let _ = store.add_event(Some(&spec.name), "deploy.failed", &message, now);
+        fail_deploy(&ctx, deploy_id, &spec.name, &format!("build failed: {e}"));
     }
     ctx.wake.notify_one();
+}
+
+/// Builds the source tree `src` into an artifact, reporting progress to `log`.
+pub(crate) async fn build(
+    ctx: &Arc<Ctx>,
+    spec: &model::AppSpec,
+    src: std::path::PathBuf,
+    log: impl Fn(&str) + Send + 'static,
+) -> Result<artifact::Built, String> {
+    let ctx = ctx.clone();
+    let spec = spec.clone();
+    tokio::task::spawn_blocking(move || {
+        log(&format!("building {} ({} build step(s))", spec.name, spec.build.len()));
+        let built = ctx.artifacts.build(&src, &spec.build, &spec.env, &mut |line| log(line)).map_err(|e| chain(&e))?;
+        let cached = if built.cached { " (cached: inputs unchanged)" } else { "" };
+        log(&format!("artifact {}{cached}", built.digest));
+        Ok(built)
+    })
+    .await
+    .expect("builds do not panic")
+}
+
+/// Creates the next release of `spec.name` from `digest` and starts rolling it out as deploy
+/// `deploy_id`.
+pub(crate) fn release(
+    ctx: &Ctx,
+    deploy_id: u64,
+    spec: &model::AppSpec,
+    digest: &model::Digest,
+    description: &str,
+) -> Result<ReleaseId, String> {
+    let now = now_ms();
+    let mut store = ctx.store();
+    let previous = store.app(&spec.name).ok().and_then(|a| a.stable);
+    let release = store.create_release(spec, digest, description, now).map_err(|e| e.to_string())?;
+    store.deploy_released(deploy_id, &spec.name, release.id, previous).map_err(|e| e.to_string())?;
+    store
+        .append_deploy_log(deploy_id, &format!("release {} created; rolling out", release.id))
+        .map_err(|e| e.to_string())?;
+    store
+        .add_event(Some(&spec.name), "release.created", &format!("{} from {digest}", release.id), now)
+        .map_err(|e| e.to_string())?;
+    drop(store);
+    ctx.wake.notify_one();
+    Ok(release.id)
+}
+
+pub(crate) fn fail_deploy(ctx: &Ctx, deploy_id: u64, app: &AppName, message: &str) {
+    let now = now_ms();
+    let store = ctx.store();
+    let _ = store.append_deploy_log(deploy_id, message);
+    let _ = store.finish_deploy(deploy_id, DeployStatus::Failed, message, now);
+    let _ = store.add_event(Some(app), "deploy.failed", message, now);
 }
 
 fn deploy_view(ctx: &Ctx, id: u64, after: u64) -> ApiResult<DeployView> {

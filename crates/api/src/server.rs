@@ -26,6 +26,7 @@ pub struct Overrides {
     pub http_addr: Option<SocketAddr>,
     pub domain: Option<String>,
     pub upload_limit: Option<u64>,
+    pub push_limit: Option<u64>,
 }
 
 pub struct ServerOptions {
@@ -49,6 +50,9 @@ pub(crate) struct Ctx {
     /// Wakes the reconcile loop early, e.g. after a deploy was accepted.
     pub wake: Notify,
     pub shutdown: Notify,
+    /// Wakes the run queue early, e.g. after a push.
+    pub runs_wake: Notify,
+    pub runs: crate::runs::RunControl,
     /// Set once a full shutdown began, so the loop starts nothing more.
     pub stopping: AtomicBool,
     pub exe: PathBuf,
@@ -88,6 +92,9 @@ fn settings(data: &DataDir, overrides: &Overrides) -> anyhow::Result<Settings> {
     }
     if let Some(limit) = overrides.upload_limit {
         settings.upload_limit = limit;
+    }
+    if let Some(limit) = overrides.push_limit {
+        settings.push_limit = limit;
     }
     if settings.http_addr.port() == 0 {
         let listener = StdTcpListener::bind(settings.http_addr).context("picking a port for the proxy")?;
@@ -222,10 +229,13 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         runtime: Arc::new(runtime),
         wake: Notify::new(),
         shutdown: Notify::new(),
+        runs_wake: Notify::new(),
+        runs: Default::default(),
         stopping: AtomicBool::new(false),
         exe: opts.exe,
     });
     let reconcile = tokio::spawn(reconcile_loop(ctx.clone()));
+    let runs = tokio::spawn(crate::runs::run_loop(ctx.clone()));
     DataDir::write_json(&data.server_info(), &info, 0o600)?;
     info!(api = %api_addr, http = %ctx.settings.http_addr, "drover server ready");
 
@@ -243,6 +253,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         })
         .await?;
     reconcile.abort();
+    runs.abort();
     let _ = std::fs::remove_file(data.server_info());
     info!("drover server stopped");
     Ok(())

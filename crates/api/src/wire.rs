@@ -99,3 +99,41 @@ pub struct ServerStatus {
     /// Resident memory of the server process, in KiB.
     pub rss_kib: u64,
 }
+
+/// One ref update of a push, as git's post-receive hook reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefUpdate {
+    pub old: String,
+    pub new: String,
+    pub refname: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushRequest {
+    pub updates: Vec<RefUpdate>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushResponse {
+    /// Runs queued by the push.
+    pub runs: Vec<u64>,
+    /// Lines to show in the pusher's terminal.
+    pub messages: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunView {
+    pub id: u64,
+    pub app: String,
+    pub branch: String,
+    pub commit: String,
+    pub trigger: String,
+    /// `queued`, `running`, `succeeded`, `failed`, `cancelled` or `superseded`.
+    pub status: String,
+    pub message: String,
+    pub digest: Option<String>,
+    pub created_at_ms: u64,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+    pub log: Vec<LogLine>,
+}

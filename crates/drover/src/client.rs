@@ -83,6 +83,7 @@ pub async fn start_server(data: &DataDir, flags: &crate::ServerFlags) -> anyhow:
         ("--api-addr", flags.api_addr.map(|a| a.to_string())),
         ("--domain", flags.domain.clone()),
         ("--upload-limit", flags.upload_limit.map(|l| l.to_string())),
+        ("--push-limit", flags.push_limit.map(|l| l.to_string())),
     ] {
         if let Some(value) = value {
             command.arg(flag).arg(value);

@@ -1,7 +1,7 @@
 //! One function per CLI command, over the API client.
 
 use crate::client::{self, Client};
-use crate::{Command, ServerCommand};
+use crate::{Command, RunCommand, ServerCommand};
 use anyhow::{bail, Context};
 use api::datadir::DataDir;
 use api::wire::*;
@@ -144,7 +144,52 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
             Ok(0)
         }
         Command::Server(command) => server(command, &data, &out).await,
-        Command::Proxy { .. } | Command::Shim { .. } => unreachable!("handled in main"),
+        Command::Runs { app } => {
+            let client = Client::connect(&data)?;
+            let mut request = client.request(reqwest::Method::GET, "/runs");
+            if let Some(app) = app {
+                request = request.query(&[("app", app)]);
+            }
+            let runs: Vec<RunView> = client.send(request).await?;
+            if out.json {
+                out.print_json(&runs);
+            } else {
+                println!("{:<6} {:<16} {:<20} {:<9} {:<11} MESSAGE", "RUN", "APP", "BRANCH", "COMMIT", "STATUS");
+                for r in runs {
+                    let commit = &r.commit[..9.min(r.commit.len())];
+                    println!("{:<6} {:<16} {:<20} {:<9} {:<11} {}", r.id, r.app, r.branch, commit, r.status, r.message);
+                }
+            }
+            Ok(0)
+        }
+        Command::Run(RunCommand::Show { run }) => {
+            let view: RunView = Client::connect(&data)?.get(&format!("/runs/{run}")).await?;
+            if out.json {
+                out.print_json(&view);
+            } else {
+                println!("run {} of {} on branch {:?} at {}", view.id, view.app, view.branch, view.commit);
+                println!("status: {} ({})", view.status, view.message);
+                if let Some(digest) = &view.digest {
+                    println!("artifact: {digest}");
+                }
+                for line in &view.log {
+                    println!("  {}", line.line);
+                }
+            }
+            Ok(0)
+        }
+        Command::Run(RunCommand::Logs { run, follow }) => run_logs(&Client::connect(&data)?, run, follow, &out).await,
+        Command::Cancel { run } => {
+            let view: RunView =
+                Client::connect(&data)?.post(&format!("/runs/{run}/cancel"), &serde_json::json!({})).await?;
+            if out.json {
+                out.print_json(&view);
+            } else {
+                println!("run {} {}", view.id, view.status);
+            }
+            Ok(0)
+        }
+        Command::Proxy { .. } | Command::Shim { .. } | Command::Hook { .. } => unreachable!("handled in main"),
     }
 }
 
@@ -326,6 +371,29 @@ async fn follow_deploy(client: &Client, mut view: DeployView, wait: bool, out: &
             eprintln!("error: deploy {} {}: {}", view.id, view.status, view.message);
             Ok(1)
         }
+    }
+}
+
+/// Prints a run's log, following it until the run ends with `follow`; exit code 0 only if the
+/// run succeeded (or is still going without `follow`).
+async fn run_logs(client: &Client, run: u64, follow: bool, out: &Output) -> anyhow::Result<i32> {
+    let mut seen = 0;
+    loop {
+        let view: RunView = client.get(&format!("/runs/{run}?after={seen}")).await?;
+        for line in &view.log {
+            if out.json {
+                println!("{}", serde_json::to_string(line).expect("log lines serialize"));
+            } else {
+                println!("{}", line.line);
+            }
+            seen = line.seq;
+        }
+        std::io::stdout().flush()?;
+        let finished = !matches!(view.status.as_str(), "queued" | "running");
+        if finished || !follow {
+            return Ok(if finished && view.status != "succeeded" { 1 } else { 0 });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod client;
 mod commands;
+mod hook;
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -37,6 +38,9 @@ pub struct ServerFlags {
     /// Largest accepted source upload, in bytes.
     #[arg(long)]
     upload_limit: Option<u64>,
+    /// Largest accepted `git push`, in bytes.
+    #[arg(long)]
+    push_limit: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -106,11 +110,42 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+    /// Pipeline runs: list, show, follow, cancel.
+    #[command(subcommand)]
+    Run(RunCommand),
+    /// List recent pipeline runs.
+    Runs { app: Option<String> },
+    /// Cancel a queued or running pipeline run.
+    Cancel { run: u64 },
+    /// Called by git in a pushed repository.
+    #[command(hide = true)]
+    Hook {
+        #[arg(value_enum)]
+        kind: HookKind,
+    },
     /// Supervise one instance (started by the process runtime).
     #[command(hide = true)]
     Shim {
         #[arg(long)]
         instance_dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum HookKind {
+    PreReceive,
+    PostReceive,
+}
+
+#[derive(Subcommand)]
+enum RunCommand {
+    /// Show a run: status, steps and its log.
+    Show { run: u64 },
+    /// Print a run's log; -f follows it until the run ends.
+    Logs {
+        run: u64,
+        #[arg(short, long)]
+        follow: bool,
     },
 }
 
@@ -150,6 +185,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             proxy::run(proxy::ProxyOptions { listen, admin_socket, state_file, threads })?;
             Ok(0)
         }
+        Command::Hook { kind: HookKind::PreReceive } => hook::pre_receive(),
+        Command::Hook { kind: HookKind::PostReceive } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(hook::post_receive(&data))
+        }
         Command::Shim { instance_dir } => {
             runtime::shim::run(&instance_dir)?;
             Ok(0)
@@ -173,7 +213,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 
 impl From<ServerFlags> for api::server::Overrides {
     fn from(f: ServerFlags) -> Self {
-        Self { api_addr: f.api_addr, http_addr: f.http_addr, domain: f.domain, upload_limit: f.upload_limit }
+        Self {
+            api_addr: f.api_addr,
+            http_addr: f.http_addr,
+            domain: f.domain,
+            upload_limit: f.upload_limit,
+            push_limit: f.push_limit,
+        }
     }
 }
 

@@ -121,11 +121,91 @@ pub struct Event {
     pub message: String,
 }
 
+/// Where a pipeline run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// A newer push to the same branch replaced it before it started.
+    Superseded,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Superseded => "superseded",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "queued" => RunStatus::Queued,
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "cancelled" => RunStatus::Cancelled,
+            "superseded" => RunStatus::Superseded,
+            _ => RunStatus::Failed,
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        !matches!(self, RunStatus::Queued | RunStatus::Running)
+    }
+}
+
+/// One pipeline run: a commit of a branch going through build, test and release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: u64,
+    pub app: AppName,
+    /// The branch name as pushed: data, never part of a command line.
+    pub branch: String,
+    pub commit: String,
+    /// `push`, `webhook`, `poll` or `manual`.
+    pub trigger: String,
+    pub status: RunStatus,
+    pub message: String,
+    pub digest: Option<Digest>,
+    pub created_at_ms: u64,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+}
+
+const RUN_COLUMNS: &str =
+    "id, app, branch, commit_sha, trigger, status, message, digest, created_at_ms, started_at_ms, finished_at_ms";
+
+fn row_run(row: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
+    let digest: Option<String> = row.get(7)?;
+    Ok(Run {
+        id: row.get(0)?,
+        app: AppName::parse(&row.get::<_, String>(1)?).map_err(|e| sql_err(1, e))?,
+        branch: row.get(2)?,
+        commit: row.get(3)?,
+        trigger: row.get(4)?,
+        status: RunStatus::parse(&row.get::<_, String>(5)?),
+        message: row.get(6)?,
+        digest: digest.map(|d| Digest::parse(&d)).transpose().map_err(|e| sql_err(7, e))?,
+        created_at_ms: row.get(8)?,
+        started_at_ms: row.get(9)?,
+        finished_at_ms: row.get(10)?,
+    })
+}
+
 pub struct Store {
     conn: Connection,
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE apps (
     name TEXT PRIMARY KEY,
     target INTEGER,
@@ -179,7 +259,30 @@ CREATE TABLE meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    commit_sha TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL,
+    digest TEXT,
+    created_at_ms INTEGER NOT NULL,
+    started_at_ms INTEGER,
+    finished_at_ms INTEGER
+);
+CREATE INDEX runs_by_status ON runs (status, id);
+CREATE TABLE run_log (
+    run INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    line TEXT NOT NULL,
+    PRIMARY KEY (run, seq)
+);
+"#,
+];
 
 fn parse_json<T: for<'de> Deserialize<'de>>(what: &'static str, text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|source| StoreError::Corrupt { what, source })
@@ -502,6 +605,113 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    // ----- pipeline runs -----
+
+    /// Queues a run and supersedes the queued (not yet started) runs of the same branch, in one
+    /// transaction. Returns the new run's id and the ids it superseded.
+    pub fn queue_run(
+        &mut self,
+        app: &AppName,
+        branch: &str,
+        commit: &str,
+        trigger: &str,
+        now_ms: u64,
+    ) -> Result<(u64, Vec<u64>)> {
+        let tx = self.conn.transaction()?;
+        let superseded: Vec<u64> = {
+            let mut stmt = tx.prepare("SELECT id FROM runs WHERE app = ?1 AND branch = ?2 AND status = 'queued'")?;
+            let ids = stmt.query_map(params![app.as_str(), branch], |r| r.get(0))?;
+            ids.collect::<rusqlite::Result<_>>()?
+        };
+        tx.execute(
+            "UPDATE runs SET status = 'superseded', message = 'superseded by a newer push', finished_at_ms = ?3
+             WHERE app = ?1 AND branch = ?2 AND status = 'queued'",
+            params![app.as_str(), branch, now_ms],
+        )?;
+        tx.execute(
+            "INSERT INTO runs (app, branch, commit_sha, trigger, status, message, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, 'queued', 'queued', ?5)",
+            params![app.as_str(), branch, commit, trigger, now_ms],
+        )?;
+        let id = tx.last_insert_rowid() as u64;
+        tx.commit()?;
+        Ok((id, superseded))
+    }
+
+    pub fn run(&self, id: u64) -> Result<Option<Run>> {
+        Ok(self.conn.query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"), [id], row_run).optional()?)
+    }
+
+    /// The newest runs, of one app or of all.
+    pub fn runs(&self, app: Option<&AppName>, limit: usize) -> Result<Vec<Run>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR app = ?1) ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![app.map(|a| a.as_str()), limit as i64], row_run)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The oldest queued run of an app that has no run in progress.
+    pub fn next_queued_run(&self) -> Result<Option<Run>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs r WHERE status = 'queued'
+                     AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.app = r.app AND o.status = 'running')
+                     ORDER BY id LIMIT 1"
+                ),
+                [],
+                row_run,
+            )
+            .optional()?)
+    }
+
+    pub fn count_running_runs(&self) -> Result<usize> {
+        Ok(self.conn.query_row("SELECT COUNT(*) FROM runs WHERE status = 'running'", [], |r| r.get(0))?)
+    }
+
+    /// Moves a run to `status`; only an unfinished run changes, so a cancel cannot be undone by
+    /// a step finishing late. Returns whether it changed.
+    pub fn set_run_status(&self, id: u64, status: RunStatus, message: &str, now_ms: u64) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE runs SET status = ?1, message = ?2,
+                started_at_ms = CASE WHEN ?1 = 'running' THEN ?3 ELSE started_at_ms END,
+                finished_at_ms = CASE WHEN ?1 IN ('queued', 'running') THEN NULL ELSE ?3 END
+             WHERE id = ?4 AND status IN ('queued', 'running')",
+            params![status.as_str(), message, now_ms, id],
+        )?;
+        Ok(n > 0)
+    }
+
+    pub fn set_run_digest(&self, id: u64, digest: &Digest) -> Result<()> {
+        self.conn.execute("UPDATE runs SET digest = ?1 WHERE id = ?2", params![digest.as_str(), id])?;
+        Ok(())
+    }
+
+    /// Runs left running by a control plane that died are failed, never left running forever.
+    pub fn fail_interrupted_runs(&self, now_ms: u64) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE runs SET status = 'failed', message = 'interrupted: the server stopped during the run', finished_at_ms = ?1
+             WHERE status = 'running'",
+            [now_ms],
+        )?)
+    }
+
+    pub fn append_run_log(&self, id: u64, line: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO run_log (run, seq, line) VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM run_log WHERE run = ?1), ?2)",
+            params![id, line],
+        )?;
+        Ok(())
+    }
+
+    pub fn run_log(&self, id: u64, after: u64) -> Result<Vec<(u64, String)>> {
+        let mut stmt = self.conn.prepare("SELECT seq, line FROM run_log WHERE run = ?1 AND seq > ?2 ORDER BY seq")?;
+        let rows = stmt.query_map(params![id, after], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     // ----- events and counters -----
 
     pub fn add_event(&self, app: Option<&AppName>, kind: &str, message: &str, now_ms: u64) -> Result<()> {
@@ -573,6 +783,31 @@ mod tests {
         assert_eq!(releases.iter().map(|r| r.id.0).collect::<Vec<_>>(), vec![2, 1]);
         assert_eq!(store.release(&app.name, ReleaseId(1)).unwrap().spec, spec("hello"));
         assert!(matches!(store.release(&app.name, ReleaseId(9)), Err(StoreError::NoRelease { .. })));
+    }
+
+    #[test]
+    fn newer_pushes_supersede_queued_runs_of_their_branch_only() {
+        let mut store = Store::open_in_memory().unwrap();
+        let app = AppName::parse("hello").unwrap();
+        let (first, _) = store.queue_run(&app, "main", "aaa", "push", 1).unwrap();
+        let (other, _) = store.queue_run(&app, "feature/x", "bbb", "push", 2).unwrap();
+        assert!(store.set_run_status(first, RunStatus::Running, "building", 3).unwrap());
+        let (second, superseded) = store.queue_run(&app, "main", "ccc", "push", 4).unwrap();
+        assert!(superseded.is_empty(), "a running run is not superseded");
+        let (third, superseded) = store.queue_run(&app, "main", "ddd", "push", 5).unwrap();
+        assert_eq!(superseded, vec![second]);
+        assert_eq!(store.run(second).unwrap().unwrap().status, RunStatus::Superseded);
+        // One run per app at a time: nothing else of hello starts while `first` runs.
+        assert_eq!(store.next_queued_run().unwrap(), None);
+        assert!(store.set_run_status(first, RunStatus::Succeeded, "done", 6).unwrap());
+        assert!(!store.set_run_status(first, RunStatus::Failed, "late", 7).unwrap(), "finished runs stay finished");
+        assert_eq!(store.next_queued_run().unwrap().map(|r| r.id), Some(other));
+        assert!(store.set_run_status(other, RunStatus::Running, "x", 8).unwrap());
+        assert_eq!(store.fail_interrupted_runs(9).unwrap(), 1);
+        assert_eq!(store.next_queued_run().unwrap().map(|r| r.id), Some(third));
+        store.append_run_log(third, "a").unwrap();
+        store.append_run_log(third, "b").unwrap();
+        assert_eq!(store.run_log(third, 1).unwrap(), vec![(2, "b".to_owned())]);
     }
 
     #[test]

@@ -1,0 +1,287 @@
+//! Pipeline runs: a pushed commit goes through checkout, build and release, one run per app at a
+//! time, oldest first. Runs are queued by `git push` (through the post-receive hook) and their
+//! progress is stored line by line, so `drover run logs -f` can follow them.
+
+use crate::routes::{build, chain, release, ApiError, ApiResult};
+use crate::server::Ctx;
+use crate::wire::{PushRequest, PushResponse, RunView};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use deploy::reconciler::now_ms;
+use model::AppName;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::{DeployStatus, Run, RunStatus};
+use tracing::{info, warn};
+
+/// Runs executing at once across all apps (each app runs one at a time).
+const MAX_CONCURRENT_RUNS: usize = 2;
+
+/// Branches that deploy to the app itself when the app declares no pipeline stages.
+const DEFAULT_BRANCHES: &[&str] = &["main", "master"];
+
+/// Cancellation flags of the runs in progress.
+#[derive(Default)]
+pub(crate) struct RunControl {
+    cancels: Mutex<HashMap<u64, Arc<AtomicBool>>>,
+}
+
+fn is_commit_id(text: &str) -> bool {
+    text.len() == 40 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Starts queued runs whenever there is room.
+pub(crate) async fn run_loop(ctx: Arc<Ctx>) {
+    let interrupted = ctx.store().fail_interrupted_runs(now_ms()).unwrap_or(0);
+    if interrupted > 0 {
+        warn!(interrupted, "marked runs interrupted by the last stop as failed");
+    }
+    loop {
+        loop {
+            let next = {
+                let store = ctx.store();
+                match store.count_running_runs() {
+                    Ok(n) if n < MAX_CONCURRENT_RUNS => store.next_queued_run(),
+                    Ok(_) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            };
+            match next {
+                Ok(Some(run)) => {
+                    let _ = ctx.store().set_run_status(run.id, RunStatus::Running, "checking out", now_ms());
+                    let cancel = Arc::new(AtomicBool::new(false));
+                    ctx.runs.cancels.lock().expect("never poisoned").insert(run.id, cancel.clone());
+                    tokio::spawn(execute(ctx.clone(), run, cancel));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(error = %e, "could not pick the next run");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = ctx.runs_wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Runs one pipeline run to its end and records the outcome.
+async fn execute(ctx: Arc<Ctx>, run: Run, cancel: Arc<AtomicBool>) {
+    info!(run = run.id, app = %run.app, branch = %run.branch, "run started");
+    let outcome = steps(&ctx, &run, &cancel).await;
+    let (status, message) = match outcome {
+        _ if cancel.load(Ordering::SeqCst) => (RunStatus::Cancelled, "cancelled".to_owned()),
+        Ok(message) => (RunStatus::Succeeded, message),
+        Err(message) => (RunStatus::Failed, message),
+    };
+    {
+        let store = ctx.store();
+        let _ = store.append_run_log(run.id, &format!("run {}: {message}", status.as_str()));
+        let _ = store.set_run_status(run.id, status, &message, now_ms());
+        let _ = store.add_event(
+            Some(&run.app),
+            &format!("run.{}", status.as_str()),
+            &format!("run {}: {message}", run.id),
+            now_ms(),
+        );
+    }
+    ctx.runs.cancels.lock().expect("never poisoned").remove(&run.id);
+    ctx.runs_wake.notify_one();
+    info!(run = run.id, status = status.as_str(), "run finished");
+}
+
+fn log(ctx: &Ctx, run: u64, line: &str) {
+    if let Err(e) = ctx.store().append_run_log(run, line) {
+        warn!(run, error = %e, "could not store a run log line");
+    }
+}
+
+fn check_cancel(cancel: &AtomicBool) -> Result<(), String> {
+    if cancel.load(Ordering::SeqCst) {
+        return Err("cancelled".to_owned());
+    }
+    Ok(())
+}
+
+async fn steps(ctx: &Arc<Ctx>, run: &Run, cancel: &AtomicBool) -> Result<String, String> {
+    let short = &run.commit[..12.min(run.commit.len())];
+    log(ctx, run.id, &format!("checkout {short} of branch {:?}", run.branch));
+    let workdir = tempfile::Builder::new()
+        .prefix(&format!("run-{}-", run.id))
+        .tempdir_in(ctx.data.tmp())
+        .map_err(|e| format!("creating a work dir: {e}"))?;
+    let src = workdir.path().join("src");
+    let repo = ctx.data.repos().join(format!("{}.git", run.app));
+    // The commit id was checked to be 40 hex digits; the branch name is not passed to git.
+    let archive = tokio::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(&repo)
+        .args(["archive", "--format=tar.gz"])
+        .arg(&run.commit)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("running git archive: {e}"))?;
+    if !archive.status.success() {
+        return Err(format!("git archive {short} failed: {}", String::from_utf8_lossy(&archive.stderr).trim()));
+    }
+    let limit = ctx.settings.upload_limit;
+    let app = run.app.clone();
+    let spec = tokio::task::spawn_blocking({
+        let src = src.clone();
+        move || -> Result<model::AppSpec, String> {
+            artifact::ArtifactStore::unpack_source(&archive.stdout[..], &src, limit).map_err(|e| chain(&e))?;
+            config::load_dir(&src, Some(&app)).map_err(|e| chain(&e))
+        }
+    })
+    .await
+    .expect("checkout does not panic")?;
+    if spec.name != run.app {
+        return Err(format!("drover.yml names app {}, but this is the repository of {}", spec.name, run.app));
+    }
+    check_cancel(cancel)?;
+
+    let run_id = run.id;
+    let built = build(ctx, &spec, src, {
+        let ctx = ctx.clone();
+        move |line: &str| log(&ctx, run_id, line)
+    })
+    .await?;
+    drop(workdir);
+    ctx.store().set_run_digest(run.id, &built.digest).map_err(|e| e.to_string())?;
+    check_cancel(cancel)?;
+
+    if !DEFAULT_BRANCHES.contains(&run.branch.as_str()) {
+        return Ok(format!("built {}; branch {:?} deploys nowhere", built.digest, run.branch));
+    }
+    let deploy_id = ctx.store().create_deploy(Some(&spec.name), "deploying", now_ms()).map_err(|e| e.to_string())?;
+    log(ctx, run.id, &format!("deploy {deploy_id}: releasing {} to {}", built.digest, spec.name));
+    let release =
+        release(ctx, deploy_id, &spec, &built.digest, &format!("run {} ({short} on {})", run.id, run.branch))?;
+    wait_for_deploy(ctx, run.id, deploy_id).await.map(|()| format!("{release} of {} is live", spec.name))
+}
+
+/// Waits for a deploy to finish, copying its progress into the run's log.
+async fn wait_for_deploy(ctx: &Ctx, run: u64, deploy_id: u64) -> Result<(), String> {
+    let mut seen = 0;
+    loop {
+        let (deploy, lines) = {
+            let store = ctx.store();
+            let deploy = store.deploy(deploy_id).map_err(|e| e.to_string())?.ok_or("deploy vanished")?;
+            (deploy, store.deploy_log(deploy_id, seen).map_err(|e| e.to_string())?)
+        };
+        for (seq, line) in lines {
+            log(ctx, run, &format!("  {line}"));
+            seen = seq;
+        }
+        match deploy.status {
+            DeployStatus::Succeeded => return Ok(()),
+            DeployStatus::Building | DeployStatus::Deploying => {}
+            DeployStatus::Failed | DeployStatus::RolledBack => return Err(deploy.message),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn run_view(ctx: &Ctx, run: Run, after: u64) -> ApiResult<RunView> {
+    let log =
+        ctx.store().run_log(run.id, after)?.into_iter().map(|(seq, line)| crate::wire::LogLine { seq, line }).collect();
+    Ok(RunView {
+        id: run.id,
+        app: run.app.to_string(),
+        branch: run.branch,
+        commit: run.commit,
+        trigger: run.trigger,
+        status: run.status.as_str().to_owned(),
+        message: run.message,
+        digest: run.digest.map(|d| d.to_string()),
+        created_at_ms: run.created_at_ms,
+        started_at_ms: run.started_at_ms,
+        finished_at_ms: run.finished_at_ms,
+        log,
+    })
+}
+
+/// Ref updates of a push, sent by the post-receive hook. Queues a run per updated branch.
+pub(crate) async fn push(
+    State(ctx): State<Arc<Ctx>>,
+    Path(app): Path<String>,
+    Json(req): Json<PushRequest>,
+) -> ApiResult<Json<PushResponse>> {
+    let app = AppName::parse(&app).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut messages = Vec::new();
+    let mut runs = Vec::new();
+    for update in &req.updates {
+        if let Some(tag) = update.refname.strip_prefix("refs/tags/") {
+            messages.push(format!("tag {tag:?}: tags start no run"));
+            continue;
+        }
+        let Some(branch) = update.refname.strip_prefix("refs/heads/") else {
+            messages.push(format!("{:?}: not a branch, ignored", update.refname));
+            continue;
+        };
+        if update.new.bytes().all(|b| b == b'0') {
+            messages.push(format!("branch {branch:?} deleted"));
+            continue;
+        }
+        if !is_commit_id(&update.new) {
+            return Err(ApiError::bad_request(format!("{:?} is not a commit id", update.new)));
+        }
+        let (id, superseded) = ctx.store().queue_run(&app, branch, &update.new, "push", now_ms())?;
+        for old in superseded {
+            messages.push(format!("run {old} superseded"));
+        }
+        messages.push(format!("run {id} queued for branch {branch:?}: follow it with `drover run logs {id} -f`"));
+        runs.push(id);
+    }
+    ctx.runs_wake.notify_one();
+    Ok(Json(PushResponse { runs, messages }))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RunsQuery {
+    app: Option<String>,
+}
+
+pub(crate) async fn list(State(ctx): State<Arc<Ctx>>, Query(q): Query<RunsQuery>) -> ApiResult<Json<Vec<RunView>>> {
+    let app = q.app.as_deref().map(AppName::parse).transpose().map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let runs = ctx.store().runs(app.as_ref(), 50)?;
+    // The list carries no log lines; `run show` has them.
+    let views = runs.into_iter().map(|r| run_view(&ctx, r, i64::MAX as u64)).collect::<ApiResult<_>>()?;
+    Ok(Json(views))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AfterQuery {
+    #[serde(default)]
+    after: u64,
+}
+
+pub(crate) async fn show(
+    State(ctx): State<Arc<Ctx>>,
+    Path(id): Path<u64>,
+    Query(q): Query<AfterQuery>,
+) -> ApiResult<Json<RunView>> {
+    let run = ctx.store().run(id)?.ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
+    Ok(Json(run_view(&ctx, run, q.after)?))
+}
+
+pub(crate) async fn cancel(State(ctx): State<Arc<Ctx>>, Path(id): Path<u64>) -> ApiResult<(StatusCode, Json<RunView>)> {
+    let run = ctx.store().run(id)?.ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
+    if run.status.is_finished() {
+        return Err(ApiError::bad_request(format!("run {id} already {}", run.status.as_str())));
+    }
+    if let Some(flag) = ctx.runs.cancels.lock().expect("never poisoned").get(&id) {
+        flag.store(true, Ordering::SeqCst);
+    }
+    ctx.store().set_run_status(id, RunStatus::Cancelled, "cancelled", now_ms())?;
+    ctx.store().add_event(Some(&run.app), "run.cancelled", &format!("run {id} cancelled"), now_ms())?;
+    let run = ctx.store().run(id)?.ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
+    Ok((StatusCode::ACCEPTED, Json(run_view(&ctx, run, 0)?)))
+}
