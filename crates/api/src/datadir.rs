@@ -50,6 +50,10 @@ impl DataDir {
     pub fn repos(&self) -> PathBuf {
         self.root.join("repos")
     }
+    /// The key that seals secrets at rest (0600).
+    pub fn secret_key(&self) -> PathBuf {
+        self.root.join("secret.key")
+    }
     pub fn token(&self) -> PathBuf {
         self.root.join("token")
     }

@@ -232,7 +232,7 @@ pub(crate) async fn serve(State(ctx): State<Arc<Ctx>>, Path(path): Path<String>,
 
 /// Reads a request body of at most `limit` bytes. A larger one is read on to its end (up to a
 /// hard cap) and dropped, so the client sees the 413 answer rather than a broken pipe.
-async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, ()> {
+pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, ()> {
     use futures_util::StreamExt;
     const DRAIN_CAP: usize = 1 << 30;
     let mut stream = body.into_data_stream();

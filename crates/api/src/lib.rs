@@ -8,4 +8,5 @@ mod git;
 mod routes;
 mod runs;
 pub mod server;
+mod sources;
 pub mod wire;

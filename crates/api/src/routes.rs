@@ -71,6 +71,7 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
         .route("/deploys/{id}", get(deploy_status))
         .route("/events", get(events))
         .route("/apps/{app}/pushes", post(crate::runs::push))
+        .route("/apps/{app}/source", get(crate::sources::show).post(crate::sources::set))
         .route("/runs", get(crate::runs::list))
         .route("/runs/{id}", get(crate::runs::show))
         .route("/runs/{id}/cancel", post(crate::runs::cancel))
@@ -79,6 +80,7 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
         .layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/hooks/{provider}/{app}", post(crate::sources::receive).layer(DefaultBodyLimit::disable()))
         .route("/git/{*path}", get(crate::git::serve).post(crate::git::serve).layer(DefaultBodyLimit::disable()))
         .nest("/api/v1", api)
         .with_state(ctx)

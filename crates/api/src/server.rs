@@ -53,6 +53,8 @@ pub(crate) struct Ctx {
     /// Wakes the run queue early, e.g. after a push.
     pub runs_wake: Notify,
     pub runs: crate::runs::RunControl,
+    /// Seals secrets at rest (webhook secrets, app secrets).
+    pub keyring: secrets::Keyring,
     /// Set once a full shutdown began, so the loop starts nothing more.
     pub stopping: AtomicBool,
     pub exe: PathBuf,
@@ -201,6 +203,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     if interrupted > 0 {
         warn!(interrupted, "marked builds interrupted by the last stop as failed");
     }
+    let keyring = secrets::Keyring::load_or_create(&data.secret_key()).context("loading the secret key")?;
     let artifacts = ArtifactStore::open(data.artifacts()).context("opening the artifact store")?;
     let runtime = ProcessRuntime::new(data.instances(), data.logs(), opts.exe.clone());
     ensure_proxy(&data, &settings, &opts.exe).await?;
@@ -231,11 +234,13 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         shutdown: Notify::new(),
         runs_wake: Notify::new(),
         runs: Default::default(),
+        keyring,
         stopping: AtomicBool::new(false),
         exe: opts.exe,
     });
     let reconcile = tokio::spawn(reconcile_loop(ctx.clone()));
     let runs = tokio::spawn(crate::runs::run_loop(ctx.clone()));
+    let polls = tokio::spawn(crate::sources::poll_loop(ctx.clone()));
     DataDir::write_json(&data.server_info(), &info, 0o600)?;
     info!(api = %api_addr, http = %ctx.settings.http_addr, "drover server ready");
 
@@ -254,6 +259,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         .await?;
     reconcile.abort();
     runs.abort();
+    polls.abort();
     let _ = std::fs::remove_file(data.server_info());
     info!("drover server stopped");
     Ok(())

@@ -137,3 +137,25 @@ pub struct RunView {
     pub finished_at_ms: Option<u64>,
     pub log: Vec<LogLine>,
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceRequest {
+    /// The clone URL Drover fetches from.
+    pub url: String,
+    /// `github`, `gitlab`, `gitea` or `bitbucket`: enables the webhook.
+    pub provider: Option<String>,
+    /// Poll the remote this often.
+    pub poll_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceView {
+    pub app: String,
+    pub url: String,
+    pub provider: Option<String>,
+    /// Where the provider should send push events.
+    pub webhook_url: Option<String>,
+    /// The secret to configure at the provider (HMAC key, or GitLab's token).
+    pub webhook_secret: Option<String>,
+    pub poll_interval_ms: Option<u64>,
+}

@@ -1,7 +1,7 @@
 //! One function per CLI command, over the API client.
 
 use crate::client::{self, Client};
-use crate::{Command, RunCommand, ServerCommand};
+use crate::{Command, RunCommand, ServerCommand, SourceCommand};
 use anyhow::{bail, Context};
 use api::datadir::DataDir;
 use api::wire::*;
@@ -174,6 +174,28 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
                 }
                 for line in &view.log {
                     println!("  {}", line.line);
+                }
+            }
+            Ok(0)
+        }
+        Command::Source(command) => {
+            let client = Client::connect(&data)?;
+            let view: SourceView = match command {
+                SourceCommand::Set { app, url, provider, poll } => {
+                    let request = SourceRequest { url, provider, poll_interval_ms: poll.map(|d| d.as_millis() as u64) };
+                    client.post(&format!("/apps/{app}/source"), &request).await?
+                }
+                SourceCommand::Show { app } => client.get(&format!("/apps/{app}/source")).await?,
+            };
+            if out.json {
+                out.print_json(&view);
+            } else {
+                println!("{}: {}", view.app, view.url);
+                if let (Some(url), Some(secret)) = (&view.webhook_url, &view.webhook_secret) {
+                    println!("webhook: {url}\nsecret:  {secret}");
+                }
+                if let Some(ms) = view.poll_interval_ms {
+                    println!("polled every {}s", ms / 1000);
                 }
             }
             Ok(0)

@@ -115,6 +115,9 @@ enum Command {
     Run(RunCommand),
     /// List recent pipeline runs.
     Runs { app: Option<String> },
+    /// Where an app's code lives besides `git push`: a remote that sends webhooks or is polled.
+    #[command(subcommand)]
+    Source(SourceCommand),
     /// Cancel a queued or running pipeline run.
     Cancel { run: u64 },
     /// Called by git in a pushed repository.
@@ -135,6 +138,38 @@ enum Command {
 enum HookKind {
     PreReceive,
     PostReceive,
+}
+
+#[derive(Subcommand)]
+enum SourceCommand {
+    /// Set the clone URL, and a webhook provider and/or a poll interval.
+    Set {
+        app: String,
+        url: String,
+        /// github, gitlab, gitea or bitbucket: prints the webhook URL and secret to configure.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Poll the remote, e.g. 30s or 5m.
+        #[arg(long, value_parser = parse_duration)]
+        poll: Option<std::time::Duration>,
+    },
+    /// Show an app's source, webhook URL and secret.
+    Show { app: String },
+}
+
+/// `500ms`, `30s`, `5m` or `1h`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("{text:?}: expected a duration such as 30s or 5m"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return Err(format!("{text:?}: expected a unit of ms, s, m or h")),
+    };
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 #[derive(Subcommand)]

@@ -4,52 +4,7 @@
 mod common;
 
 use common::*;
-use std::path::Path;
-use std::process::{Command, Output};
-
-struct Repo {
-    dir: tempfile::TempDir,
-    home: tempfile::TempDir,
-}
-
-impl Repo {
-    fn new() -> Self {
-        let repo = Self { dir: tempfile::tempdir().unwrap(), home: tempfile::tempdir().unwrap() };
-        repo.ok(&["init", "--quiet", "--initial-branch=main"]);
-        repo
-    }
-
-    fn git(&self, args: &[&str]) -> Output {
-        Command::new("git")
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("HOME", self.home.path())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "Test; rm -rf ~")
-            .env("GIT_AUTHOR_EMAIL", "t@example.test")
-            .env("GIT_COMMITTER_NAME", "Test")
-            .env("GIT_COMMITTER_EMAIL", "t@example.test")
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.git(args);
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "git {args:?} failed: {text}");
-        text
-    }
-
-    fn commit_all(&self, message: &str) {
-        self.ok(&["add", "-A"]);
-        self.ok(&["commit", "--quiet", "-m", message]);
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
+use std::process::Command;
 
 fn remote(drover: &Drover, app: &str, token: &str) -> String {
     let info: serde_json::Value = serde_json::from_slice(&std::fs::read(drover.path("server.json")).unwrap()).unwrap();

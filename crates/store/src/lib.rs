@@ -200,6 +200,22 @@ fn row_run(row: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
     })
 }
 
+/// Where an app's code comes from besides `git push`: a remote repository that sends webhooks
+/// or is polled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub app: AppName,
+    pub url: String,
+    /// `github`, `gitlab`, `gitea` or `bitbucket`, when webhooks are used.
+    pub provider: Option<String>,
+    /// The webhook secret, sealed by the caller; this crate never sees it in plain text.
+    pub sealed_secret: Option<Vec<u8>>,
+    pub poll_interval_ms: Option<u64>,
+    /// Branch heads seen at the last poll.
+    pub heads: BTreeMap<String, String>,
+    pub polled_at_ms: Option<u64>,
+}
+
 pub struct Store {
     conn: Connection,
 }
@@ -280,6 +296,24 @@ CREATE TABLE run_log (
     seq INTEGER NOT NULL,
     line TEXT NOT NULL,
     PRIMARY KEY (run, seq)
+);
+"#,
+    r#"
+CREATE TABLE sources (
+    app TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    provider TEXT,
+    secret BLOB,
+    poll_interval_ms INTEGER,
+    heads_json TEXT NOT NULL DEFAULT '{}',
+    polled_at_ms INTEGER
+);
+CREATE TABLE deliveries (
+    provider TEXT NOT NULL,
+    id TEXT NOT NULL,
+    app TEXT NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (provider, id)
 );
 "#,
 ];
@@ -710,6 +744,71 @@ impl Store {
         let mut stmt = self.conn.prepare("SELECT seq, line FROM run_log WHERE run = ?1 AND seq > ?2 ORDER BY seq")?;
         let rows = stmt.query_map(params![id, after], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    // ----- sources and webhook deliveries -----
+
+    pub fn set_source(&self, source: &Source) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO sources (app, url, provider, secret, poll_interval_ms, heads_json, polled_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(app) DO UPDATE SET url = ?2, provider = ?3, secret = ?4, poll_interval_ms = ?5,
+                heads_json = ?6, polled_at_ms = ?7",
+            params![
+                source.app.as_str(),
+                source.url,
+                source.provider,
+                source.sealed_secret,
+                source.poll_interval_ms,
+                to_json(&source.heads),
+                source.polled_at_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn sources(&self) -> Result<Vec<Source>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT app, url, provider, secret, poll_interval_ms, heads_json, polled_at_ms FROM sources ORDER BY app",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<Vec<u8>>>(3)?,
+                r.get::<_, Option<u64>>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<u64>>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (app, url, provider, sealed_secret, poll_interval_ms, heads, polled_at_ms) = row?;
+            out.push(Source {
+                app: AppName::parse(&app).map_err(|e| sql_err(0, e))?,
+                url,
+                provider,
+                sealed_secret,
+                poll_interval_ms,
+                heads: parse_json("source heads", &heads)?,
+                polled_at_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn source(&self, app: &AppName) -> Result<Option<Source>> {
+        Ok(self.sources()?.into_iter().find(|s| &s.app == app))
+    }
+
+    /// Records a webhook delivery; false if this provider's delivery id was seen before.
+    pub fn record_delivery(&self, provider: &str, id: &str, app: &AppName, now_ms: u64) -> Result<bool> {
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO deliveries (provider, id, app, received_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![provider, id, app.as_str(), now_ms],
+        )?;
+        Ok(n > 0)
     }
 
     // ----- events and counters -----

@@ -7,6 +7,7 @@ use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -228,4 +229,61 @@ impl Drop for Load {
             let _ = t.join();
         }
     }
+}
+
+/// A git work tree with its own HOME and identity, for pushing to Drover or to a test remote.
+pub struct Repo {
+    dir: tempfile::TempDir,
+    home: tempfile::TempDir,
+}
+
+impl Repo {
+    pub fn new() -> Self {
+        let repo = Self { dir: tempfile::tempdir().unwrap(), home: tempfile::tempdir().unwrap() };
+        repo.ok(&["init", "--quiet", "--initial-branch=main"]);
+        repo
+    }
+
+    pub fn git(&self, args: &[&str]) -> Output {
+        Command::new("git")
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("HOME", self.home.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "Test; rm -rf ~")
+            .env("GIT_AUTHOR_EMAIL", "t@example.test")
+            .env("GIT_COMMITTER_NAME", "Test")
+            .env("GIT_COMMITTER_EMAIL", "t@example.test")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.git(args);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "git {args:?} failed: {text}");
+        text
+    }
+
+    pub fn commit_all(&self, message: &str) {
+        self.ok(&["add", "-A"]);
+        self.ok(&["commit", "--quiet", "-m", message]);
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// The running server's API address.
+pub fn api_addr(drover: &Drover) -> String {
+    let info: Value = serde_json::from_slice(&std::fs::read(drover.path("server.json")).unwrap()).unwrap();
+    info["api_addr"].as_str().unwrap().to_owned()
+}
+
+/// The first `run N` a push or webhook answer mentions.
+pub fn run_id(output: &str) -> String {
+    let at = output.find("run ").unwrap_or_else(|| panic!("no run in: {output}"));
+    output[at + "run ".len()..].split_whitespace().next().unwrap().to_owned()
 }
