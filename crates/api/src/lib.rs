@@ -9,4 +9,5 @@ mod routes;
 mod runs;
 pub mod server;
 mod sources;
+mod vars;
 pub mod wire;

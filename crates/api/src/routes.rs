@@ -72,6 +72,8 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
         .route("/events", get(events))
         .route("/apps/{app}/pushes", post(crate::runs::push))
         .route("/apps/{app}/source", get(crate::sources::show).post(crate::sources::set))
+        .route("/apps/{app}/config", get(crate::vars::show).post(crate::vars::set))
+        .route("/apps/{app}/secrets", post(crate::vars::set_secret))
         .route("/runs", get(crate::runs::list))
         .route("/runs/{id}", get(crate::runs::show))
         .route("/runs/{id}/cancel", post(crate::runs::cancel))
@@ -284,7 +286,20 @@ pub(crate) async fn build(
     let spec = spec.clone();
     tokio::task::spawn_blocking(move || {
         log(&format!("building {} ({} build step(s))", spec.name, spec.build.len()));
-        let built = ctx.artifacts.build(&src, &spec.build, &spec.env, &mut |line| log(line)).map_err(|e| chain(&e))?;
+        let mut env = spec.run_env();
+        let secrets = crate::vars::open_secrets(&ctx, &spec.name)?;
+        let masker = secrets::Masker::new(secrets.iter().map(|(_, v)| v.as_str()));
+        env.extend(secrets);
+        let mut masks = masker.stream();
+        let built = ctx.artifacts.build(&src, &spec.build, &env, &mut |line| {
+            for masked in masks.push(line) {
+                log(&masked);
+            }
+        });
+        for masked in masks.flush() {
+            log(&masked);
+        }
+        let built = built.map_err(|e| chain(&e))?;
         let cached = if built.cached { " (cached: inputs unchanged)" } else { "" };
         log(&format!("artifact {}{cached}", built.digest));
         Ok(built)
@@ -304,6 +319,9 @@ pub(crate) fn release(
 ) -> Result<ReleaseId, String> {
     let now = now_ms();
     let mut store = ctx.store();
+    let mut spec = spec.clone();
+    crate::vars::apply_vars(&store, &mut spec).map_err(|e| e.to_string())?;
+    let spec = &spec;
     let previous = store.app(&spec.name).ok().and_then(|a| a.stable);
     let release = store.create_release(spec, digest, description, now).map_err(|e| e.to_string())?;
     store.deploy_released(deploy_id, &spec.name, release.id, previous).map_err(|e| e.to_string())?;
@@ -326,7 +344,7 @@ pub(crate) fn fail_deploy(ctx: &Ctx, deploy_id: u64, app: &AppName, message: &st
     let _ = store.add_event(Some(app), "deploy.failed", message, now);
 }
 
-fn deploy_view(ctx: &Ctx, id: u64, after: u64) -> ApiResult<DeployView> {
+pub(crate) fn deploy_view(ctx: &Ctx, id: u64, after: u64) -> ApiResult<DeployView> {
     let store = ctx.store();
     let deploy = store.deploy(id)?.ok_or_else(|| ApiError::not_found(format!("no deploy {id}")))?;
     let log = store.deploy_log(id, after)?.into_iter().map(|(seq, line)| LogLine { seq, line }).collect();

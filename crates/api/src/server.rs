@@ -205,7 +205,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     }
     let keyring = secrets::Keyring::load_or_create(&data.secret_key()).context("loading the secret key")?;
     let artifacts = ArtifactStore::open(data.artifacts()).context("opening the artifact store")?;
-    let runtime = ProcessRuntime::new(data.instances(), data.logs(), opts.exe.clone());
+    let runtime = ProcessRuntime::new(data.instances(), data.logs(), opts.exe.clone()).with_key_file(data.secret_key());
     ensure_proxy(&data, &settings, &opts.exe).await?;
 
     let listener = tokio::net::TcpListener::bind(settings.api_addr)

@@ -159,3 +159,30 @@ pub struct SourceView {
     pub webhook_secret: Option<String>,
     pub poll_interval_ms: Option<u64>,
 }
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConfigView {
+    pub vars: BTreeMap<String, String>,
+    /// Names only: secret values never leave the server.
+    pub secrets: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConfigRequest {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub unset: Vec<String>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SecretRequest {
+    pub key: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for SecretRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretRequest").field("key", &self.key).field("value", &"***").finish()
+    }
+}

@@ -64,5 +64,7 @@ pub(crate) fn parse(file: &str, text: &str, name: AppName) -> Result<AppSpec, Co
         health: HealthSpec::default(),
         deploy: DeploySpec::default(),
         routing: Default::default(),
+        config: Default::default(),
+        secrets: Default::default(),
     })
 }

@@ -142,7 +142,18 @@ impl Doc<'_> {
         if let Some(field) = record.given("pipeline") {
             self.record_any(field)?;
         }
-        Ok(AppSpec { name, processes, build, env, scale, health, deploy, routing })
+        Ok(AppSpec {
+            name,
+            processes,
+            build,
+            env,
+            scale,
+            health,
+            deploy,
+            routing,
+            config: BTreeMap::new(),
+            secrets: Vec::new(),
+        })
     }
 
     fn routing(&self, field: &Field<'_>) -> Result<RoutingSpec, ConfigError> {

@@ -17,6 +17,22 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use store::{DeployStatus, InstanceRow, Store};
 use tracing::{info, warn};
 
+/// What a secret is sealed under: the app, stage and name it belongs to, so a sealed value moved
+/// to another key does not open.
+pub fn secret_context(app: &AppName, stage: &str, key: &str) -> String {
+    format!("secret;app={app};stage={stage};key={key}")
+}
+
+/// The app's secrets (all stages), still sealed, for the runtime to open into a process.
+pub fn sealed_secrets(store: &Store, app: &AppName) -> Result<Vec<runtime::SealedVar>, store::StoreError> {
+    Ok(store
+        .vars(app)?
+        .into_iter()
+        .filter(|v| v.secret && v.stage.is_empty())
+        .map(|v| runtime::SealedVar { context: secret_context(app, &v.stage, &v.key), name: v.key, sealed: v.value })
+        .collect())
+}
+
 /// Milliseconds since the Unix epoch: the one place the reconciler reads the clock.
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -272,7 +288,8 @@ impl<R: Runtime> Reconciler<R> {
         // The record is written before the start, so a crash in between leaves a record of a
         // dead instance (forgotten next pass), never an instance nobody knows about.
         self.store().insert_instance(&row)?;
-        let env = spec.env.clone();
+        let env = spec.run_env();
+        let sealed_env = sealed_secrets(&self.store(), app)?;
         let instance = InstanceSpec {
             id: id.clone(),
             app: app.clone(),
@@ -283,6 +300,7 @@ impl<R: Runtime> Reconciler<R> {
             port,
             slug_dir,
             stop_grace: spec.deploy.stop_grace,
+            sealed_env,
         };
         if let Err(e) = self.runtime.start(instance).await {
             self.store().delete_instance(&id)?;

@@ -1,7 +1,7 @@
 //! One function per CLI command, over the API client.
 
 use crate::client::{self, Client};
-use crate::{Command, RunCommand, ServerCommand, SourceCommand};
+use crate::{Command, ConfigCommand, RunCommand, SecretsCommand, ServerCommand, SourceCommand};
 use anyhow::{bail, Context};
 use api::datadir::DataDir;
 use api::wire::*;
@@ -177,6 +177,48 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
                 }
             }
             Ok(0)
+        }
+        Command::Config(ConfigCommand::Show { app }) | Command::Secrets(SecretsCommand::List { app }) => {
+            let view: ConfigView = Client::connect(&data)?.get(&format!("/apps/{app}/config")).await?;
+            if out.json {
+                out.print_json(&view);
+            } else {
+                for (key, value) in &view.vars {
+                    println!("{key}={value}");
+                }
+                for key in &view.secrets {
+                    println!("{key}=*** (secret)");
+                }
+            }
+            Ok(0)
+        }
+        Command::Config(ConfigCommand::Set { app, pairs }) => {
+            let mut request = ConfigRequest::default();
+            for pair in &pairs {
+                let (key, value) = pair.split_once('=').with_context(|| format!("{pair:?}: expected KEY=VALUE"))?;
+                request.set.insert(key.to_owned(), value.to_owned());
+            }
+            let client = Client::connect(&data)?;
+            let deploy: Option<DeployView> = client.post(&format!("/apps/{app}/config"), &request).await?;
+            config_changed(&client, deploy, &out).await
+        }
+        Command::Config(ConfigCommand::Unset { app, keys }) => {
+            let request = ConfigRequest { unset: keys, ..Default::default() };
+            let client = Client::connect(&data)?;
+            let deploy: Option<DeployView> = client.post(&format!("/apps/{app}/config"), &request).await?;
+            config_changed(&client, deploy, &out).await
+        }
+        Command::Secrets(SecretsCommand::Set { app, key }) => {
+            use std::io::Read;
+            let mut value = String::new();
+            std::io::stdin().read_to_string(&mut value).context("reading the secret from standard input")?;
+            // One trailing newline is what `echo` adds, not part of the value.
+            let value =
+                value.strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(&value).to_owned();
+            let client = Client::connect(&data)?;
+            let deploy: Option<DeployView> =
+                client.post(&format!("/apps/{app}/secrets"), &SecretRequest { key, value }).await?;
+            config_changed(&client, deploy, &out).await
         }
         Command::Source(command) => {
             let client = Client::connect(&data)?;
@@ -392,6 +434,19 @@ async fn follow_deploy(client: &Client, mut view: DeployView, wait: bool, out: &
         _ => {
             eprintln!("error: deploy {} {}: {}", view.id, view.status, view.message);
             Ok(1)
+        }
+    }
+}
+
+/// After a config change: follows the new release's rollout, if the app runs one.
+async fn config_changed(client: &Client, deploy: Option<DeployView>, out: &Output) -> anyhow::Result<i32> {
+    match deploy {
+        Some(view) => follow_deploy(client, view, true, out).await,
+        None => {
+            if !out.json {
+                println!("saved; the app's next release will use it");
+            }
+            Ok(0)
         }
     }
 }

@@ -118,6 +118,12 @@ enum Command {
     /// Where an app's code lives besides `git push`: a remote that sends webhooks or is polled.
     #[command(subcommand)]
     Source(SourceCommand),
+    /// An app's config vars: plain settings that become part of its next release.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// An app's secrets: sealed at rest, masked in every log.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Cancel a queued or running pipeline run.
     Cancel { run: u64 },
     /// Called by git in a pushed repository.
@@ -138,6 +144,32 @@ enum Command {
 enum HookKind {
     PreReceive,
     PostReceive,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Show config vars and the names of secrets.
+    Show { app: String },
+    /// Set vars, e.g. `drover config set hello GREETING=hi LEVEL=debug`; rolls out a new release.
+    Set {
+        app: String,
+        #[arg(required = true)]
+        pairs: Vec<String>,
+    },
+    /// Remove vars or secrets; rolls out a new release.
+    Unset {
+        app: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Set a secret; the value is read from standard input, never from the command line.
+    Set { app: String, key: String },
+    /// List the names of an app's secrets.
+    List { app: String },
 }
 
 #[derive(Subcommand)]

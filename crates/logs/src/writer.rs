@@ -75,6 +75,29 @@ impl LogWriter {
     pub fn capture(&self, stream: Stream, reader: impl Read) -> Result<(), LogError> {
         capture_lines(reader, MAX_LINE_BYTES, |line| self.write_line(stream, strip_cr(line)))
     }
+
+    /// Like [`capture`](Self::capture), but each line goes through `transform` first, which
+    /// returns the lines to write now (it may hold a line back and release it later, as a
+    /// masker of secrets split across lines does); `finish` returns what is still held at the
+    /// end of the stream.
+    pub fn capture_transformed(
+        &self,
+        stream: Stream,
+        reader: impl Read,
+        mut transform: impl FnMut(&str) -> Vec<String>,
+        finish: impl FnOnce() -> Vec<String>,
+    ) -> Result<(), LogError> {
+        capture_lines(reader, MAX_LINE_BYTES, |line| {
+            for out in transform(&String::from_utf8_lossy(strip_cr(line))) {
+                self.write_line(stream, out.as_bytes())?;
+            }
+            Ok(())
+        })?;
+        for out in finish() {
+            self.write_line(stream, out.as_bytes())?;
+        }
+        Ok(())
+    }
 }
 
 /// Appends `record` to the file of its instance under `root`, creating the file if needed.

@@ -23,9 +23,23 @@ pub struct AppSpec {
     pub deploy: DeploySpec,
     #[serde(default)]
     pub routing: RoutingSpec,
+    /// Config vars set with `drover config set` when the release was made; they override `env`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Names of the app's secrets when the release was made. Their values are never part of a
+    /// spec: they are sealed at rest and opened only into a process's environment.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 impl AppSpec {
+    /// The plain environment of the app's processes: `env` with `config` on top.
+    pub fn run_env(&self) -> BTreeMap<String, String> {
+        let mut env = self.env.clone();
+        env.extend(self.config.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env
+    }
+
     /// How many instances of `process` the spec asks for.
     pub fn scale_of(&self, process: &ProcessType) -> u32 {
         self.scale.get(process).copied().unwrap_or(1)

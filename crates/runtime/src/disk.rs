@@ -45,10 +45,20 @@ pub(crate) struct SpecFile {
     /// Whether the shim should try to isolate the app.
     #[serde(default)]
     pub isolation: IsolationRequest,
+    /// Secret variables, still sealed: the shim opens them with `key_file`.
+    #[serde(default)]
+    pub sealed_env: Vec<crate::SealedVar>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 impl SpecFile {
-    pub(crate) fn new(spec: &InstanceSpec, logs_root: &Path, isolation: IsolationRequest) -> Self {
+    pub(crate) fn new(
+        spec: &InstanceSpec,
+        logs_root: &Path,
+        isolation: IsolationRequest,
+        key_file: Option<&Path>,
+    ) -> Self {
         Self {
             id: spec.id.clone(),
             app: spec.app.clone(),
@@ -61,6 +71,8 @@ impl SpecFile {
             stop_grace_ms: u64::try_from(spec.stop_grace.as_millis()).unwrap_or(u64::MAX),
             logs_root: logs_root.to_owned(),
             isolation,
+            sealed_env: spec.sealed_env.clone(),
+            key_file: key_file.map(Path::to_owned),
         }
     }
 
@@ -79,6 +91,7 @@ impl SpecFile {
             port: self.port,
             slug_dir: self.slug_dir.clone(),
             stop_grace: self.stop_grace(),
+            sealed_env: self.sealed_env.clone(),
         }
     }
 }
@@ -177,8 +190,9 @@ mod tests {
             port: Some(8080),
             slug_dir: PathBuf::from("/srv/slugs/abc"),
             stop_grace: Duration::from_millis(2500),
+            sealed_env: Vec::new(),
         };
-        let file = SpecFile::new(&spec, Path::new("/var/lib/drover/logs"), IsolationRequest::Off);
+        let file = SpecFile::new(&spec, Path::new("/var/lib/drover/logs"), IsolationRequest::Off, None);
         let json = serde_json::to_string(&file).unwrap();
         let back: SpecFile = serde_json::from_str(&json).unwrap();
         assert_eq!(back.to_spec(), spec);

@@ -51,6 +51,18 @@ pub struct InstanceSpec {
     pub slug_dir: PathBuf,
     /// Time between SIGTERM and SIGKILL when the instance stops.
     pub stop_grace: Duration,
+    /// Secret environment variables, sealed. Only the supervisor opens them, into the app's
+    /// environment; every log line of the app is masked for their values.
+    pub sealed_env: Vec<SealedVar>,
+}
+
+/// One secret environment variable, sealed with the runtime's key file (see
+/// [`ProcessRuntime::with_key_file`]) under `context`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SealedVar {
+    pub name: String,
+    pub context: String,
+    pub sealed: Vec<u8>,
 }
 
 /// Where an instance is in its life.

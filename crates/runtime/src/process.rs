@@ -42,6 +42,8 @@ const POLL: Duration = Duration::from_millis(10);
 pub struct ProcessRuntime {
     inner: Arc<Inner>,
     isolation: IsolationRequest,
+    /// Opens instances' sealed variables; passed to each shim.
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -70,13 +72,18 @@ impl ProcessRuntime {
             shim_exe: absolute(shim_exe),
             starting: Mutex::new(HashSet::new()),
         };
-        Self { inner: Arc::new(inner), isolation: IsolationRequest::BestEffort }
+        Self { inner: Arc::new(inner), isolation: IsolationRequest::BestEffort, key_file: None }
     }
 
     /// The same runtime, but apps it starts from now on run as plain processes, never in a
     /// mount namespace (for hosts where namespaces misbehave).
     pub fn without_isolation(self) -> Self {
         Self { isolation: IsolationRequest::Off, ..self }
+    }
+
+    /// The key file that opens instances' sealed variables (see [`crate::SealedVar`]).
+    pub fn with_key_file(self, key_file: PathBuf) -> Self {
+        Self { key_file: Some(key_file), ..self }
     }
 
     /// The directory holding the instances' runtime files.
@@ -90,7 +97,7 @@ impl ProcessRuntime {
         dir: &Path,
         launched: &mut Option<ShimProcess>,
     ) -> Result<InstanceStatus, RuntimeError> {
-        let spec_file = SpecFile::new(spec, &self.inner.logs_root, self.isolation);
+        let spec_file = SpecFile::new(spec, &self.inner.logs_root, self.isolation, self.key_file.as_deref());
         disk::write_json(&dir.join(disk::SPEC_FILE), &spec_file)?;
         let shim = spawn_shim(&spec.id, &self.inner.shim_exe, dir).await?;
         *launched = Some(shim);
@@ -543,6 +550,7 @@ mod tests {
             port: None,
             slug_dir: PathBuf::from("/"),
             stop_grace: Duration::from_secs(1),
+            sealed_env: Vec::new(),
         }
     }
 

@@ -27,6 +27,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{killpg, SigHandler, SigSet, Signal};
 use nix::unistd::Pid;
+use secrets::Masker;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -66,6 +67,12 @@ pub enum ShimError {
         action: &'static str,
         #[source]
         source: io::Error,
+    },
+    #[error("cannot open secret {name}")]
+    Secret {
+        name: String,
+        #[source]
+        source: secrets::SecretError,
     },
     /// The app could not be started the first time; the instance is marked failed.
     #[error("cannot start the app")]
@@ -114,6 +121,8 @@ struct Shim {
     signals: SigSet,
     state: ShimFile,
     log: Arc<LogWriter>,
+    /// Masks the values of the instance's secrets in everything it logs.
+    masker: Arc<Masker>,
     env: BTreeMap<String, String>,
     setup: ChildSetup,
 }
@@ -158,7 +167,7 @@ impl Shim {
         disk::write_json(&dir.join(disk::SHIM_FILE), &state)?;
 
         let prepared = Self::prepare(&dir, &spec);
-        let (log, env, setup) = match prepared {
+        let (log, masker, env, setup) = match prepared {
             Ok(prepared) => prepared,
             Err(error) => {
                 state.state = ShimState::Failed;
@@ -167,10 +176,13 @@ impl Shim {
                 return Err(error);
             }
         };
-        Ok(Self { dir, spec, signals, state, log: Arc::new(log), env, setup })
+        Ok(Self { dir, spec, signals, state, log: Arc::new(log), masker: Arc::new(masker), env, setup })
     }
 
-    fn prepare(dir: &Path, spec: &SpecFile) -> Result<(LogWriter, BTreeMap<String, String>, ChildSetup), ShimError> {
+    fn prepare(
+        dir: &Path,
+        spec: &SpecFile,
+    ) -> Result<(LogWriter, Masker, BTreeMap<String, String>, ChildSetup), ShimError> {
         let source = LogSource {
             app: spec.app.clone(),
             release: spec.release,
@@ -184,10 +196,16 @@ impl Shim {
             fs::create_dir_all(private)
                 .map_err(|source| ShimError::Setup { action: "create HOME and TMPDIR", source })?;
         }
-        let env = app_env(spec, std::env::var("PATH").ok(), &home, &tmp);
+        let mut env = app_env(spec, std::env::var("PATH").ok(), &home, &tmp);
+        let secrets = open_secrets(spec)?;
+        let masker = Masker::new(secrets.iter().map(|(_, value)| value.as_str()));
+        // Secrets never override what Drover itself sets (PORT, DROVER_*, HOME, TMPDIR).
+        for (name, value) in secrets {
+            env.entry(name).or_insert(value);
+        }
         let setup = ChildSetup::plan(spec.isolation, &spec.slug_dir, dir)
             .map_err(|source| ShimError::Setup { action: "prepare the slug directory", source })?;
-        Ok((log, env, setup))
+        Ok((log, masker, env, setup))
     }
 
     fn supervise(&mut self) -> Result<(), ShimError> {
@@ -277,9 +295,17 @@ impl Shim {
         for (stream, pipe) in outputs {
             let Some(pipe) = pipe else { continue };
             let log = Arc::clone(&self.log);
+            let masker = Arc::clone(&self.masker);
             let done = done.clone();
             let reader = thread::Builder::new().name(format!("{stream:?}").to_lowercase()).spawn(move || {
-                if let Err(error) = log.capture(stream, pipe) {
+                let masks = std::cell::RefCell::new(masker.stream());
+                let captured = log.capture_transformed(
+                    stream,
+                    pipe,
+                    |line| masks.borrow_mut().push(line),
+                    || masks.borrow_mut().flush(),
+                );
+                if let Err(error) = captured {
                     tracing::warn!(error = %error, "cannot capture app output");
                 }
                 // The receiver is gone only if the shim stopped waiting for this app.
@@ -435,6 +461,33 @@ fn has_exited(pid: u32) -> bool {
     result != 0 || unsafe { info.si_pid() } != 0
 }
 
+/// Opens the instance's sealed variables with the runtime's key file.
+fn open_secrets(spec: &SpecFile) -> Result<Vec<(String, String)>, ShimError> {
+    if spec.sealed_env.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(key_file) = &spec.key_file else {
+        return Err(ShimError::Setup {
+            action: "open sealed variables without a key file",
+            source: io::Error::from(io::ErrorKind::NotFound),
+        });
+    };
+    let keyring = secrets::Keyring::load_or_create(key_file)
+        .map_err(|source| ShimError::Secret { name: "(key file)".to_owned(), source })?;
+    let mut out = Vec::with_capacity(spec.sealed_env.len());
+    for var in &spec.sealed_env {
+        let value = keyring
+            .open(&var.context, &var.sealed)
+            .map_err(|source| ShimError::Secret { name: var.name.clone(), source })?;
+        let text = value.expose_str().map(str::to_owned).ok_or_else(|| ShimError::Setup {
+            action: "use a secret that is not UTF-8 as an environment variable",
+            source: io::Error::from(io::ErrorKind::InvalidData),
+        })?;
+        out.push((var.name.clone(), text));
+    }
+    Ok(out)
+}
+
 /// Reaps the app's main process and waits (a bounded time) for its output to be captured.
 fn reap(app: &mut App) -> Option<ExitStatus> {
     let status = app.child.wait().ok();
@@ -512,6 +565,8 @@ mod tests {
             stop_grace_ms: 1000,
             logs_root: PathBuf::from("/logs"),
             isolation: IsolationRequest::BestEffort,
+            sealed_env: Vec::new(),
+            key_file: None,
         };
         let env = app_env(&spec, Some("/usr/bin".to_owned()), Path::new("/i/home"), Path::new("/i/tmp"));
         let expected = [

@@ -54,6 +54,7 @@ impl Fixture {
             port: None,
             slug_dir: self.slug(),
             stop_grace: Duration::from_secs(5),
+            sealed_env: Vec::new(),
         }
     }
 
@@ -445,4 +446,41 @@ async fn bad_requests_are_rejected_without_side_effects() {
     assert!(matches!(broken.start(spec.clone()).await, Err(RuntimeError::StartFailed { .. })));
     assert!(!fixture.dir.path().join("instances").join(spec.id.as_str()).exists());
     assert!(runtime.list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sealed_secrets_reach_the_app_and_never_its_logs_or_disk() {
+    let fx = Fixture::new();
+    let key_file = fx.dir.path().join("secret.key");
+    let keyring = secrets::Keyring::load_or_create(&key_file).unwrap();
+    let secret = "hunter2-correct-horse";
+    let sealed = keyring.seal("secret;app=hello;key=DB_PASSWORD", secret.as_bytes());
+    let runtime = runtime_for(fx.dir.path()).with_key_file(key_file);
+    let mut spec = fx.spec(
+        "sec1",
+        // Plain, base64, and split across two lines, then a marker line to wait for.
+        r#"echo "plain=$DB_PASSWORD"; printf %s "$DB_PASSWORD" | base64; echo "${DB_PASSWORD%%-*}"; echo "-${DB_PASSWORD#*-}"; echo done; sleep 600"#,
+    );
+    spec.sealed_env = vec![runtime::SealedVar {
+        name: "DB_PASSWORD".to_owned(),
+        context: "secret;app=hello;key=DB_PASSWORD".to_owned(),
+        sealed,
+    }];
+    let id = spec.id.clone();
+    runtime.start(spec).await.unwrap();
+    fx.wait_for_line(&id, Stream::Stdout, "done");
+    let lines: Vec<String> = fx.logs(&id).into_iter().filter(|r| r.stream == Stream::Stdout).map(|r| r.line).collect();
+    assert_eq!(lines[0], "plain=***");
+    assert!(lines.iter().all(|l| !l.contains(secret) && !l.contains("aHVudGVyMi1jb3JyZWN0LWhvcnNl")), "{lines:?}");
+    assert_eq!(lines[2..4], ["***", "***"], "{lines:?}");
+
+    // The app really got the value, and nothing under the data dir holds it in plain text.
+    let pid = status_of(&runtime, &id).await.unwrap().pid.unwrap();
+    let wanted = format!("DB_PASSWORD={secret}");
+    let has_secret = |p: u32| environ(p).unwrap_or_default().split(|b| *b == 0).any(|e| e == wanted.as_bytes());
+    let in_env = has_secret(pid) || processes_of(id.as_str()).into_iter().any(has_secret);
+    assert!(in_env, "the app's environment has the secret");
+    let grep = std::process::Command::new("grep").args(["-r", "-l", secret]).arg(fx.dir.path()).output().unwrap();
+    assert!(grep.stdout.is_empty(), "plain text secret on disk: {}", String::from_utf8_lossy(&grep.stdout));
+    runtime.stop(&id).await.unwrap();
 }

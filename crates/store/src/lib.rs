@@ -216,6 +216,16 @@ pub struct Source {
     pub polled_at_ms: Option<u64>,
 }
 
+/// A config var or secret of an app, for all stages (`stage` empty) or one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppVar {
+    pub stage: String,
+    pub key: String,
+    /// The plain value of a config var, or the sealed value of a secret.
+    pub value: Vec<u8>,
+    pub secret: bool,
+}
+
 pub struct Store {
     conn: Connection,
 }
@@ -314,6 +324,17 @@ CREATE TABLE deliveries (
     app TEXT NOT NULL,
     received_at_ms INTEGER NOT NULL,
     PRIMARY KEY (provider, id)
+);
+"#,
+    r#"
+CREATE TABLE app_vars (
+    app TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    secret INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (app, stage, key)
 );
 "#,
 ];
@@ -811,6 +832,43 @@ impl Store {
         Ok(n > 0)
     }
 
+    // ----- config vars and secrets -----
+
+    /// Sets and unsets vars of an app in one transaction.
+    pub fn update_vars(
+        &mut self,
+        app: &AppName,
+        set: &[AppVar],
+        unset: &[(String, String)],
+        now_ms: u64,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for var in set {
+            tx.execute(
+                "INSERT INTO app_vars (app, stage, key, value, secret, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(app, stage, key) DO UPDATE SET value = ?4, secret = ?5, updated_at_ms = ?6",
+                params![app.as_str(), var.stage, var.key, var.value, var.secret, now_ms],
+            )?;
+        }
+        for (stage, key) in unset {
+            tx.execute(
+                "DELETE FROM app_vars WHERE app = ?1 AND stage = ?2 AND key = ?3",
+                params![app.as_str(), stage, key],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn vars(&self, app: &AppName) -> Result<Vec<AppVar>> {
+        let mut stmt =
+            self.conn.prepare("SELECT stage, key, value, secret FROM app_vars WHERE app = ?1 ORDER BY stage, key")?;
+        let rows = stmt.query_map([app.as_str()], |r| {
+            Ok(AppVar { stage: r.get(0)?, key: r.get(1)?, value: r.get(2)?, secret: r.get(3)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     // ----- events and counters -----
 
     pub fn add_event(&self, app: Option<&AppName>, kind: &str, message: &str, now_ms: u64) -> Result<()> {
@@ -864,6 +922,8 @@ mod tests {
             health: Default::default(),
             deploy: Default::default(),
             routing: Default::default(),
+            config: Default::default(),
+            secrets: Default::default(),
         }
     }
 

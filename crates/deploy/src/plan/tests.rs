@@ -15,6 +15,8 @@ fn spec(strategy: Strategy, web: u32) -> AppSpec {
         health: Default::default(),
         deploy: Default::default(),
         routing: Default::default(),
+        config: Default::default(),
+        secrets: Default::default(),
     };
     spec.deploy.strategy = strategy;
     spec.deploy.deadline = Duration::from_secs(60);

@@ -1,0 +1,134 @@
+//! Config vars and secrets of an app. Config vars are plain and become part of the next release;
+//! secrets are sealed with the server's key before they are stored, and only their names are
+//! part of a release. Changing either makes a new release of the running artifact.
+
+use crate::routes::{deploy_view, release, ApiError, ApiResult};
+use crate::server::Ctx;
+use crate::wire::{ConfigRequest, ConfigView, DeployView, SecretRequest};
+use axum::extract::{Path, State};
+use axum::Json;
+use deploy::reconciler::{now_ms, secret_context};
+use model::{AppName, AppSpec};
+use std::sync::Arc;
+use store::{AppVar, Store};
+
+/// Names Drover sets itself; an app cannot override them.
+const RESERVED: &[&str] = &["PORT", "HOME", "TMPDIR"];
+
+fn check_key(key: &str) -> ApiResult<()> {
+    let mut chars = key.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(ApiError::bad_request(format!(
+            "{key:?} is not an environment variable name (letters, digits and _, not starting with a digit)"
+        )));
+    }
+    if RESERVED.contains(&key) || key.starts_with("DROVER_") {
+        return Err(ApiError::bad_request(format!("{key} is set by Drover and cannot be configured")));
+    }
+    Ok(())
+}
+
+/// Puts the app's current config vars and secret names into `spec`.
+pub(crate) fn apply_vars(store: &Store, spec: &mut AppSpec) -> Result<(), store::StoreError> {
+    spec.config.clear();
+    spec.secrets.clear();
+    for var in store.vars(&spec.name)?.into_iter().filter(|v| v.stage.is_empty()) {
+        if var.secret {
+            spec.secrets.push(var.key);
+        } else {
+            spec.config.insert(var.key, String::from_utf8_lossy(&var.value).into_owned());
+        }
+    }
+    Ok(())
+}
+
+/// The app's secrets in plain text, for a build or test step's environment (memory only).
+pub(crate) fn open_secrets(ctx: &Ctx, app: &AppName) -> Result<Vec<(String, String)>, String> {
+    let vars = ctx.store().vars(app).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for var in vars.into_iter().filter(|v| v.secret && v.stage.is_empty()) {
+        let value = ctx
+            .keyring
+            .open(&secret_context(app, &var.stage, &var.key), &var.value)
+            .map_err(|e| format!("secret {}: {e}", var.key))?;
+        let text = value.expose_str().ok_or_else(|| format!("secret {} is not UTF-8", var.key))?;
+        out.push((var.key, text.to_owned()));
+    }
+    Ok(out)
+}
+
+fn view(store: &Store, app: &AppName) -> ApiResult<ConfigView> {
+    let mut view = ConfigView::default();
+    for var in store.vars(app)?.into_iter().filter(|v| v.stage.is_empty()) {
+        if var.secret {
+            view.secrets.push(var.key);
+        } else {
+            view.vars.insert(var.key, String::from_utf8_lossy(&var.value).into_owned());
+        }
+    }
+    Ok(view)
+}
+
+pub(crate) async fn show(State(ctx): State<Arc<Ctx>>, Path(app): Path<String>) -> ApiResult<Json<ConfigView>> {
+    let app = AppName::parse(&app).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(Json(view(&ctx.store(), &app)?))
+}
+
+/// Stores the change and, if the app runs a release, rolls out a new one with it.
+fn change(ctx: &Ctx, app: &AppName, set: Vec<AppVar>, unset: Vec<String>, what: &str) -> ApiResult<Option<DeployView>> {
+    let now = now_ms();
+    let unset: Vec<(String, String)> = unset.into_iter().map(|k| (String::new(), k)).collect();
+    let target = {
+        let mut store = ctx.store();
+        store.update_vars(app, &set, &unset, now)?;
+        store.add_event(Some(app), "config", what, now)?;
+        match store.app(app) {
+            Ok(state) => state.target.map(|t| store.release(app, t)).transpose()?,
+            Err(store::StoreError::NoApp(_)) => None,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let Some(current) = target else { return Ok(None) };
+    let deploy_id = ctx.store().create_deploy(Some(app), what, now)?;
+    release(ctx, deploy_id, &current.spec, &current.digest, what).map_err(ApiError::bad_request)?;
+    Ok(Some(deploy_view(ctx, deploy_id, 0)?))
+}
+
+pub(crate) async fn set(
+    State(ctx): State<Arc<Ctx>>,
+    Path(app): Path<String>,
+    Json(req): Json<ConfigRequest>,
+) -> ApiResult<Json<Option<DeployView>>> {
+    let app = AppName::parse(&app).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    for key in req.set.keys().chain(&req.unset) {
+        check_key(key)?;
+    }
+    if req.set.is_empty() && req.unset.is_empty() {
+        return Err(ApiError::bad_request("nothing to set or unset"));
+    }
+    let mut what: Vec<String> = req.set.keys().map(|k| format!("set {k}")).collect();
+    what.extend(req.unset.iter().map(|k| format!("unset {k}")));
+    let set = req
+        .set
+        .into_iter()
+        .map(|(key, value)| AppVar { stage: String::new(), key, value: value.into_bytes(), secret: false })
+        .collect();
+    Ok(Json(change(&ctx, &app, set, req.unset, &format!("config: {}", what.join(", ")))?))
+}
+
+pub(crate) async fn set_secret(
+    State(ctx): State<Arc<Ctx>>,
+    Path(app): Path<String>,
+    Json(req): Json<SecretRequest>,
+) -> ApiResult<Json<Option<DeployView>>> {
+    let app = AppName::parse(&app).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    check_key(&req.key)?;
+    if req.value.is_empty() {
+        return Err(ApiError::bad_request(format!("secret {} is empty", req.key)));
+    }
+    let sealed = ctx.keyring.seal(&secret_context(&app, "", &req.key), req.value.as_bytes());
+    let var = AppVar { stage: String::new(), key: req.key.clone(), value: sealed, secret: true };
+    Ok(Json(change(&ctx, &app, vec![var], Vec::new(), &format!("secret: set {}", req.key))?))
+}
