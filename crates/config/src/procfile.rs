@@ -66,5 +66,6 @@ pub(crate) fn parse(file: &str, text: &str, name: AppName) -> Result<AppSpec, Co
         routing: Default::default(),
         config: Default::default(),
         secrets: Default::default(),
+        pipeline: Default::default(),
     })
 }

@@ -32,6 +32,28 @@ fn summary(spec: &AppSpec) -> String {
     if spec.deploy != DeploySpec::default() {
         write!(out, "; {:?}", spec.deploy).expect("writing to a String cannot fail");
     }
+    if let Some(test) = &spec.pipeline.test {
+        write!(out, "; test={:?} {}s", test.run, test.timeout.as_secs()).expect("writing to a String cannot fail");
+    }
+    if !spec.pipeline.stages.is_empty() {
+        let stages: Vec<String> = spec
+            .pipeline
+            .stages
+            .iter()
+            .map(|stage| {
+                let mut parts: Vec<String> = stage.branches.iter().map(|b| b.as_str().to_owned()).collect();
+                parts.extend(stage.except.iter().map(|b| format!("-{}", b.as_str())));
+                if let Some(after) = &stage.after {
+                    parts.push(format!("after {after}"));
+                }
+                if stage.approval == model::pipeline::Approval::Required {
+                    parts.push("approval".to_owned());
+                }
+                format!("{}({})", stage.name, parts.join(","))
+            })
+            .collect();
+        write!(out, "; stages={}", stages.join(" ")).expect("writing to a String cannot fail");
+    }
     if spec.routing != RoutingSpec::default() {
         write!(out, "; {:?}", spec.routing).expect("writing to a String cannot fail");
     }
@@ -64,7 +86,12 @@ scale: {web: 2}
 health: {path: /healthz, interval: 1s, timeout: 1s, start_period: 10s, healthy_threshold: 1, unhealthy_threshold: 2, liveness_threshold: 10}
 deploy: {strategy: rolling, max_surge: 1, max_unavailable: 0, deadline: 60s, drain_timeout: 30s, stop_grace: 10s}
 pipeline:
-  test: [make test]
+  test:
+    run: make test
+  stages:
+    - {name: preview, branches: ["*"], except: [main]}
+    - {name: staging, branches: [main]}
+    - {name: production, branches: [main], after: staging, approval: required}
 "#;
 
 #[test]
@@ -73,7 +100,7 @@ fn drover_yml_accepted() {
         (MINIMAL.to_owned(), r#"hello; web="python3 app.py""#),
         (
             FULL.to_owned(),
-            r#"hello; web="python3 app.py" worker="python3 worker.py"; build=["pip install -r requirements.txt --target .deps"]; env={"GREETING": "hello"}; scale=web=2; HealthSpec { path: Some("/healthz"), interval: 1s, timeout: 1s, start_period: 10s, healthy_threshold: 1, unhealthy_threshold: 2, liveness_threshold: 10 }"#,
+            r#"hello; web="python3 app.py" worker="python3 worker.py"; build=["pip install -r requirements.txt --target .deps"]; env={"GREETING": "hello"}; scale=web=2; HealthSpec { path: Some("/healthz"), interval: 1s, timeout: 1s, start_period: 10s, healthy_threshold: 1, unhealthy_threshold: 2, liveness_threshold: 10 }; test=["make test"] 600s; stages=preview(*,-main) staging(main) production(main,after staging,approval)"#,
         ),
         (
             "# my app\napp: my-app-2\nprocesses: {web: ./server, worker: \"./work --queue=a\"}\n".to_owned(),
@@ -115,10 +142,9 @@ fn drover_yml_accepted() {
         ),
         // Empty optional sections mean the defaults.
         (with("build:\nenv:\nscale:\nhealth:\ndeploy:\npipeline:\n"), r#"hello; web="python3 app.py""#),
-        // `pipeline` is reserved: any mapping is accepted and ignored.
         (
-            with("pipeline:\n  steps:\n    - run: make test\n  whatever: {x: [1, 2]}\n"),
-            r#"hello; web="python3 app.py""#,
+            with("pipeline:\n  test: {run: [a, b], timeout: 2m}\n"),
+            r#"hello; web="python3 app.py"; test=["a", "b"] 120s"#,
         ),
         // Anchors and merge keys are plain YAML and work.
         (
@@ -267,8 +293,22 @@ fn drover_yml_rejected() {
             r#"drover.yml:5:18: deploy.drain_timeout: expected a duration like 500ms, 1s, 1.5s or 2m, found "1 minute""#.into(),
         ),
         (with("deploy: rolling\n"), r#"drover.yml:4:9: deploy: expected a mapping, found "rolling""#.into()),
-        // pipeline must at least be a mapping.
+        // pipeline.
         (with("pipeline: make test\n"), r#"drover.yml:4:11: pipeline: expected a mapping, found "make test""#.into()),
+        (with("pipeline:\n  steps: []\n"), "drover.yml:5:3: pipeline.steps: unknown field (expected one of: test, stages)".into()),
+        (with("pipeline:\n  test: {timeout: 1m}\n"), "drover.yml:5:9: pipeline.test.run: required field is missing".into()),
+        (
+            with("pipeline:\n  stages:\n    - {name: prod, branches: [main], after: staging}\n"),
+            r#"drover.yml:6:7: pipeline.stages[0].after: no stage named "staging": this is the first stage, so it cannot come after one"#.into(),
+        ),
+        (
+            with("pipeline:\n  stages:\n    - {name: prod, branches: [\"ma in\"]}\n"),
+            r#"drover.yml:6:31: pipeline.stages[0].branches[0]: branch pattern "ma in" contains ' ', which no branch name can hold (only `*` is a wildcard)"#.into(),
+        ),
+        (
+            with("pipeline:\n  stages:\n    - {name: prod, branches: [main], approval: maybe}\n"),
+            r#"drover.yml:6:48: pipeline.stages[0].approval: unknown approval "maybe" (expected one of: none, required)"#.into(),
+        ),
     ];
     for (input, expected) in table {
         check(input, parse_yaml("drover.yml", input), expected);

@@ -8,11 +8,16 @@ use crate::duration;
 use crate::error::{field_segment, ConfigError};
 use crate::node::{self, Node, Pos, Value};
 use crate::suggest::did_you_mean;
+use model::pipeline::{Approval, BranchPattern, PipelineSpec, StageSpec, TestSpec};
 use model::{AppName, AppSpec, Balance, DeploySpec, HealthSpec, ProcessType, RoutingSpec, Strategy};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 const TOP_FIELDS: &[&str] = &["app", "processes", "build", "env", "scale", "health", "deploy", "routing", "pipeline"];
+const PIPELINE_FIELDS: &[&str] = &["test", "stages"];
+const TEST_FIELDS: &[&str] = &["run", "timeout"];
+const STAGE_FIELDS: &[&str] = &["name", "branches", "except", "after", "approval"];
+const APPROVALS: &[(&str, Approval)] = &[("none", Approval::None), ("required", Approval::Required)];
 const ROUTING_FIELDS: &[&str] = &["balance", "hosts"];
 const BALANCES: &[(&str, Balance)] =
     &[("round-robin", Balance::RoundRobin), ("least-connections", Balance::LeastConnections)];
@@ -137,11 +142,10 @@ impl Doc<'_> {
             Some(field) => self.routing(field)?,
             None => RoutingSpec::default(),
         };
-        // Reserved for build and test pipelines: accepted so that files written for a newer
-        // drover still deploy, but not interpreted yet.
-        if let Some(field) = record.given("pipeline") {
-            self.record_any(field)?;
-        }
+        let pipeline = match record.given("pipeline") {
+            Some(field) => self.pipeline(field)?,
+            None => PipelineSpec::default(),
+        };
         Ok(AppSpec {
             name,
             processes,
@@ -153,7 +157,78 @@ impl Doc<'_> {
             routing,
             config: BTreeMap::new(),
             secrets: Vec::new(),
+            pipeline,
         })
+    }
+
+    fn pipeline(&self, field: &Field<'_>) -> Result<PipelineSpec, ConfigError> {
+        let record = self.record(field, PIPELINE_FIELDS)?;
+        let mut pipeline = PipelineSpec::default();
+        let test_field = record.given("test");
+        if let Some(test) = test_field {
+            let test_record = self.record(test, TEST_FIELDS)?;
+            let run = match test_record.given("run") {
+                Some(run) => self.build(run)?,
+                None => return Err(self.missing(test, "run")),
+            };
+            let timeout = match test_record.given("timeout") {
+                Some(timeout) => self.positive_duration(timeout)?,
+                None => TestSpec::DEFAULT_TIMEOUT,
+            };
+            pipeline.test = Some(TestSpec { run, timeout });
+        }
+        let mut stage_fields = Vec::new();
+        if let Some(stages) = record.given("stages") {
+            let Value::Seq(items) = &stages.node.value else {
+                return Err(self.expected(stages, "a list of stages"));
+            };
+            for (idx, item) in items.iter().enumerate() {
+                let item = Field::item(stages, idx, item);
+                let stage = self.record(&item, STAGE_FIELDS)?;
+                let name = match stage.given("name") {
+                    Some(name) => self.string(name, "a stage name")?.to_owned(),
+                    None => return Err(self.missing(&item, "name")),
+                };
+                let branches = match stage.given("branches") {
+                    Some(list) => self.patterns(list)?,
+                    None => return Err(self.missing(&item, "branches")),
+                };
+                let except = stage.given("except").map(|list| self.patterns(list)).transpose()?.unwrap_or_default();
+                let after =
+                    stage.given("after").map(|a| self.string(a, "a stage name")).transpose()?.map(str::to_owned);
+                let approval = match stage.given("approval") {
+                    Some(approval) => self.one_of(approval, "approval", APPROVALS)?,
+                    None => Approval::None,
+                };
+                pipeline.stages.push(StageSpec { name, branches, except, after, approval });
+                stage_fields.push(item);
+            }
+        }
+        if let Err(e) = pipeline.validate() {
+            // Point at the stage or test step the problem is in.
+            let at = match e.stage_idx {
+                Some(idx) => stage_fields.get(idx).unwrap_or(field),
+                None => test_field.unwrap_or(field),
+            };
+            return Err(self.error(at.node.pos, &e.field, e.message));
+        }
+        Ok(pipeline)
+    }
+
+    /// A list of branch patterns such as `[main, "feature/*"]`.
+    fn patterns(&self, field: &Field<'_>) -> Result<Vec<BranchPattern>, ConfigError> {
+        let Value::Seq(items) = &field.node.value else {
+            return Err(self.expected(field, "a list of branch patterns"));
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(idx, item)| {
+                let item = Field::item(field, idx, item);
+                let text = self.string(&item, "a branch pattern")?;
+                BranchPattern::parse(text).map_err(|e| self.at_value(&item, e.to_string()))
+            })
+            .collect()
     }
 
     fn routing(&self, field: &Field<'_>) -> Result<RoutingSpec, ConfigError> {
@@ -361,16 +436,6 @@ impl Doc<'_> {
         Ok(Record { entries })
     }
 
-    /// Checks that a value is a mapping of any shape, without looking inside.
-    fn record_any(&self, field: &Field<'_>) -> Result<(), ConfigError> {
-        match field.node.value {
-            Value::Null | Value::Map(_) => Ok(()),
-            Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Str(_) | Value::Seq(_) => {
-                Err(self.expected(field, "a mapping"))
-            }
-        }
-    }
-
     /// The entries of a mapping (`null` reads as an empty one), keyed by scalars, without
     /// duplicates.
     fn entries<'n>(&self, field: &Field<'n>) -> Result<Vec<Field<'n>>, ConfigError> {
@@ -458,7 +523,8 @@ impl Doc<'_> {
     }
 
     fn missing(&self, parent: &Field<'_>, name: &str) -> ConfigError {
-        self.error(parent.node.pos, name, "required field is missing".to_owned())
+        let path = if parent.path.is_empty() { name.to_owned() } else { format!("{}.{name}", parent.path) };
+        self.error(parent.node.pos, &path, "required field is missing".to_owned())
     }
 
     fn expected(&self, field: &Field<'_>, what: &str) -> ConfigError {

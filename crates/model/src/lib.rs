@@ -4,6 +4,7 @@
 //! construction afterwards. This crate does no IO and knows nothing of SQLite, HTTP or processes.
 
 mod name;
+pub mod pipeline;
 mod route;
 mod spec;
 

@@ -30,6 +30,9 @@ pub struct AppSpec {
     /// spec: they are sealed at rest and opened only into a process's environment.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// How pushes become releases: the test step and the stages.
+    #[serde(default)]
+    pub pipeline: crate::pipeline::PipelineSpec,
 }
 
 impl AppSpec {

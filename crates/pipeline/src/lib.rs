@@ -18,7 +18,8 @@ mod error;
 pub mod junit;
 mod reports;
 mod runner;
-pub mod spec;
+/// The `pipeline:` spec types live in `model`, so an `AppSpec` can carry them.
+pub use model::pipeline as spec;
 
 pub use error::PipelineError;
 pub use junit::{Outcome, TestCase, TestReport};

@@ -924,6 +924,7 @@ mod tests {
             routing: Default::default(),
             config: Default::default(),
             secrets: Default::default(),
+            pipeline: Default::default(),
         }
     }
 

@@ -17,6 +17,7 @@ fn spec(strategy: Strategy, web: u32) -> AppSpec {
         routing: Default::default(),
         config: Default::default(),
         secrets: Default::default(),
+        pipeline: Default::default(),
     };
     spec.deploy.strategy = strategy;
     spec.deploy.deadline = Duration::from_secs(60);

@@ -21,7 +21,7 @@
 //! app's name by [`preview_app_name`], whose output is a valid [`AppName`] whatever the branch
 //! holds, so it can never carry a shell metacharacter or a path separator onward.
 
-use model::AppName;
+use crate::AppName;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::fmt;
