@@ -5,6 +5,7 @@
 
 pub mod datadir;
 mod git;
+mod pipeline;
 mod routes;
 mod runs;
 pub mod server;

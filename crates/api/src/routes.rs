@@ -1,5 +1,6 @@
 //! HTTP handlers. Every route but `/healthz` requires `Authorization: Bearer TOKEN`.
 
+use crate::pipeline::Gate;
 use crate::server::Ctx;
 use crate::wire::*;
 use axum::body::Body;
@@ -77,6 +78,8 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
         .route("/runs", get(crate::runs::list))
         .route("/runs/{id}", get(crate::runs::show))
         .route("/runs/{id}/cancel", post(crate::runs::cancel))
+        .route("/runs/{id}/approve", post(crate::runs::approve))
+        .route("/runs/{id}/reject", post(crate::runs::reject))
         .route("/server", get(server_status))
         .route("/server/shutdown", post(shutdown))
         .layer(middleware::from_fn_with_state(ctx.clone(), require_token));
@@ -204,6 +207,9 @@ async fn ps(State(ctx): State<Arc<Ctx>>, Path(app): Path<String>) -> ApiResult<J
 struct DeployQuery {
     /// Names the app when the upload has only a Procfile.
     name: Option<String>,
+    /// Skip the test step and deploy without a passing test record (recorded as an event).
+    #[serde(default)]
+    force: bool,
 }
 
 /// Accepts a gzip'd tarball of an app's source: validates it fully, then builds and rolls out in
@@ -236,7 +242,8 @@ async fn create_deploy(
     let app = spec.name.clone();
     let deploy_id = ctx.store().create_deploy(Some(&app), "building", now_ms())?;
     info!(app = %app, deploy = deploy_id, "deploy accepted");
-    tokio::spawn(build_and_release(ctx.clone(), deploy_id, spec, workdir));
+    let gate = if query.force { Gate::Forced } else { Gate::RequireTests };
+    tokio::spawn(build_and_release(ctx.clone(), deploy_id, spec, workdir, gate));
     let view = deploy_view(&ctx, deploy_id, 0)?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
@@ -259,18 +266,46 @@ fn check_hosts(ctx: &Ctx, spec: &model::AppSpec) -> ApiResult<()> {
     Ok(())
 }
 
-async fn build_and_release(ctx: Arc<Ctx>, deploy_id: u64, spec: model::AppSpec, workdir: tempfile::TempDir) {
+/// An upload's pipeline: build, test inside the artifact (unless forced), release.
+async fn build_and_release(
+    ctx: Arc<Ctx>,
+    deploy_id: u64,
+    spec: model::AppSpec,
+    workdir: tempfile::TempDir,
+    gate: Gate,
+) {
     let log = {
         let ctx = ctx.clone();
         move |line: &str| {
             let _ = ctx.store().append_deploy_log(deploy_id, line);
         }
     };
-    let built = build(&ctx, &spec, workdir.path().join("src"), log).await;
+    let built = build(&ctx, &spec, workdir.path().join("src"), log.clone()).await;
     drop(workdir);
-    let result = built.and_then(|built| release(&ctx, deploy_id, &spec, &built.digest, "deploy"));
-    if let Err(e) = result {
-        fail_deploy(&ctx, deploy_id, &spec.name, &format!("build failed: {e}"));
+    let built = match built {
+        Ok(built) => built,
+        Err(e) => {
+            fail_deploy(&ctx, deploy_id, &spec.name, &format!("build failed: {e}"));
+            return;
+        }
+    };
+    if gate == Gate::RequireTests {
+        let source = format!("deploy {deploy_id}");
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        match crate::pipeline::test_artifact(&ctx, &spec, &built.digest, &source, log.clone(), cancel).await {
+            Ok(Some(report)) => log(&format!(
+                "tests passed: {} tests, {} skipped; attested {}",
+                report.tests, report.skipped, built.digest
+            )),
+            Ok(None) => {}
+            Err(e) => {
+                fail_deploy(&ctx, deploy_id, &spec.name, &e);
+                return;
+            }
+        }
+    }
+    if let Err(e) = release(&ctx, deploy_id, &spec, &built.digest, "deploy", gate) {
+        fail_deploy(&ctx, deploy_id, &spec.name, &e);
     }
     ctx.wake.notify_one();
 }
@@ -316,7 +351,9 @@ pub(crate) fn release(
     spec: &model::AppSpec,
     digest: &model::Digest,
     description: &str,
+    gate: Gate,
 ) -> Result<ReleaseId, String> {
+    crate::pipeline::check_gate(ctx, spec, digest, gate)?;
     let now = now_ms();
     let mut store = ctx.store();
     let mut spec = spec.clone();

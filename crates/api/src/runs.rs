@@ -2,6 +2,7 @@
 //! time, oldest first. Runs are queued by `git push` (through the post-receive hook) and their
 //! progress is stored line by line, so `drover run logs -f` can follow them.
 
+use crate::pipeline::Gate;
 use crate::routes::{build, chain, release, ApiError, ApiResult};
 use crate::server::Ctx;
 use crate::wire::{PushRequest, PushResponse, RunView};
@@ -77,7 +78,12 @@ async fn execute(ctx: Arc<Ctx>, run: Run, cancel: Arc<AtomicBool>) {
     let outcome = steps(&ctx, &run, &cancel).await;
     let (status, message) = match outcome {
         _ if cancel.load(Ordering::SeqCst) => (RunStatus::Cancelled, "cancelled".to_owned()),
-        Ok(message) => (RunStatus::Succeeded, message),
+        Ok(Step::Done(message)) => (RunStatus::Succeeded, message),
+        Ok(Step::AwaitApproval(stage)) => {
+            let _ = ctx.store().set_run_stage(run.id, Some(&stage));
+            let message = format!("waiting for approval to deploy to {stage}: `drover approve {}`", run.id);
+            (RunStatus::Waiting, message)
+        }
         Err(message) => (RunStatus::Failed, message),
     };
     {
@@ -109,14 +115,15 @@ fn check_cancel(cancel: &AtomicBool) -> Result<(), String> {
     Ok(())
 }
 
-async fn steps(ctx: &Arc<Ctx>, run: &Run, cancel: &AtomicBool) -> Result<String, String> {
-    let short = &run.commit[..12.min(run.commit.len())];
-    log(ctx, run.id, &format!("checkout {short} of branch {:?}", run.branch));
-    let workdir = tempfile::Builder::new()
-        .prefix(&format!("run-{}-", run.id))
-        .tempdir_in(ctx.data.tmp())
-        .map_err(|e| format!("creating a work dir: {e}"))?;
-    let src = workdir.path().join("src");
+/// Where a run's steps stopped.
+enum Step {
+    Done(String),
+    /// Built, tested and deployed up to a stage that needs approval.
+    AwaitApproval(String),
+}
+
+/// Checks out the run's commit into a fresh directory and reads its `drover.yml`.
+async fn checkout(ctx: &Ctx, run: &Run, dir: &std::path::Path) -> Result<model::AppSpec, String> {
     let repo = ctx.data.repos().join(format!("{}.git", run.app));
     // The commit id was checked to be 40 hex digits; the branch name is not passed to git.
     let archive = tokio::process::Command::new("git")
@@ -129,42 +136,125 @@ async fn steps(ctx: &Arc<Ctx>, run: &Run, cancel: &AtomicBool) -> Result<String,
         .await
         .map_err(|e| format!("running git archive: {e}"))?;
     if !archive.status.success() {
-        return Err(format!("git archive {short} failed: {}", String::from_utf8_lossy(&archive.stderr).trim()));
+        return Err(format!("git archive {} failed: {}", run.commit, String::from_utf8_lossy(&archive.stderr).trim()));
     }
     let limit = ctx.settings.upload_limit;
     let app = run.app.clone();
-    let spec = tokio::task::spawn_blocking({
-        let src = src.clone();
-        move || -> Result<model::AppSpec, String> {
-            artifact::ArtifactStore::unpack_source(&archive.stdout[..], &src, limit).map_err(|e| chain(&e))?;
-            config::load_dir(&src, Some(&app)).map_err(|e| chain(&e))
-        }
+    let dir = dir.to_owned();
+    let spec = tokio::task::spawn_blocking(move || -> Result<model::AppSpec, String> {
+        artifact::ArtifactStore::unpack_source(&archive.stdout[..], &dir, limit).map_err(|e| chain(&e))?;
+        config::load_dir(&dir, Some(&app)).map_err(|e| chain(&e))
     })
     .await
     .expect("checkout does not panic")?;
     if spec.name != run.app {
         return Err(format!("drover.yml names app {}, but this is the repository of {}", spec.name, run.app));
     }
-    check_cancel(cancel)?;
+    Ok(spec)
+}
 
+async fn steps(ctx: &Arc<Ctx>, run: &Run, cancel: &Arc<AtomicBool>) -> Result<Step, String> {
+    let short = &run.commit[..12.min(run.commit.len())];
+    let workdir = tempfile::Builder::new()
+        .prefix(&format!("run-{}-", run.id))
+        .tempdir_in(ctx.data.tmp())
+        .map_err(|e| format!("creating a work dir: {e}"))?;
+    let src = workdir.path().join("src");
     let run_id = run.id;
-    let built = build(ctx, &spec, src, {
+    let logger = {
         let ctx = ctx.clone();
         move |line: &str| log(&ctx, run_id, line)
-    })
-    .await?;
-    drop(workdir);
-    ctx.store().set_run_digest(run.id, &built.digest).map_err(|e| e.to_string())?;
+    };
+
+    // A run resumed after an approval already built and tested its artifact.
+    let resume = match (&run.stage, &run.digest) {
+        (Some(stage), Some(digest)) => Some((stage.clone(), digest.clone())),
+        _ => None,
+    };
+    if resume.is_none() {
+        log(ctx, run.id, &format!("checkout {short} of branch {:?}", run.branch));
+    }
+    let spec = checkout(ctx, run, &src).await?;
     check_cancel(cancel)?;
 
-    if !DEFAULT_BRANCHES.contains(&run.branch.as_str()) {
-        return Ok(format!("built {}; branch {:?} deploys nowhere", built.digest, run.branch));
+    let digest = match resume.as_ref() {
+        Some((stage, digest)) => {
+            log(ctx, run.id, &format!("approved: continuing at stage {stage} with {digest}"));
+            digest.clone()
+        }
+        None => {
+            let built = build(ctx, &spec, src.clone(), logger.clone()).await?;
+            ctx.store().set_run_digest(run.id, &built.digest).map_err(|e| e.to_string())?;
+            check_cancel(cancel)?;
+            let source = format!("run {}", run.id);
+            let report =
+                crate::pipeline::test_artifact(ctx, &spec, &built.digest, &source, logger.clone(), cancel.clone())
+                    .await;
+            if let Ok(Some(report)) = &report {
+                let json = serde_json::to_string(report).expect("reports serialize");
+                ctx.store().set_run_tests(run.id, &json).map_err(|e| e.to_string())?;
+                log(ctx, run.id, &format!("tests passed: {} tests, {} skipped", report.tests, report.skipped));
+            }
+            report?;
+            check_cancel(cancel)?;
+            built.digest
+        }
+    };
+    drop(workdir);
+
+    if spec.pipeline.stages.is_empty() {
+        if !DEFAULT_BRANCHES.contains(&run.branch.as_str()) {
+            return Ok(Step::Done(format!("built {digest}; branch {:?} deploys nowhere", run.branch)));
+        }
+        let release = deploy_to(ctx, run, &spec, &spec.name, &digest).await?;
+        return Ok(Step::Done(format!("{release} of {} is live", spec.name)));
     }
-    let deploy_id = ctx.store().create_deploy(Some(&spec.name), "deploying", now_ms()).map_err(|e| e.to_string())?;
-    log(ctx, run.id, &format!("deploy {deploy_id}: releasing {} to {}", built.digest, spec.name));
-    let release =
-        release(ctx, deploy_id, &spec, &built.digest, &format!("run {} ({short} on {})", run.id, run.branch))?;
-    wait_for_deploy(ctx, run.id, deploy_id).await.map(|()| format!("{release} of {} is live", spec.name))
+    let stages = spec.pipeline.stages_for(&run.branch);
+    if stages.is_empty() {
+        return Ok(Step::Done(format!("built {digest}; no stage takes branch {:?}", run.branch)));
+    }
+    let start = match &resume {
+        Some((stage, _)) => stages.iter().position(|s| &s.name == stage).ok_or(format!("no stage {stage} any more"))?,
+        None => 0,
+    };
+    let mut live = Vec::new();
+    for (idx, stage) in stages.iter().enumerate().skip(start) {
+        let approved = resume.is_some() && idx == start;
+        if stage.approval == model::pipeline::Approval::Required && !approved {
+            return Ok(Step::AwaitApproval(stage.name.clone()));
+        }
+        let app = crate::pipeline::stage_app(&spec.name, stage, &run.branch)?;
+        log(ctx, run.id, &format!("stage {}: deploying {digest} to {app}", stage.name));
+        let release = deploy_to(ctx, run, &spec, &app, &digest).await?;
+        live.push(format!("{}: {app} {release}", stage.name));
+        check_cancel(cancel)?;
+    }
+    Ok(Step::Done(format!("live on {}", live.join(", "))))
+}
+
+/// Releases `digest` as app `target` (the spec's app, or a stage's) and waits for the rollout.
+async fn deploy_to(
+    ctx: &Ctx,
+    run: &Run,
+    spec: &model::AppSpec,
+    target: &AppName,
+    digest: &model::Digest,
+) -> Result<model::ReleaseId, String> {
+    let mut spec = spec.clone();
+    spec.name = target.clone();
+    let deploy_id = ctx.store().create_deploy(Some(target), "deploying", now_ms()).map_err(|e| e.to_string())?;
+    log(ctx, run.id, &format!("deploy {deploy_id}: releasing {digest} to {target}"));
+    let short = &run.commit[..12.min(run.commit.len())];
+    let description = format!("run {} ({short} on {})", run.id, run.branch);
+    let release = match release(ctx, deploy_id, &spec, digest, &description, Gate::RequireTests) {
+        Ok(release) => release,
+        Err(e) => {
+            crate::routes::fail_deploy(ctx, deploy_id, target, &e);
+            return Err(e);
+        }
+    };
+    wait_for_deploy(ctx, run.id, deploy_id).await?;
+    Ok(release)
 }
 
 /// Waits for a deploy to finish, copying its progress into the run's log.
@@ -204,6 +294,8 @@ fn run_view(ctx: &Ctx, run: Run, after: u64) -> ApiResult<RunView> {
         created_at_ms: run.created_at_ms,
         started_at_ms: run.started_at_ms,
         finished_at_ms: run.finished_at_ms,
+        stage: run.stage,
+        tests: run.test_json.and_then(|json| serde_json::from_str(&json).ok()),
         log,
     })
 }
@@ -227,7 +319,7 @@ pub(crate) async fn push(
             continue;
         };
         if update.new.bytes().all(|b| b == b'0') {
-            messages.push(format!("branch {branch:?} deleted"));
+            messages.push(destroy_preview(&ctx, &app, branch));
             continue;
         }
         if !is_commit_id(&update.new) {
@@ -284,4 +376,57 @@ pub(crate) async fn cancel(State(ctx): State<Arc<Ctx>>, Path(id): Path<u64>) -> 
     ctx.store().add_event(Some(&run.app), "run.cancelled", &format!("run {id} cancelled"), now_ms())?;
     let run = ctx.store().run(id)?.ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
     Ok((StatusCode::ACCEPTED, Json(run_view(&ctx, run, 0)?)))
+}
+
+/// `drover approve RUN`: a waiting run continues at the stage it waited for.
+pub(crate) async fn approve(State(ctx): State<Arc<Ctx>>, Path(id): Path<u64>) -> ApiResult<Json<RunView>> {
+    decide(&ctx, id, RunStatus::Queued).await
+}
+
+/// `drover reject RUN`: a waiting run ends without deploying further.
+pub(crate) async fn reject(State(ctx): State<Arc<Ctx>>, Path(id): Path<u64>) -> ApiResult<Json<RunView>> {
+    decide(&ctx, id, RunStatus::Rejected).await
+}
+
+async fn decide(ctx: &Arc<Ctx>, id: u64, next: RunStatus) -> ApiResult<Json<RunView>> {
+    let run = ctx.store().run(id)?.ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
+    if run.status != RunStatus::Waiting {
+        return Err(ApiError::bad_request(format!("run {id} is {}, not waiting for approval", run.status.as_str())));
+    }
+    let stage = run.stage.clone().unwrap_or_default();
+    let (kind, message) = match next {
+        RunStatus::Queued => ("run.approved", format!("approved deploy to {stage}")),
+        _ => ("run.rejected", format!("rejected deploy to {stage}")),
+    };
+    {
+        let store = ctx.store();
+        store.set_run_status(id, next, &message, now_ms())?;
+        store.append_run_log(id, &message)?;
+        store.add_event(Some(&run.app), kind, &format!("run {id}: {message}"), now_ms())?;
+    }
+    ctx.runs_wake.notify_one();
+    let run = ctx.store().run(id)?.ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
+    Ok(Json(run_view(ctx, run, 0)?))
+}
+
+/// A deleted branch takes its preview app with it: the app stops running and says why.
+pub(crate) fn destroy_preview(ctx: &Ctx, app: &AppName, branch: &str) -> String {
+    let Some(preview) = model::pipeline::preview_app_name(app, branch) else {
+        return format!("branch {branch:?} deleted");
+    };
+    let store = ctx.store();
+    match store.app(&preview) {
+        Ok(state) if state.target.is_some() => {
+            let _ = store.set_target(&preview, None);
+            let _ = store.add_event(
+                Some(&preview),
+                "preview.destroyed",
+                &format!("branch {branch:?} was deleted"),
+                now_ms(),
+            );
+            ctx.wake.notify_one();
+            format!("branch {branch:?} deleted; preview app {preview} destroyed")
+        }
+        _ => format!("branch {branch:?} deleted"),
+    }
 }

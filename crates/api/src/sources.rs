@@ -182,7 +182,7 @@ async fn apply_change(ctx: &Ctx, source: &Source, refname: &str, after: Option<&
         return format!("{refname}: only branches start runs");
     };
     let Some(after) = after else {
-        return format!("branch {branch:?} deleted");
+        return crate::runs::destroy_preview(ctx, &source.app, branch);
     };
     let repo = ctx.data.repos().join(format!("{}.git", source.app));
     // `+refs/heads/NAME:refs/heads/NAME` cannot be taken for an option, and git checks the name.

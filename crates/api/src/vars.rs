@@ -2,6 +2,7 @@
 //! secrets are sealed with the server's key before they are stored, and only their names are
 //! part of a release. Changing either makes a new release of the running artifact.
 
+use crate::pipeline::Gate;
 use crate::routes::{deploy_view, release, ApiError, ApiResult};
 use crate::server::Ctx;
 use crate::wire::{ConfigRequest, ConfigView, DeployView, SecretRequest};
@@ -92,7 +93,7 @@ fn change(ctx: &Ctx, app: &AppName, set: Vec<AppVar>, unset: Vec<String>, what: 
     };
     let Some(current) = target else { return Ok(None) };
     let deploy_id = ctx.store().create_deploy(Some(app), what, now)?;
-    release(ctx, deploy_id, &current.spec, &current.digest, what).map_err(ApiError::bad_request)?;
+    release(ctx, deploy_id, &current.spec, &current.digest, what, Gate::RequireTests).map_err(ApiError::bad_request)?;
     Ok(Some(deploy_view(ctx, deploy_id, 0)?))
 }
 

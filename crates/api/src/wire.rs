@@ -135,6 +135,10 @@ pub struct RunView {
     pub created_at_ms: u64,
     pub started_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,
+    /// The stage a waiting run waits to deploy to.
+    pub stage: Option<String>,
+    /// The JUnit results of the run's test step.
+    pub tests: Option<serde_json::Value>,
     pub log: Vec<LogLine>,
 }
 

@@ -31,11 +31,13 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
                 );
             }
             let dir = dir.unwrap_or_else(default_example);
-            deploy(&Client::connect(&data)?, &dir, name.as_deref(), true, &out).await
+            deploy(&Client::connect(&data)?, &dir, name.as_deref(), true, Gate::RequireTests, &out).await
         }
-        Command::Deploy { dir, name, no_wait } => {
+        Command::Deploy { dir, name, no_wait, force } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from("."));
-            deploy(&Client::connect(&data)?, &dir, name.as_deref(), !no_wait, &out).await
+            let client = Client::connect(&data)?;
+            let gate = if force { Gate::Forced } else { Gate::RequireTests };
+            deploy(&client, &dir, name.as_deref(), !no_wait, gate, &out).await
         }
         Command::Apps => {
             let apps: Vec<AppView> = Client::connect(&data)?.get("/apps").await?;
@@ -172,6 +174,12 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
                 if let Some(digest) = &view.digest {
                     println!("artifact: {digest}");
                 }
+                if let Some(tests) = &view.tests {
+                    println!(
+                        "tests: {} run, {} failed, {} errors, {} skipped, {} ms",
+                        tests["tests"], tests["failures"], tests["errors"], tests["skipped"], tests["duration_ms"]
+                    );
+                }
                 for line in &view.log {
                     println!("  {}", line.line);
                 }
@@ -243,6 +251,8 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
             Ok(0)
         }
         Command::Run(RunCommand::Logs { run, follow }) => run_logs(&Client::connect(&data)?, run, follow, &out).await,
+        Command::Approve { run } => decide(&Client::connect(&data)?, run, "approve", &out).await,
+        Command::Reject { run } => decide(&Client::connect(&data)?, run, "reject", &out).await,
         Command::Cancel { run } => {
             let view: RunView =
                 Client::connect(&data)?.post(&format!("/runs/{run}/cancel"), &serde_json::json!({})).await?;
@@ -373,7 +383,21 @@ fn pack(dir: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(builder.into_inner()?.finish()?)
 }
 
-async fn deploy(client: &Client, dir: &Path, name: Option<&str>, wait: bool, out: &Output) -> anyhow::Result<i32> {
+/// Whether a deploy must pass the app's tests.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    RequireTests,
+    Forced,
+}
+
+async fn deploy(
+    client: &Client,
+    dir: &Path,
+    name: Option<&str>,
+    wait: bool,
+    gate: Gate,
+    out: &Output,
+) -> anyhow::Result<i32> {
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
@@ -387,6 +411,9 @@ async fn deploy(client: &Client, dir: &Path, name: Option<&str>, wait: bool, out
     let mut request = client.request(reqwest::Method::POST, "/deploys").body(body);
     if let Some(name) = name {
         request = request.query(&[("name", name)]);
+    }
+    if gate == Gate::Forced {
+        request = request.query(&[("force", "true")]);
     }
     let view: DeployView = client.send(request).await.with_context(|| format!("deploying {}", dir.display()))?;
     follow_deploy(client, view, wait, out).await
@@ -436,6 +463,17 @@ async fn follow_deploy(client: &Client, mut view: DeployView, wait: bool, out: &
             Ok(1)
         }
     }
+}
+
+/// Approves or rejects the deploy a waiting run waits for.
+async fn decide(client: &Client, run: u64, verb: &str, out: &Output) -> anyhow::Result<i32> {
+    let view: RunView = client.post(&format!("/runs/{run}/{verb}"), &serde_json::json!({})).await?;
+    if out.json {
+        out.print_json(&view);
+    } else {
+        println!("run {}: {}", view.id, view.message);
+    }
+    Ok(0)
 }
 
 /// After a config change: follows the new release's rollout, if the app runs one.

@@ -62,6 +62,9 @@ enum Command {
         /// Return once the upload is accepted.
         #[arg(long)]
         no_wait: bool,
+        /// Skip the tests and deploy without a passing test record (recorded as an event).
+        #[arg(long)]
+        force: bool,
     },
     /// List apps.
     Apps,
@@ -126,6 +129,10 @@ enum Command {
     Secrets(SecretsCommand),
     /// Cancel a queued or running pipeline run.
     Cancel { run: u64 },
+    /// Approve the deploy a waiting run waits for.
+    Approve { run: u64 },
+    /// Refuse the deploy a waiting run waits for.
+    Reject { run: u64 },
     /// Called by git in a pushed repository.
     #[command(hide = true)]
     Hook {

@@ -132,6 +132,10 @@ pub enum RunStatus {
     Cancelled,
     /// A newer push to the same branch replaced it before it started.
     Superseded,
+    /// Built and tested; waits for someone to approve the deploy to `Run::stage`.
+    Waiting,
+    /// Someone refused the deploy it waited for.
+    Rejected,
 }
 
 impl RunStatus {
@@ -143,6 +147,8 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
             RunStatus::Superseded => "superseded",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Rejected => "rejected",
         }
     }
 
@@ -153,12 +159,14 @@ impl RunStatus {
             "succeeded" => RunStatus::Succeeded,
             "cancelled" => RunStatus::Cancelled,
             "superseded" => RunStatus::Superseded,
+            "waiting" => RunStatus::Waiting,
+            "rejected" => RunStatus::Rejected,
             _ => RunStatus::Failed,
         }
     }
 
     pub fn is_finished(self) -> bool {
-        !matches!(self, RunStatus::Queued | RunStatus::Running)
+        !matches!(self, RunStatus::Queued | RunStatus::Running | RunStatus::Waiting)
     }
 }
 
@@ -178,10 +186,15 @@ pub struct Run {
     pub created_at_ms: u64,
     pub started_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,
+    /// The stage a waiting run waits to deploy to, or a resumed run starts from.
+    pub stage: Option<String>,
+    /// The test report of the run's artifact, as JSON.
+    pub test_json: Option<String>,
 }
 
 const RUN_COLUMNS: &str =
-    "id, app, branch, commit_sha, trigger, status, message, digest, created_at_ms, started_at_ms, finished_at_ms";
+    "id, app, branch, commit_sha, trigger, status, message, digest, created_at_ms, started_at_ms, \
+                           finished_at_ms, stage, test_json";
 
 fn row_run(row: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
     let digest: Option<String> = row.get(7)?;
@@ -197,7 +210,21 @@ fn row_run(row: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
         created_at_ms: row.get(8)?,
         started_at_ms: row.get(9)?,
         finished_at_ms: row.get(10)?,
+        stage: row.get(11)?,
+        test_json: row.get(12)?,
     })
+}
+
+/// A test record of an artifact: what was tested is what may ship.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attestation {
+    pub id: u64,
+    pub digest: Digest,
+    /// What produced it, e.g. `run 4` or `deploy 9`.
+    pub source: String,
+    pub passed: bool,
+    pub report_json: Option<String>,
+    pub created_at_ms: u64,
 }
 
 /// Where an app's code comes from besides `git push`: a remote repository that sends webhooks
@@ -336,6 +363,19 @@ CREATE TABLE app_vars (
     updated_at_ms INTEGER NOT NULL,
     PRIMARY KEY (app, stage, key)
 );
+"#,
+    r#"
+CREATE TABLE attestations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    digest TEXT NOT NULL,
+    source TEXT NOT NULL,
+    passed INTEGER NOT NULL,
+    report_json TEXT,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE INDEX attestations_by_digest ON attestations (digest, id);
+ALTER TABLE runs ADD COLUMN stage TEXT;
+ALTER TABLE runs ADD COLUMN test_json TEXT;
 "#,
 ];
 
@@ -674,13 +714,14 @@ impl Store {
     ) -> Result<(u64, Vec<u64>)> {
         let tx = self.conn.transaction()?;
         let superseded: Vec<u64> = {
-            let mut stmt = tx.prepare("SELECT id FROM runs WHERE app = ?1 AND branch = ?2 AND status = 'queued'")?;
+            let mut stmt =
+                tx.prepare("SELECT id FROM runs WHERE app = ?1 AND branch = ?2 AND status IN ('queued', 'waiting')")?;
             let ids = stmt.query_map(params![app.as_str(), branch], |r| r.get(0))?;
             ids.collect::<rusqlite::Result<_>>()?
         };
         tx.execute(
             "UPDATE runs SET status = 'superseded', message = 'superseded by a newer push', finished_at_ms = ?3
-             WHERE app = ?1 AND branch = ?2 AND status = 'queued'",
+             WHERE app = ?1 AND branch = ?2 AND status IN ('queued', 'waiting')",
             params![app.as_str(), branch, now_ms],
         )?;
         tx.execute(
@@ -733,10 +774,57 @@ impl Store {
             "UPDATE runs SET status = ?1, message = ?2,
                 started_at_ms = CASE WHEN ?1 = 'running' THEN ?3 ELSE started_at_ms END,
                 finished_at_ms = CASE WHEN ?1 IN ('queued', 'running') THEN NULL ELSE ?3 END
-             WHERE id = ?4 AND status IN ('queued', 'running')",
+             WHERE id = ?4 AND status IN ('queued', 'running', 'waiting')",
             params![status.as_str(), message, now_ms, id],
         )?;
         Ok(n > 0)
+    }
+
+    pub fn set_run_stage(&self, id: u64, stage: Option<&str>) -> Result<()> {
+        self.conn.execute("UPDATE runs SET stage = ?1 WHERE id = ?2", params![stage, id])?;
+        Ok(())
+    }
+
+    pub fn set_run_tests(&self, id: u64, test_json: &str) -> Result<()> {
+        self.conn.execute("UPDATE runs SET test_json = ?1 WHERE id = ?2", params![test_json, id])?;
+        Ok(())
+    }
+
+    pub fn record_attestation(
+        &self,
+        digest: &Digest,
+        source: &str,
+        passed: bool,
+        report_json: Option<&str>,
+        now_ms: u64,
+    ) -> Result<u64> {
+        self.conn.execute(
+            "INSERT INTO attestations (digest, source, passed, report_json, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![digest.as_str(), source, passed, report_json, now_ms],
+        )?;
+        Ok(self.conn.last_insert_rowid() as u64)
+    }
+
+    /// The newest passing test record of `digest`, if any.
+    pub fn passing_attestation(&self, digest: &Digest) -> Result<Option<Attestation>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, digest, source, passed, report_json, created_at_ms FROM attestations
+                 WHERE digest = ?1 AND passed = 1 ORDER BY id DESC LIMIT 1",
+                [digest.as_str()],
+                |r| {
+                    Ok(Attestation {
+                        id: r.get(0)?,
+                        digest: Digest::parse(&r.get::<_, String>(1)?).map_err(|e| sql_err(1, e))?,
+                        source: r.get(2)?,
+                        passed: r.get(3)?,
+                        report_json: r.get(4)?,
+                        created_at_ms: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 
     pub fn set_run_digest(&self, id: u64, digest: &Digest) -> Result<()> {

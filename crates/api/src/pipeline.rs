@@ -1,0 +1,142 @@
+//! The pipeline's server side: test the exact artifact that was built, record the result as an
+//! attestation of its digest, and release it to the stages a branch deploys to, waiting for
+//! approval where a stage asks for it.
+
+use crate::server::Ctx;
+use deploy::reconciler::now_ms;
+use model::pipeline::{preview_app_name, StageSpec};
+use model::{AppName, AppSpec, Digest};
+use pipeline::{TestReport, TestStep};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Whether a release must have a passing test record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// Refuse a digest without a passing attestation when the app declares tests.
+    RequireTests,
+    /// Deploy anyway; recorded as an event.
+    Forced,
+}
+
+/// Runs the app's test step inside the unpacked artifact `digest` and records an attestation
+/// from `source`. `Ok(None)` when the app declares no tests.
+pub(crate) async fn test_artifact(
+    ctx: &Arc<Ctx>,
+    spec: &AppSpec,
+    digest: &Digest,
+    source: &str,
+    log: impl Fn(&str) + Send + 'static,
+    cancel: Arc<AtomicBool>,
+) -> Result<Option<TestReport>, String> {
+    let Some(test) = spec.pipeline.test.clone() else { return Ok(None) };
+    let ctx2 = ctx.clone();
+    let spec2 = spec.clone();
+    let digest2 = digest.clone();
+    let outcome = tokio::task::spawn_blocking(move || -> Result<pipeline::TestOutcome, String> {
+        let artifact_dir = ctx2.artifacts.unpacked(&digest2).map_err(|e| crate::routes::chain(&e))?;
+        let work = tempfile::Builder::new()
+            .prefix("test-")
+            .tempdir_in(ctx2.data.tmp())
+            .map_err(|e| format!("creating the test work dir: {e}"))?;
+        let mut env = spec2.run_env();
+        let secrets = crate::vars::open_secrets(&ctx2, &spec2.name)?;
+        let masker = secrets::Masker::new(secrets.iter().map(|(_, v)| v.as_str()));
+        env.extend(secrets);
+        log(&format!("testing {digest2} inside the artifact ({} command(s))", test.run.len()));
+        let step = TestStep {
+            commands: test.run.clone(),
+            env,
+            artifact_dir,
+            work_dir: work.path().to_owned(),
+            timeout: test.timeout,
+        };
+        let mut masks = masker.stream();
+        let outcome = pipeline::run_tests(
+            &step,
+            &mut |line| {
+                for masked in masks.push(line) {
+                    log(&masked);
+                }
+            },
+            &cancel,
+        );
+        for masked in masks.flush() {
+            log(&masked);
+        }
+        outcome.map_err(|e| crate::routes::chain(&e))
+    })
+    .await
+    .expect("tests do not panic")?;
+
+    let passed = outcome.passed();
+    let report_json = outcome.report.as_ref().map(|r| serde_json::to_string(r).expect("reports serialize"));
+    ctx.store()
+        .record_attestation(digest, source, passed, report_json.as_deref(), now_ms())
+        .map_err(|e| e.to_string())?;
+    let summary = summarize(&outcome);
+    if passed {
+        Ok(Some(outcome.report.unwrap_or_default()))
+    } else {
+        Err(format!("tests failed: {summary}"))
+    }
+}
+
+/// One line on how a test step went, with the first failures.
+pub(crate) fn summarize(outcome: &pipeline::TestOutcome) -> String {
+    let mut text = outcome.exit.to_string();
+    if let Some(report) = &outcome.report {
+        text = format!(
+            "{} tests, {} failed, {} errors, {} skipped; {text}",
+            report.tests, report.failures, report.errors, report.skipped
+        );
+        let failures: Vec<String> = report
+            .cases
+            .iter()
+            .filter_map(|case| match &case.outcome {
+                pipeline::Outcome::Failed { message, .. } | pipeline::Outcome::Error { message, .. } => {
+                    Some(format!("{}: {message}", case.name))
+                }
+                _ => None,
+            })
+            .take(3)
+            .collect();
+        if !failures.is_empty() {
+            text.push_str(&format!(" ({})", failures.join("; ")));
+        }
+    }
+    for error in &outcome.report_errors {
+        text.push_str(&format!("; {error}"));
+    }
+    text
+}
+
+/// Refuses `digest` for `spec` unless it passed the app's tests, or the deploy is forced.
+pub(crate) fn check_gate(ctx: &Ctx, spec: &AppSpec, digest: &Digest, gate: Gate) -> Result<(), String> {
+    if spec.pipeline.test.is_none() {
+        return Ok(());
+    }
+    match gate {
+        Gate::Forced => {
+            let message = format!("{digest} deployed without a passing test record (forced)");
+            ctx.store().add_event(Some(&spec.name), "deploy.forced", &message, now_ms()).map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        Gate::RequireTests => match ctx.store().passing_attestation(digest).map_err(|e| e.to_string())? {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "refusing to deploy {digest}: it has no passing test record (deploy with --force to override; it is recorded)"
+            )),
+        },
+    }
+}
+
+/// The app a stage deploys to: `production` is the app itself, `preview` an app per branch,
+/// any other stage `APP-STAGE`.
+pub(crate) fn stage_app(app: &AppName, stage: &StageSpec, branch: &str) -> Result<AppName, String> {
+    match stage.name.as_str() {
+        "production" => Ok(app.clone()),
+        "preview" => preview_app_name(app, branch).ok_or_else(|| format!("branch {branch:?} has no preview name")),
+        other => AppName::parse(&format!("{app}-{other}")).map_err(|e| format!("stage {other}: {e}")),
+    }
+}
