@@ -46,5 +46,32 @@ class AppTest(unittest.TestCase):
         self.assertEqual(self.get("/healthz"), (200, b"ok\n"))
 
 
+def write_junit(result, path):
+    """Writes the results as JUnit XML, which Drover collects from $DROVER_REPORTS."""
+    import xml.etree.ElementTree as ET
+
+    suite = ET.Element("testsuite", name="hello-python", tests=str(result.testsRun))
+    failed = {id(t): ("failure", msg) for t, msg in result.failures}
+    failed.update({id(t): ("error", msg) for t, msg in result.errors})
+    for test in result.cases:
+        case = ET.SubElement(suite, "testcase", classname=type(test).__name__, name=test._testMethodName)
+        if id(test) in failed:
+            kind, text = failed[id(test)]
+            ET.SubElement(case, kind, message=text.strip().splitlines()[-1]).text = text
+    ET.ElementTree(suite).write(path, encoding="unicode", xml_declaration=True)
+
+
+class RecordingResult(unittest.TextTestResult):
+    def startTest(self, test):
+        self.cases = getattr(self, "cases", [])
+        self.cases.append(test)
+        super().startTest(test)
+
+
 if __name__ == "__main__":
-    unittest.main()
+    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
+    result = unittest.TextTestRunner(resultclass=RecordingResult, verbosity=2).run(suite)
+    reports = os.environ.get("DROVER_REPORTS")
+    if reports:
+        write_junit(result, os.path.join(reports, "junit.xml"))
+    sys.exit(0 if result.wasSuccessful() else 1)

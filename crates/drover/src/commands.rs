@@ -506,7 +506,10 @@ async fn run_logs(client: &Client, run: u64, follow: bool, out: &Output) -> anyh
         std::io::stdout().flush()?;
         let finished = !matches!(view.status.as_str(), "queued" | "running");
         if finished || !follow {
-            return Ok(if finished && view.status != "succeeded" { 1 } else { 0 });
+            // A run waiting for approval stopped where it should; only an ended run that did
+            // not succeed is a failure.
+            let failed = finished && !matches!(view.status.as_str(), "succeeded" | "waiting");
+            return Ok(if failed { 1 } else { 0 });
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -1,0 +1,144 @@
+//! The whole pipeline through `git push`: build, test inside the artifact, preview apps per
+//! branch, staging, and production behind an approval, with the same artifact all the way.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+
+const SECRET: &str = "tok-9f8e7d6c5b4a";
+
+fn write_app(dir: &Path) {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-python");
+    for file in ["app.py", "test_app.py"] {
+        std::fs::copy(example.join(file), dir.join(file)).unwrap();
+    }
+    std::fs::write(
+        dir.join("drover.yml"),
+        r#"app: shop
+processes:
+  web: python3 app.py
+health: {path: /healthz, interval: 200ms, timeout: 1s, start_period: 5s}
+pipeline:
+  test:
+    run:
+      - echo "test sees $API_KEY"
+      - python3 test_app.py
+  stages:
+    - {name: preview, branches: ["*"], except: [main]}
+    - {name: staging, branches: [main]}
+    - {name: production, branches: [main], after: staging, approval: required}
+"#,
+    )
+    .unwrap();
+}
+
+fn push(repo: &Repo, branch: &str) -> String {
+    let out = repo.ok(&["push", "drover", branch]);
+    let at = out.find("drover: run ").unwrap_or_else(|| panic!("no run in {out}"));
+    out[at + "drover: run ".len()..].split_whitespace().next().unwrap().to_owned()
+}
+
+fn run_json(drover: &Drover, run: &str) -> serde_json::Value {
+    drover.json(&["run", "show", run])
+}
+
+#[test]
+fn push_test_preview_staging_approval_production() {
+    let drover = Drover::new();
+    drover.start();
+    let mut child = drover
+        .command(&["secrets", "set", "shop", "API_KEY"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    write!(child.stdin.take().unwrap(), "{SECRET}").unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let repo = Repo::new();
+    write_app(repo.path());
+    repo.commit_all("shop");
+    let token = std::fs::read_to_string(drover.path("token")).unwrap();
+    repo.ok(&[
+        "remote",
+        "add",
+        "drover",
+        &format!("http://drover:{}@{}/git/shop.git", token.trim(), api_addr(&drover)),
+    ]);
+
+    // A feature branch: tested, then deployed to its own preview app.
+    repo.ok(&["checkout", "--quiet", "-b", "feature/login"]);
+    let run = push(&repo, "feature/login");
+    let logs = drover.ok(&["run", "logs", &run, "-f"]);
+    assert!(logs.contains("tests passed: 2 tests"), "{logs}");
+    assert!(logs.contains("test sees ***") && !logs.contains(SECRET), "{logs}");
+    assert!(logs.contains("stage preview: deploying"), "{logs}");
+    assert_eq!(run_json(&drover, &run)["tests"]["tests"], 2);
+    let (status, body) = drover.get("feature-login-shop", "/");
+    assert_eq!(status, 200, "{body}");
+
+    // main: staging at once, production only after approval, with the same artifact.
+    repo.ok(&["checkout", "--quiet", "main"]);
+    let run = push(&repo, "main");
+    let logs = drover.ok(&["run", "logs", &run, "-f"]);
+    assert!(logs.contains("stage staging: deploying"), "{logs}");
+    let waiting = run_json(&drover, &run);
+    assert_eq!(waiting["status"], "waiting", "{waiting}");
+    assert_eq!(waiting["stage"], "production");
+    assert_eq!(drover.get("shop-staging", "/").0, 200);
+    assert_eq!(drover.get("shop", "/").0, 404, "production must wait for the approval");
+
+    drover.ok(&["approve", &run]);
+    let logs = drover.ok(&["run", "logs", &run, "-f"]);
+    assert!(logs.contains("stage production: deploying"), "{logs}");
+    assert_eq!(drover.get("shop", "/").0, 200);
+    let staging = drover.json(&["releases", "shop-staging"]);
+    let production = drover.json(&["releases", "shop"]);
+    assert_eq!(staging[0]["digest"], production[0]["digest"], "production runs the artifact staging ran");
+
+    // A red run on main deploys nothing: staging and production keep their releases.
+    let broken = std::fs::read_to_string(repo.path().join("test_app.py"))
+        .unwrap()
+        .replace("self.assertEqual(page[\"greeting\"], \"hi\")", "self.assertEqual(page[\"greeting\"], \"bye\")");
+    std::fs::write(repo.path().join("test_app.py"), broken).unwrap();
+    repo.commit_all("break a test");
+    let run = push(&repo, "main");
+    let out = drover.run(&["run", "logs", &run, "-f"]);
+    assert!(!out.status.success());
+    let failed = run_json(&drover, &run);
+    assert_eq!(failed["status"], "failed");
+    assert!(failed["message"].as_str().unwrap().contains("tests failed: 2 tests, 1 failed"), "{failed}");
+    assert!(failed["message"].as_str().unwrap().contains("test_root_shows_greeting_and_release"), "{failed}");
+    assert_eq!(drover.json(&["releases", "shop"]), production);
+    assert_eq!(drover.json(&["releases", "shop-staging"]), staging);
+
+    // Deleting the branch destroys its preview app.
+    let out = repo.ok(&["push", "drover", "--delete", "feature/login"]);
+    assert!(out.contains("preview app feature-login-shop destroyed"), "{out}");
+    wait_until("the preview app to stop", std::time::Duration::from_secs(30), || {
+        drover.get("feature-login-shop", "/").0 != 200
+    });
+}
+
+#[test]
+fn a_failing_test_refuses_the_deploy_unless_forced() {
+    let drover = Drover::new();
+    drover.start();
+    let dir = tempfile::tempdir().unwrap();
+    write_app(dir.path());
+    let tests = std::fs::read_to_string(dir.path().join("test_app.py")).unwrap();
+    std::fs::write(dir.path().join("test_app.py"), tests.replace("\"v7\")", "\"v8\")")).unwrap();
+
+    let out = drover.run(&["deploy", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tests failed"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(drover.json(&["apps"]), serde_json::json!([]));
+
+    let out = drover.ok(&["deploy", "--force", dir.path().to_str().unwrap()]);
+    assert!(out.contains("deployed shop v1"), "{out}");
+    let events = drover.ok(&["events", "shop"]);
+    assert!(events.contains("deploy.forced"), "{events}");
+}
