@@ -32,10 +32,7 @@ pub(crate) fn run(
     env: &BTreeMap<String, String>,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<(), ArtifactError> {
-    let spawn_error = |source| ArtifactError::Spawn {
-        command: command.to_owned(),
-        source,
-    };
+    let spawn_error = |source| ArtifactError::Spawn { command: command.to_owned(), source };
     let (reader, writer) = io::pipe().map_err(spawn_error)?;
     let mut sh = Command::new("sh");
     sh.arg("-c")
@@ -72,18 +69,12 @@ pub(crate) fn run(
             // Our end of the pipe failed; stop the command rather than wait for it blind.
             let _ = killpg(group, Signal::SIGKILL);
         }
-        (
-            waiter.join().expect("waiting for a child does not panic"),
-            read,
-        )
+        (waiter.join().expect("waiting for a child does not panic"), read)
     });
     let status = status.map_err(spawn_error)?;
     read.map_err(spawn_error)?;
     if !status.success() {
-        return Err(ArtifactError::BuildFailed {
-            command: command.to_owned(),
-            status,
-        });
+        return Err(ArtifactError::BuildFailed { command: command.to_owned(), status });
     }
     Ok(())
 }

@@ -79,20 +79,12 @@ pub(crate) struct HashWriter<W> {
 
 impl<W: Write> HashWriter<W> {
     pub(crate) fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
+        Self { inner, hasher: Sha256::new(), len: 0 }
     }
 
     /// The inner writer, the digest of what was written and its length in bytes.
     pub(crate) fn finish(self) -> (W, Digest, u64) {
-        (
-            self.inner,
-            Digest::from_sha256(&self.hasher.finalize().into()),
-            self.len,
-        )
+        (self.inner, Digest::from_sha256(&self.hasher.finalize().into()), self.len)
     }
 }
 

@@ -60,13 +60,6 @@ pub enum ArtifactError {
 }
 
 /// Wraps an IO error with what was being done to which path, for `map_err`.
-pub(crate) fn io_error<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> ArtifactError + 'a {
-    move |source| ArtifactError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
+pub(crate) fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ArtifactError + 'a {
+    move |source| ArtifactError::Io { action, path: path.to_owned(), source }
 }

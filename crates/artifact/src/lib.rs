@@ -80,20 +80,14 @@ impl ArtifactStore {
         let created = match fs::read_dir(dest) {
             Ok(mut items) => match items.next() {
                 None => Dest::Existed,
-                Some(_) => {
-                    return Err(ArtifactError::DestNotEmpty {
-                        path: dest.to_owned(),
-                    })
-                }
+                Some(_) => return Err(ArtifactError::DestNotEmpty { path: dest.to_owned() }),
             },
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir_all(dest).map_err(io_error("create directory", dest))?;
                 Dest::Created
             }
             Err(error) if error.kind() == io::ErrorKind::NotADirectory => {
-                return Err(ArtifactError::DestNotEmpty {
-                    path: dest.to_owned(),
-                })
+                return Err(ArtifactError::DestNotEmpty { path: dest.to_owned() })
             }
             Err(error) => return Err(io_error("list directory", dest)(error)),
         };
@@ -112,11 +106,7 @@ impl ArtifactStore {
 
     /// The build cache key: a hash of the source tree (paths, exec bits and contents, in sorted
     /// order; `.git` ignored; links and special files rejected) with the build commands and env.
-    pub fn input_digest(
-        src: &Path,
-        build: &[String],
-        env: &BTreeMap<String, String>,
-    ) -> Result<Digest, ArtifactError> {
+    pub fn input_digest(src: &Path, build: &[String], env: &BTreeMap<String, String>) -> Result<Digest, ArtifactError> {
         let entries = tree::walk(src, Git::Skip)?;
         digest::input(src, &entries, build, env)
     }
@@ -149,15 +139,10 @@ impl ArtifactStore {
             command::run(command, work.path(), env, on_line)?;
         }
         let output = tree::walk(work.path(), Git::Keep)?;
-        let (digest, size) =
-            self.store(|file, _| tarball::pack(work.path(), &output, file).map(drop))?;
+        let (digest, size) = self.store(|file, _| tarball::pack(work.path(), &output, file).map(drop))?;
         self.record_cache(&input, &digest)?;
         tracing::debug!(input = %input, slug = %digest, size, "slug built");
-        Ok(Built {
-            digest,
-            size,
-            cached: false,
-        })
+        Ok(Built { digest, size, cached: false })
     }
 
     /// Whether the store holds the slug `digest`.
@@ -181,28 +166,18 @@ impl ArtifactStore {
         let mut file = match File::open(&slug) {
             Ok(file) => file,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                return Err(ArtifactError::NotFound {
-                    digest: digest.clone(),
-                })
+                return Err(ArtifactError::NotFound { digest: digest.clone() })
             }
             Err(error) => return Err(io_error("open", &slug)(error)),
         };
-        let actual =
-            Digest::from_sha256(&digest::sha256(&mut file).map_err(io_error("read", &slug))?);
+        let actual = Digest::from_sha256(&digest::sha256(&mut file).map_err(io_error("read", &slug))?);
         if actual != *digest {
-            return Err(ArtifactError::DigestMismatch {
-                digest: digest.clone(),
-                actual,
-            });
+            return Err(ArtifactError::DigestMismatch { digest: digest.clone(), actual });
         }
         file.rewind().map_err(io_error("read", &slug))?;
 
         let scratch = Scratch::new_in(&self.root.join(TMP), "unpack-")?;
-        tarball::read(
-            BufReader::new(file),
-            Target::Unpack(scratch.path()),
-            u64::MAX,
-        )?;
+        tarball::read(BufReader::new(file), Target::Unpack(scratch.path()), u64::MAX)?;
         let entries = tree::walk(scratch.path(), Git::Keep)?;
         tree::freeze(scratch.path(), &entries)?;
         match scratch.persist(&target) {
@@ -234,9 +209,7 @@ impl ArtifactStore {
     }
 
     fn slug_path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join(SLUGS)
-            .join(format!("{}.tar.gz", digest.hex()))
+        self.root.join(SLUGS).join(format!("{}.tar.gz", digest.hex()))
     }
 
     fn cache_path(&self, input: &Digest) -> PathBuf {
@@ -251,8 +224,7 @@ impl ArtifactStore {
         write: impl FnOnce(&mut digest::HashWriter<&File>, &Path) -> Result<(), ArtifactError>,
     ) -> Result<(Digest, u64), ArtifactError> {
         let tmp_dir = self.root.join(TMP);
-        let tmp = NamedTempFile::with_prefix_in("slug-", &tmp_dir)
-            .map_err(io_error("create a file in", &tmp_dir))?;
+        let tmp = NamedTempFile::with_prefix_in("slug-", &tmp_dir).map_err(io_error("create a file in", &tmp_dir))?;
         let mut writer = digest::HashWriter::new(tmp.as_file());
         write(&mut writer, tmp.path())?;
         let (mut file, digest, size) = writer.finish();
@@ -262,8 +234,7 @@ impl ArtifactStore {
         // "every stored slug passed the checks" true without exceptions.
         tarball::read(BufReader::new(file), Target::Verify, u64::MAX)?;
         file.sync_all().map_err(io_error("write", tmp.path()))?;
-        file.set_permissions(Permissions::from_mode(0o444))
-            .map_err(io_error("set permissions on", tmp.path()))?;
+        file.set_permissions(Permissions::from_mode(0o444)).map_err(io_error("set permissions on", tmp.path()))?;
 
         let slug = self.slug_path(&digest);
         match tmp.persist_noclobber(&slug) {
@@ -292,11 +263,7 @@ impl ArtifactStore {
         };
         let slug = self.slug_path(&digest);
         match fs::metadata(&slug) {
-            Ok(metadata) => Ok(Some(Built {
-                digest,
-                size: metadata.len(),
-                cached: true,
-            })),
+            Ok(metadata) => Ok(Some(Built { digest, size: metadata.len(), cached: true })),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 tracing::warn!(input = %input, slug = %digest, "build cache names a missing slug; rebuilding");
                 Ok(None)
@@ -307,12 +274,11 @@ impl ArtifactStore {
 
     fn record_cache(&self, input: &Digest, digest: &Digest) -> Result<(), ArtifactError> {
         let tmp_dir = self.root.join(TMP);
-        let mut tmp = NamedTempFile::with_prefix_in("cache-", &tmp_dir)
-            .map_err(io_error("create a file in", &tmp_dir))?;
+        let mut tmp =
+            NamedTempFile::with_prefix_in("cache-", &tmp_dir).map_err(io_error("create a file in", &tmp_dir))?;
         writeln!(tmp, "{digest}").map_err(io_error("write", tmp.path()))?;
         let path = self.cache_path(input);
-        tmp.persist(&path)
-            .map_err(|error| io_error("rename cache entry to", &path)(error.error))?;
+        tmp.persist(&path).map_err(|error| io_error("rename cache entry to", &path)(error.error))?;
         Ok(())
     }
 }

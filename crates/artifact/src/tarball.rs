@@ -51,10 +51,7 @@ enum Accepted {
 pub(crate) fn read(reader: impl Read, target: Target<'_>, limit: u64) -> Result<(), ArtifactError> {
     let budget = Rc::new(Cell::new(METADATA_BUDGET));
     let decoder = MultiGzDecoder::new(reader);
-    let mut archive = tar::Archive::new(Budgeted {
-        inner: decoder,
-        budget: Rc::clone(&budget),
-    });
+    let mut archive = tar::Archive::new(Budgeted { inner: decoder, budget: Rc::clone(&budget) });
     let tarball_error = |source| ArtifactError::Tarball { source };
     let mut total: u64 = 0;
     for entry in archive.entries().map_err(tarball_error)? {
@@ -78,20 +75,13 @@ pub(crate) fn read(reader: impl Read, target: Target<'_>, limit: u64) -> Result<
         total = total
             .checked_add(size)
             .filter(|total| *total <= limit)
-            .ok_or_else(|| ArtifactError::TooLarge {
-                path: name.clone(),
-                limit,
-            })?;
+            .ok_or_else(|| ArtifactError::TooLarge { path: name.clone(), limit })?;
 
         // Contents are bounded by the header's size, which was checked against `limit` above.
         budget.set(u64::MAX);
         match target {
-            Target::Unpack(dest) => {
-                unpack_entry(&mut entry, size, &dest.join(&rel), accepted, &name)?
-            }
-            Target::Verify => {
-                copy_contents(&mut entry, size, &mut io::sink(), &name, Path::new(""))?
-            }
+            Target::Unpack(dest) => unpack_entry(&mut entry, size, &dest.join(&rel), accepted, &name)?,
+            Target::Verify => copy_contents(&mut entry, size, &mut io::sink(), &name, Path::new(""))?,
         }
         budget.set(METADATA_BUDGET);
     }
@@ -106,15 +96,9 @@ fn check_path(raw_path: &[u8], name: &str) -> Result<PathBuf, ArtifactError> {
         match component {
             Component::Normal(part) => rel.push(part),
             Component::CurDir => {}
-            Component::ParentDir => {
-                return Err(ArtifactError::ParentDir {
-                    path: name.to_owned(),
-                })
-            }
+            Component::ParentDir => return Err(ArtifactError::ParentDir { path: name.to_owned() }),
             Component::RootDir | Component::Prefix(_) => {
-                return Err(ArtifactError::AbsolutePath {
-                    path: name.to_owned(),
-                })
+                return Err(ArtifactError::AbsolutePath { path: name.to_owned() })
             }
         }
     }
@@ -122,19 +106,11 @@ fn check_path(raw_path: &[u8], name: &str) -> Result<PathBuf, ArtifactError> {
 }
 
 fn check_type(entry_type: EntryType, mode: u32, name: &str) -> Result<Accepted, ArtifactError> {
-    let special = |kind: &str| ArtifactError::SpecialEntry {
-        path: name.to_owned(),
-        kind: kind.to_owned(),
-    };
-    let link = |kind| ArtifactError::Link {
-        path: name.to_owned(),
-        kind,
-    };
+    let special = |kind: &str| ArtifactError::SpecialEntry { path: name.to_owned(), kind: kind.to_owned() };
+    let link = |kind| ArtifactError::Link { path: name.to_owned(), kind };
     match entry_type {
         // Contiguous files are regular files to every modern tar.
-        EntryType::Regular | EntryType::Continuous => Ok(Accepted::File {
-            exec: mode & 0o111 != 0,
-        }),
+        EntryType::Regular | EntryType::Continuous => Ok(Accepted::File { exec: mode & 0o111 != 0 }),
         EntryType::Directory => Ok(Accepted::Dir),
         EntryType::Symlink => Err(link("symlink")),
         EntryType::Link => Err(link("hard link")),
@@ -142,10 +118,7 @@ fn check_type(entry_type: EntryType, mode: u32, name: &str) -> Result<Accepted, 
         EntryType::Block => Err(special("block device")),
         EntryType::Fifo => Err(special("fifo")),
         EntryType::GNUSparse => Err(special("sparse file")),
-        other => Err(special(&format!(
-            "entry of unknown type {:?}",
-            char::from(other.as_byte())
-        ))),
+        other => Err(special(&format!("entry of unknown type {:?}", char::from(other.as_byte())))),
     }
 }
 
@@ -186,21 +159,14 @@ fn copy_contents(
     path: &Path,
 ) -> Result<(), ArtifactError> {
     let tarball_error = |message: String| ArtifactError::Tarball {
-        source: io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("entry {name:?}: {message}"),
-        ),
+        source: io::Error::new(io::ErrorKind::InvalidData, format!("entry {name:?}: {message}")),
     };
     let mut buf = vec![0; 64 * 1024];
     let mut copied: u64 = 0;
     loop {
         let n = match entry.read(&mut buf) {
             Ok(0) if copied == size => return Ok(()),
-            Ok(0) => {
-                return Err(tarball_error(format!(
-                    "truncated after {copied} of {size} bytes"
-                )))
-            }
+            Ok(0) => return Err(tarball_error(format!("truncated after {copied} of {size} bytes"))),
             Ok(n) => n,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(tarball_error(error.to_string())),
@@ -226,9 +192,7 @@ impl<R: Read> Read for Budgeted<R> {
                 format!("more than {METADATA_BUDGET} bytes of headers and extension records between two entries"),
             ));
         }
-        let cap = usize::try_from(remaining)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
+        let cap = usize::try_from(remaining).unwrap_or(usize::MAX).min(buf.len());
         let n = self.inner.read(&mut buf[..cap])?;
         self.budget.set(remaining - n as u64);
         Ok(n)

@@ -40,21 +40,11 @@ pub(crate) struct Entry {
 pub(crate) fn walk(root: &Path, git: Git) -> Result<Vec<Entry>, ArtifactError> {
     let mut entries = Vec::new();
     walk_into(root, Path::new(""), git, &mut entries)?;
-    entries.sort_by(|a, b| {
-        a.rel
-            .as_os_str()
-            .as_bytes()
-            .cmp(b.rel.as_os_str().as_bytes())
-    });
+    entries.sort_by(|a, b| a.rel.as_os_str().as_bytes().cmp(b.rel.as_os_str().as_bytes()));
     Ok(entries)
 }
 
-fn walk_into(
-    root: &Path,
-    rel: &Path,
-    git: Git,
-    entries: &mut Vec<Entry>,
-) -> Result<(), ArtifactError> {
+fn walk_into(root: &Path, rel: &Path, git: Git, entries: &mut Vec<Entry>) -> Result<(), ArtifactError> {
     let dir = root.join(rel);
     for item in fs::read_dir(&dir).map_err(io_error("list directory", &dir))? {
         let item = item.map_err(io_error("list directory", &dir))?;
@@ -67,28 +57,13 @@ fn walk_into(
         // `DirEntry::file_type` and `DirEntry::metadata` do not follow symlinks.
         let file_type = item.file_type().map_err(io_error("inspect", &path))?;
         if file_type.is_dir() {
-            entries.push(Entry {
-                rel: rel.clone(),
-                kind: Kind::Dir,
-            });
+            entries.push(Entry { rel: rel.clone(), kind: Kind::Dir });
             walk_into(root, &rel, git, entries)?;
         } else if file_type.is_file() {
-            let mode = item
-                .metadata()
-                .map_err(io_error("inspect", &path))?
-                .permissions()
-                .mode();
-            entries.push(Entry {
-                rel,
-                kind: Kind::File {
-                    exec: mode & 0o111 != 0,
-                },
-            });
+            let mode = item.metadata().map_err(io_error("inspect", &path))?.permissions().mode();
+            entries.push(Entry { rel, kind: Kind::File { exec: mode & 0o111 != 0 } });
         } else {
-            return Err(ArtifactError::UnsupportedFile {
-                path,
-                kind: kind_name(file_type),
-            });
+            return Err(ArtifactError::UnsupportedFile { path, kind: kind_name(file_type) });
         }
     }
     Ok(())
@@ -139,8 +114,7 @@ pub(crate) fn freeze(root: &Path, entries: &[Entry]) -> Result<(), ArtifactError
 }
 
 pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), ArtifactError> {
-    fs::set_permissions(path, Permissions::from_mode(mode))
-        .map_err(io_error("set permissions on", path))
+    fs::set_permissions(path, Permissions::from_mode(mode)).map_err(io_error("set permissions on", path))
 }
 
 /// Removes a directory tree that may contain read-only directories (a frozen tree, or build

@@ -57,56 +57,30 @@ fn tarball(entries: &[Tar]) -> Vec<u8> {
     let mut builder = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
     for entry in entries {
         match entry {
-            Tar::File(path, contents) => {
-                append(&mut builder, path, EntryType::Regular, 0o644, contents)
-            }
-            Tar::Exec(path, contents) => {
-                append(&mut builder, path, EntryType::Regular, 0o755, contents)
-            }
+            Tar::File(path, contents) => append(&mut builder, path, EntryType::Regular, 0o644, contents),
+            Tar::Exec(path, contents) => append(&mut builder, path, EntryType::Regular, 0o755, contents),
             Tar::Dir(path) => append(&mut builder, path, EntryType::Directory, 0o755, ""),
             Tar::Fifo(path) => append(&mut builder, path, EntryType::Fifo, 0o644, ""),
             Tar::CharDevice(path) => append(&mut builder, path, EntryType::Char, 0o644, ""),
-            Tar::Symlink(path, target) => {
-                append_link(&mut builder, path, EntryType::Symlink, target)
-            }
+            Tar::Symlink(path, target) => append_link(&mut builder, path, EntryType::Symlink, target),
             Tar::Hardlink(path, target) => append_link(&mut builder, path, EntryType::Link, target),
             Tar::PaxPath { header, pax } => {
                 let record = pax_record("path", pax);
-                append(
-                    &mut builder,
-                    "PaxHeaders/x",
-                    EntryType::XHeader,
-                    0o644,
-                    &record,
-                );
+                append(&mut builder, "PaxHeaders/x", EntryType::XHeader, 0o644, &record);
                 append(&mut builder, header, EntryType::Regular, 0o644, "smuggled");
             }
             Tar::GlobalHeader => {
                 let record = pax_record("comment", "0123456789abcdef0123456789abcdef01234567");
-                append(
-                    &mut builder,
-                    "pax_global_header",
-                    EntryType::XGlobalHeader,
-                    0o644,
-                    &record,
-                );
+                append(&mut builder, "pax_global_header", EntryType::XGlobalHeader, 0o644, &record);
             }
             Tar::LongName(path, contents) => {
                 let mut header = Header::new_gnu();
                 header.set_size(contents.len() as u64);
                 header.set_mode(0o644);
-                builder
-                    .append_data(&mut header, path, contents.as_bytes())
-                    .unwrap();
+                builder.append_data(&mut header, path, contents.as_bytes()).unwrap();
             }
             Tar::HugeLongName(len) => {
-                append(
-                    &mut builder,
-                    "././@LongLink",
-                    EntryType::GNULongName,
-                    0o644,
-                    &"a".repeat(*len),
-                );
+                append(&mut builder, "././@LongLink", EntryType::GNULongName, 0o644, &"a".repeat(*len));
                 append(&mut builder, "a", EntryType::Regular, 0o644, "");
             }
         }
@@ -116,34 +90,17 @@ fn tarball(entries: &[Tar]) -> Vec<u8> {
 
 /// Appends an entry whose name is written raw: `Header::set_path` refuses `..` and absolute
 /// paths, which is exactly what these tests need to write.
-fn append(
-    builder: &mut tar::Builder<impl std::io::Write>,
-    name: &str,
-    entry_type: EntryType,
-    mode: u32,
-    data: &str,
-) {
+fn append(builder: &mut tar::Builder<impl std::io::Write>, name: &str, entry_type: EntryType, mode: u32, data: &str) {
     let header = raw_header(name, entry_type, mode, data.len() as u64, None);
     builder.append(&header, data.as_bytes()).unwrap();
 }
 
-fn append_link(
-    builder: &mut tar::Builder<impl std::io::Write>,
-    name: &str,
-    entry_type: EntryType,
-    target: &str,
-) {
+fn append_link(builder: &mut tar::Builder<impl std::io::Write>, name: &str, entry_type: EntryType, target: &str) {
     let header = raw_header(name, entry_type, 0o777, 0, Some(target));
     builder.append(&header, &[][..]).unwrap();
 }
 
-fn raw_header(
-    name: &str,
-    entry_type: EntryType,
-    mode: u32,
-    size: u64,
-    link: Option<&str>,
-) -> Header {
+fn raw_header(name: &str, entry_type: EntryType, mode: u32, size: u64, link: Option<&str>) -> Header {
     let mut header = Header::new_gnu();
     header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
     header.set_entry_type(entry_type);
@@ -187,20 +144,14 @@ fn app(root: &Path) -> PathBuf {
     root.to_owned()
 }
 
-const BUILD: &[&str] = &[
-    "mkdir -p out && echo built > out/result.txt",
-    "cp Procfile out/Procfile.copy",
-];
+const BUILD: &[&str] = &["mkdir -p out && echo built > out/result.txt", "cp Procfile out/Procfile.copy"];
 
 fn commands(commands: &[&str]) -> Vec<String> {
     commands.iter().map(|command| command.to_string()).collect()
 }
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(key, value)| (key.to_string(), value.to_string()))
-        .collect()
+    pairs.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect()
 }
 
 /// Every file and directory under `root`, sorted: `dir/` and `file <mode> <contents>`.
@@ -221,10 +172,7 @@ fn list_into(root: &Path, dir: &Path, lines: &mut Vec<String>) {
             list_into(root, &path, lines);
         } else {
             let mode = metadata.permissions().mode() & 0o7777;
-            lines.push(format!(
-                "{rel} {mode:o} {}",
-                fs::read_to_string(&path).unwrap().trim_end()
-            ));
+            lines.push(format!("{rel} {mode:o} {}", fs::read_to_string(&path).unwrap().trim_end()));
         }
     }
 }
@@ -239,10 +187,8 @@ fn dir_modes(root: &Path) -> Vec<u32> {
 }
 
 fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|item| item.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut names: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|item| item.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     names
 }
@@ -251,18 +197,9 @@ fn open_store(dir: &Path, name: &str) -> ArtifactStore {
     ArtifactStore::open(dir.join(name)).unwrap()
 }
 
-fn build(
-    store: &ArtifactStore,
-    src: &Path,
-    build: &[&str],
-    env: &BTreeMap<String, String>,
-) -> (Built, Vec<String>) {
+fn build(store: &ArtifactStore, src: &Path, build: &[&str], env: &BTreeMap<String, String>) -> (Built, Vec<String>) {
     let mut lines = Vec::new();
-    let built = store
-        .build(src, &commands(build), env, &mut |line| {
-            lines.push(line.to_owned())
-        })
-        .unwrap();
+    let built = store.build(src, &commands(build), env, &mut |line| lines.push(line.to_owned())).unwrap();
     (built, lines)
 }
 
@@ -344,27 +281,14 @@ fn unpack_source_rejects_unsafe_entries_and_leaves_nothing() {
             vec![ok(), file("a/../../x", "evil")],
             r#"tarball entry "a/../../x": `..` components are not allowed"#.to_owned(),
         ),
+        (vec![ok(), file(&outside, "evil")], format!("tarball entry {outside:?}: absolute paths are not allowed")),
+        (vec![ok(), file("/etc/x", "evil")], r#"tarball entry "/etc/x": absolute paths are not allowed"#.to_owned()),
         (
-            vec![ok(), file(&outside, "evil")],
-            format!("tarball entry {outside:?}: absolute paths are not allowed"),
-        ),
-        (
-            vec![ok(), file("/etc/x", "evil")],
-            r#"tarball entry "/etc/x": absolute paths are not allowed"#.to_owned(),
-        ),
-        (
-            vec![
-                ok(),
-                Tar::Symlink("link".to_owned(), dir.path().display().to_string()),
-                file("link/evil", "evil"),
-            ],
+            vec![ok(), Tar::Symlink("link".to_owned(), dir.path().display().to_string()), file("link/evil", "evil")],
             r#"tarball entry "link" is a symlink: links are not allowed"#.to_owned(),
         ),
         (
-            vec![
-                ok(),
-                Tar::Symlink("ok/rel".to_owned(), "../../evil".to_owned()),
-            ],
+            vec![ok(), Tar::Symlink("ok/rel".to_owned(), "../../evil".to_owned())],
             r#"tarball entry "ok/rel" is a symlink: links are not allowed"#.to_owned(),
         ),
         (
@@ -377,17 +301,10 @@ fn unpack_source_rejects_unsafe_entries_and_leaves_nothing() {
         ),
         (
             vec![ok(), Tar::CharDevice("null".to_owned())],
-            r#"tarball entry "null" is a character device: only files and directories are allowed"#
-                .to_owned(),
+            r#"tarball entry "null" is a character device: only files and directories are allowed"#.to_owned(),
         ),
         (
-            vec![
-                ok(),
-                Tar::PaxPath {
-                    header: "harmless".to_owned(),
-                    pax: "../pax-evil".to_owned(),
-                },
-            ],
+            vec![ok(), Tar::PaxPath { header: "harmless".to_owned(), pax: "../pax-evil".to_owned() }],
             r#"tarball entry "../pax-evil": `..` components are not allowed"#.to_owned(),
         ),
     ];
@@ -401,18 +318,9 @@ fn unpack_source_rejects_unsafe_entries_and_leaves_nothing() {
 fn unpack_source_enforces_the_size_limit() {
     let dir = TempDir::new().unwrap();
     let bytes = tarball(&[file("a", "123456"), file("b", "123456")]);
-    check_rejected(
-        &bytes,
-        11,
-        &dir,
-        r#"tarball entry "b": unpacked size exceeds the limit of 11 bytes"#,
-    );
+    check_rejected(&bytes, 11, &dir, r#"tarball entry "b": unpacked size exceeds the limit of 11 bytes"#);
     // Exactly at the limit is fine.
-    check_unpacks(
-        &[file("a", "123456"), file("b", "123456")],
-        12,
-        &["a 644 123456", "b 644 123456"],
-    );
+    check_unpacks(&[file("a", "123456"), file("b", "123456")], 12, &["a 644 123456", "b 644 123456"]);
 }
 
 /// Unpacks a tarball of `entries` into a new directory and expects its [`listing`].
@@ -426,37 +334,22 @@ fn check_unpacks(entries: &[Tar], limit: u64, expected: &[&str]) {
 #[test]
 fn unpack_source_writes_files_and_directories() {
     check_unpacks(
-        &[
-            Tar::Dir("bin".to_owned()),
-            exec("bin/web", "#!/bin/sh"),
-            file("README", "hi"),
-        ],
+        &[Tar::Dir("bin".to_owned()), exec("bin/web", "#!/bin/sh"), file("README", "hi")],
         u64::MAX,
         &["README 644 hi", "bin/", "bin/web 755 #!/bin/sh"],
     );
     // Parent directories need no entries of their own; `./` prefixes are fine.
-    check_unpacks(
-        &[Tar::Dir("./".to_owned()), file("./a/b/c", "c")],
-        u64::MAX,
-        &["a/", "a/b/", "a/b/c 644 c"],
-    );
+    check_unpacks(&[Tar::Dir("./".to_owned()), file("./a/b/c", "c")], u64::MAX, &["a/", "a/b/", "a/b/c 644 c"]);
     // `git archive` output starts with a PAX global header, which is not a file.
     check_unpacks(&[Tar::GlobalHeader, file("a", "a")], u64::MAX, &["a 644 a"]);
     let long = format!("{}/file", "d".repeat(120));
     check_unpacks(
         &[Tar::LongName(long.clone(), "long")],
         u64::MAX,
-        &[
-            &format!("{}/", "d".repeat(120)),
-            &format!("{long} 644 long"),
-        ],
+        &[&format!("{}/", "d".repeat(120)), &format!("{long} 644 long")],
     );
     // As with any tar, a later entry for the same path wins.
-    check_unpacks(
-        &[file("a", "first"), file("a", "second")],
-        u64::MAX,
-        &["a 644 second"],
-    );
+    check_unpacks(&[file("a", "first"), file("a", "second")], u64::MAX, &["a 644 second"]);
 }
 
 #[test]
@@ -466,19 +359,11 @@ fn unpack_source_caps_headers_read_into_memory() {
     let dir = TempDir::new().unwrap();
     let bytes = tarball(&[Tar::HugeLongName(2 << 20)]);
     check_rejected(&bytes, u64::MAX, &dir, "cannot read tarball");
-    let error =
-        ArtifactStore::unpack_source(&bytes[..], &dir.path().join("dest"), u64::MAX).unwrap_err();
+    let error = ArtifactStore::unpack_source(&bytes[..], &dir.path().join("dest"), u64::MAX).unwrap_err();
     let source = std::error::Error::source(&error).unwrap().to_string();
-    assert!(
-        source.contains("more than 1048576 bytes of headers"),
-        "{source}"
-    );
+    assert!(source.contains("more than 1048576 bytes of headers"), "{source}");
     // A long name of a sane length is fine.
-    check_unpacks(
-        &[Tar::HugeLongName(200)],
-        u64::MAX,
-        &[&format!("{} 644 ", "a".repeat(200))],
-    );
+    check_unpacks(&[Tar::HugeLongName(200)], u64::MAX, &[&format!("{} 644 ", "a".repeat(200))]);
 }
 
 #[test]
@@ -486,14 +371,10 @@ fn unpack_source_refuses_a_non_empty_dest() {
     let dir = TempDir::new().unwrap();
     write(dir.path(), "dest/keep.txt", "mine", 0o644);
     let dest = dir.path().join("dest");
-    let error =
-        ArtifactStore::unpack_source(&tarball(&[file("a", "a")])[..], &dest, u64::MAX).unwrap_err();
+    let error = ArtifactStore::unpack_source(&tarball(&[file("a", "a")])[..], &dest, u64::MAX).unwrap_err();
     assert_eq!(
         error.to_string(),
-        format!(
-            "cannot unpack into {}: it exists and is not an empty directory",
-            dest.display()
-        )
+        format!("cannot unpack into {}: it exists and is not an empty directory", dest.display())
     );
     assert_eq!(listing(&dest), ["keep.txt 644 mine"]);
 }
@@ -510,11 +391,7 @@ enum Key {
 
 /// Computes the input digest of [`app`] with `make` and `{A: BC}`, applies `change` to the tree,
 /// build and env, and expects the digest to stay the same or change.
-fn check_input(
-    what: &str,
-    change: impl Fn(&Path, &mut Vec<String>, &mut BTreeMap<String, String>),
-    expected: Key,
-) {
+fn check_input(what: &str, change: impl Fn(&Path, &mut Vec<String>, &mut BTreeMap<String, String>), expected: Key) {
     let dir = TempDir::new().unwrap();
     let src = app(dir.path());
     let mut build = commands(&["make"]);
@@ -522,83 +399,36 @@ fn check_input(
     let before = ArtifactStore::input_digest(&src, &build, &env).unwrap();
     change(&src, &mut build, &mut env);
     let after = ArtifactStore::input_digest(&src, &build, &env).unwrap();
-    let actual = if before == after {
-        Key::Same
-    } else {
-        Key::Changed
-    };
+    let actual = if before == after { Key::Same } else { Key::Changed };
     assert_eq!(actual, expected, "{what}");
 }
 
 #[test]
 fn input_digest_covers_exactly_the_build_inputs() {
-    let chmod =
-        |path: PathBuf, mode| fs::set_permissions(path, Permissions::from_mode(mode)).unwrap();
+    let chmod = |path: PathBuf, mode| fs::set_permissions(path, Permissions::from_mode(mode)).unwrap();
     check_input("nothing", |_, _, _| {}, Key::Same);
     check_input(
         "modification time",
         |src, _, _| {
-            let file = File::options()
-                .write(true)
-                .open(src.join("Procfile"))
-                .unwrap();
-            file.set_times(
-                FileTimes::new().set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1000)),
-            )
-            .unwrap();
+            let file = File::options().write(true).open(src.join("Procfile")).unwrap();
+            file.set_times(FileTimes::new().set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1000))).unwrap();
         },
         Key::Same,
     );
-    check_input(
-        "mode bits other than exec",
-        |src, _, _| chmod(src.join("lib/deep/nested/data.txt"), 0o640),
-        Key::Same,
-    );
-    check_input(
-        "git history",
-        |src, _, _| write(src, ".git/HEAD", "ref: refs/heads/other\n", 0o644),
-        Key::Same,
-    );
-    check_input(
-        "file contents",
-        |src, _, _| write(src, "Procfile", "web: ./bin/other\n", 0o644),
-        Key::Changed,
-    );
-    check_input(
-        "exec bit",
-        |src, _, _| chmod(src.join("Procfile"), 0o755),
-        Key::Changed,
-    );
+    check_input("mode bits other than exec", |src, _, _| chmod(src.join("lib/deep/nested/data.txt"), 0o640), Key::Same);
+    check_input("git history", |src, _, _| write(src, ".git/HEAD", "ref: refs/heads/other\n", 0o644), Key::Same);
+    check_input("file contents", |src, _, _| write(src, "Procfile", "web: ./bin/other\n", 0o644), Key::Changed);
+    check_input("exec bit", |src, _, _| chmod(src.join("Procfile"), 0o755), Key::Changed);
     check_input(
         "file name",
         |src, _, _| fs::rename(src.join("Procfile"), src.join("Procfile2")).unwrap(),
         Key::Changed,
     );
-    check_input(
-        "empty directory",
-        |src, _, _| fs::create_dir(src.join("empty2")).unwrap(),
-        Key::Changed,
-    );
-    check_input(
-        "build command",
-        |_, build, _| build[0] = "make all".to_owned(),
-        Key::Changed,
-    );
-    check_input(
-        "build commands split differently",
-        |_, build, _| *build = commands(&["ma", "ke"]),
-        Key::Changed,
-    );
-    check_input(
-        "env value",
-        |_, _, env| *env = self::env(&[("A", "BD")]),
-        Key::Changed,
-    );
-    check_input(
-        "env split differently",
-        |_, _, env| *env = self::env(&[("AB", "C")]),
-        Key::Changed,
-    );
+    check_input("empty directory", |src, _, _| fs::create_dir(src.join("empty2")).unwrap(), Key::Changed);
+    check_input("build command", |_, build, _| build[0] = "make all".to_owned(), Key::Changed);
+    check_input("build commands split differently", |_, build, _| *build = commands(&["ma", "ke"]), Key::Changed);
+    check_input("env value", |_, _, env| *env = self::env(&[("A", "BD")]), Key::Changed);
+    check_input("env split differently", |_, _, env| *env = self::env(&[("AB", "C")]), Key::Changed);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -610,11 +440,7 @@ fn same_inputs_give_a_byte_identical_slug() {
     let src = app(&dir.path().join("src"));
     // The same app again, written later and with other mtimes and non-exec mode bits.
     let src2 = app(&dir.path().join("src2"));
-    fs::set_permissions(
-        src2.join("lib/deep/nested/data.txt"),
-        Permissions::from_mode(0o640),
-    )
-    .unwrap();
+    fs::set_permissions(src2.join("lib/deep/nested/data.txt"), Permissions::from_mode(0o640)).unwrap();
     File::options()
         .write(true)
         .open(src2.join("bin/web"))
@@ -662,13 +488,7 @@ fn cache_hit_runs_nothing_and_a_changed_file_rebuilds() {
     let (first, lines) = build(&store, &src, count, &env);
     assert_eq!((first.cached, lines), (false, vec!["counted".to_owned()]));
     let (second, lines) = build(&store, &src, count, &env);
-    assert_eq!(
-        second,
-        Built {
-            cached: true,
-            ..first.clone()
-        }
-    );
+    assert_eq!(second, Built { cached: true, ..first.clone() });
     assert_eq!(lines, Vec::<String>::new());
     assert_eq!(fs::read_to_string(&runs).unwrap(), "run\n");
 
@@ -685,10 +505,7 @@ fn build_streams_output_in_order_with_only_the_given_env() {
     let dir = TempDir::new().unwrap();
     let src = app(&dir.path().join("src"));
     let store = open_store(dir.path(), "store");
-    assert!(
-        std::env::var_os("CARGO_MANIFEST_DIR").is_some(),
-        "cargo sets this for tests"
-    );
+    assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some(), "cargo sets this for tests");
     let script = &[
         "echo one; echo two >&2; echo three",
         "printf 'no newline'",
@@ -730,17 +547,11 @@ fn build_kills_what_a_command_leaves_running() {
     // of the output. The build runs on a thread so that regression fails instead of hanging.
     let (done, finished) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let result = build(
-            &store,
-            &src,
-            &["sleep 600 & echo $! > \"$PID_FILE\"; echo started"],
-            &env,
-        );
+        let result = build(&store, &src, &["sleep 600 & echo $! > \"$PID_FILE\"; echo started"], &env);
         done.send(result).unwrap();
     });
-    let (built, lines) = finished
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the build finishes although `sleep` was left running");
+    let (built, lines) =
+        finished.recv_timeout(Duration::from_secs(60)).expect("the build finishes although `sleep` was left running");
     assert!(!built.cached);
     assert_eq!(lines, ["started"]);
     let pid = fs::read_to_string(&pid_file).unwrap().trim().to_owned();
@@ -750,9 +561,7 @@ fn build_kills_what_a_command_leaves_running() {
 /// Whether process `pid` exists and is not a zombie.
 fn alive(pid: &str) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Ok(stat) => !stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -760,10 +569,7 @@ fn alive(pid: &str) -> bool {
 /// Polls `condition` until it holds; the deadline only turns a hang into a clear failure.
 fn wait_until(deadline: Instant, condition: impl Fn() -> bool) {
     while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "condition not met before the deadline"
-        );
+        assert!(Instant::now() < deadline, "condition not met before the deadline");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -782,17 +588,10 @@ fn failing_build_command_names_the_command_and_leaves_nothing() {
             &mut |line| lines.push(line.to_owned()),
         )
         .unwrap_err();
-    assert_eq!(
-        error.to_string(),
-        r#"build command "echo oops >&2; exit 3" failed: exit status: 3"#
-    );
+    assert_eq!(error.to_string(), r#"build command "echo oops >&2; exit 3" failed: exit status: 3"#);
     assert_eq!(lines, ["before", "oops"]);
     for sub in ["tmp", "slugs", "cache"] {
-        assert_eq!(
-            names(&dir.path().join("store").join(sub)),
-            Vec::<String>::new(),
-            "{sub}"
-        );
+        assert_eq!(names(&dir.path().join("store").join(sub)), Vec::<String>::new(), "{sub}");
     }
 }
 
@@ -803,26 +602,15 @@ fn links_in_source_or_output_are_refused() {
     let store = open_store(dir.path(), "store");
     let mut on_line = |_: &str| {};
 
-    let error = store
-        .build(
-            &src,
-            &commands(&["ln -s Procfile alias"]),
-            &BTreeMap::new(),
-            &mut on_line,
-        )
-        .unwrap_err();
+    let error = store.build(&src, &commands(&["ln -s Procfile alias"]), &BTreeMap::new(), &mut on_line).unwrap_err();
     let message = error.to_string();
     assert!(
-        message.ends_with(
-            "/alias is a symlink: only files and directories are allowed in a source or build tree"
-        ),
+        message.ends_with("/alias is a symlink: only files and directories are allowed in a source or build tree"),
         "{message}"
     );
 
     std::os::unix::fs::symlink("/etc/passwd", src.join("passwd")).unwrap();
-    let error = store
-        .build(&src, &[], &BTreeMap::new(), &mut on_line)
-        .unwrap_err();
+    let error = store.build(&src, &[], &BTreeMap::new(), &mut on_line).unwrap_err();
     assert_eq!(
         error.to_string(),
         format!(
@@ -858,15 +646,9 @@ fn unpacked_slug_is_read_only_and_unpacked_once() {
     let (built, _) = build(&store, &src, BUILD, &BTreeMap::new());
 
     let path = store.unpacked(&built.digest).unwrap();
-    assert_eq!(
-        path,
-        dir.path().join("store/unpacked").join(built.digest.hex())
-    );
+    assert_eq!(path, dir.path().join("store/unpacked").join(built.digest.hex()));
     assert_eq!(listing(&path), UNPACKED_APP);
-    let modes: Vec<String> = dir_modes(&path)
-        .iter()
-        .map(|mode| format!("{mode:o}"))
-        .collect();
+    let modes: Vec<String> = dir_modes(&path).iter().map(|mode| format!("{mode:o}")).collect();
     assert!(modes.iter().all(|mode| mode == "555"), "{modes:?}");
     assert_eq!(store.unpacked(&built.digest).unwrap(), path);
     assert_eq!(names(&dir.path().join("store/tmp")), Vec::<String>::new());
@@ -890,17 +672,11 @@ fn unpacked_is_safe_to_call_from_many_threads_at_once() {
                 })
             })
             .collect();
-        threads
-            .into_iter()
-            .map(|thread| thread.join().unwrap())
-            .collect()
+        threads.into_iter().map(|thread| thread.join().unwrap()).collect()
     });
     assert!(paths.iter().all(|path| *path == paths[0]), "{paths:?}");
     assert_eq!(listing(&paths[0]), UNPACKED_APP);
-    assert_eq!(
-        names(&dir.path().join("store/unpacked")),
-        [built.digest.hex()]
-    );
+    assert_eq!(names(&dir.path().join("store/unpacked")), [built.digest.hex()]);
     assert_eq!(names(&dir.path().join("store/tmp")), Vec::<String>::new());
 }
 
@@ -911,10 +687,7 @@ fn corrupt_slug_is_detected_before_unpacking() {
     let store = open_store(dir.path(), "store");
     let (built, _) = build(&store, &src, BUILD, &BTreeMap::new());
 
-    let slug = dir
-        .path()
-        .join("store/slugs")
-        .join(format!("{}.tar.gz", built.digest.hex()));
+    let slug = dir.path().join("store/slugs").join(format!("{}.tar.gz", built.digest.hex()));
     fs::set_permissions(&slug, Permissions::from_mode(0o644)).unwrap();
     let mut bytes = fs::read(&slug).unwrap();
     let middle = bytes.len() / 2;
@@ -924,24 +697,14 @@ fn corrupt_slug_is_detected_before_unpacking() {
     let error = store.unpacked(&built.digest).unwrap_err();
     assert_eq!(
         error.to_string(),
-        format!(
-            "slug {} is corrupt: its tarball hashes to {}",
-            built.digest,
-            sha256(&bytes)
-        )
+        format!("slug {} is corrupt: its tarball hashes to {}", built.digest, sha256(&bytes))
     );
-    assert_eq!(
-        names(&dir.path().join("store/unpacked")),
-        Vec::<String>::new()
-    );
+    assert_eq!(names(&dir.path().join("store/unpacked")), Vec::<String>::new());
     assert_eq!(names(&dir.path().join("store/tmp")), Vec::<String>::new());
 
     let missing = Digest::from_sha256(&[0; 32]);
     assert!(!store.has(&missing));
-    assert_eq!(
-        store.unpacked(&missing).unwrap_err().to_string(),
-        format!("slug {missing} not found")
-    );
+    assert_eq!(store.unpacked(&missing).unwrap_err().to_string(), format!("slug {missing} not found"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -959,19 +722,13 @@ fn imported_slug_keeps_its_digest() {
     assert!(store.has(&built.digest));
     // Importing what the store already has is fine.
     assert_eq!(store.import_slug(&bytes[..]).unwrap(), built.digest);
-    assert_eq!(
-        listing(&store.unpacked(&built.digest).unwrap()),
-        UNPACKED_APP
-    );
+    assert_eq!(listing(&store.unpacked(&built.digest).unwrap()), UNPACKED_APP);
 
     // A slug packed by some other tool is named by its own bytes.
     let foreign = tarball(&[Tar::Dir("app".to_owned()), exec("app/run", "#!/bin/sh")]);
     let digest = store.import_slug(&foreign[..]).unwrap();
     assert_eq!(digest, sha256(&foreign));
-    assert_eq!(
-        listing(&store.unpacked(&digest).unwrap()),
-        ["app/", "app/run 555 #!/bin/sh"]
-    );
+    assert_eq!(listing(&store.unpacked(&digest).unwrap()), ["app/", "app/run 555 #!/bin/sh"]);
 }
 
 #[test]
@@ -979,14 +736,8 @@ fn import_slug_rejects_unsafe_entries_and_keeps_nothing() {
     let dir = TempDir::new().unwrap();
     let store = open_store(dir.path(), "store");
     let cases: &[(Vec<Tar>, &str)] = &[
-        (
-            vec![file("ok", "ok"), file("../x", "evil")],
-            r#"tarball entry "../x": `..` components are not allowed"#,
-        ),
-        (
-            vec![file("/etc/x", "evil")],
-            r#"tarball entry "/etc/x": absolute paths are not allowed"#,
-        ),
+        (vec![file("ok", "ok"), file("../x", "evil")], r#"tarball entry "../x": `..` components are not allowed"#),
+        (vec![file("/etc/x", "evil")], r#"tarball entry "/etc/x": absolute paths are not allowed"#),
         (
             vec![Tar::Symlink("link".to_owned(), "/".to_owned())],
             r#"tarball entry "link" is a symlink: links are not allowed"#,
@@ -996,34 +747,18 @@ fn import_slug_rejects_unsafe_entries_and_keeps_nothing() {
             r#"tarball entry "hard" is a hard link: links are not allowed"#,
         ),
         (
-            vec![Tar::PaxPath {
-                header: "harmless".to_owned(),
-                pax: "/etc/x".to_owned(),
-            }],
+            vec![Tar::PaxPath { header: "harmless".to_owned(), pax: "/etc/x".to_owned() }],
             r#"tarball entry "/etc/x": absolute paths are not allowed"#,
         ),
     ];
     for (entries, error) in cases {
-        assert_eq!(
-            store
-                .import_slug(&tarball(entries)[..])
-                .unwrap_err()
-                .to_string(),
-            *error
-        );
+        assert_eq!(store.import_slug(&tarball(entries)[..]).unwrap_err().to_string(), *error);
     }
     let mut truncated = tarball(&[file("a", &"x".repeat(4096))]);
     truncated.truncate(truncated.len() / 2);
-    assert_eq!(
-        store.import_slug(&truncated[..]).unwrap_err().to_string(),
-        "cannot read tarball"
-    );
+    assert_eq!(store.import_slug(&truncated[..]).unwrap_err().to_string(), "cannot read tarball");
     for sub in ["slugs", "tmp", "unpacked"] {
-        assert_eq!(
-            names(&dir.path().join("store").join(sub)),
-            Vec::<String>::new(),
-            "{sub}"
-        );
+        assert_eq!(names(&dir.path().join("store").join(sub)), Vec::<String>::new(), "{sub}");
     }
 }
 
@@ -1040,8 +775,5 @@ fn import_slug_reports_a_failing_reader() {
     let store = open_store(dir.path(), "store");
     let error = store.import_slug(Failing).unwrap_err();
     assert_eq!(error.to_string(), "cannot read tarball");
-    assert_eq!(
-        std::error::Error::source(&error).unwrap().to_string(),
-        "connection reset"
-    );
+    assert_eq!(std::error::Error::source(&error).unwrap().to_string(), "connection reset");
 }

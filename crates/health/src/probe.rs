@@ -14,12 +14,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// GETs `path` on `addr` with `Host: host`; 2xx and 3xx answers pass.
-pub async fn http_probe(
-    addr: SocketAddr,
-    path: &str,
-    host: &str,
-    timeout: Duration,
-) -> Result<(), String> {
+pub async fn http_probe(addr: SocketAddr, path: &str, host: &str, timeout: Duration) -> Result<(), String> {
     match tokio::time::timeout(timeout, http_get_status(addr, path, host)).await {
         Ok(Ok(status)) if status.is_success() || status.is_redirection() => Ok(()),
         Ok(Ok(status)) => Err(format!("GET {path} answered {status}")),
@@ -28,11 +23,7 @@ pub async fn http_probe(
     }
 }
 
-async fn http_get_status(
-    addr: SocketAddr,
-    path: &str,
-    host: &str,
-) -> Result<hyper::StatusCode, String> {
+async fn http_get_status(addr: SocketAddr, path: &str, host: &str) -> Result<hyper::StatusCode, String> {
     let stream = connect(addr).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -46,10 +37,7 @@ async fn http_get_status(
         .header(CONNECTION, "close")
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("bad health check request for {path:?}: {e}"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("GET {path}: {e}"))?;
+    let response = sender.send_request(request).await.map_err(|e| format!("GET {path}: {e}"))?;
     Ok(response.status())
 }
 
@@ -63,9 +51,7 @@ pub async fn tcp_probe(addr: SocketAddr, timeout: Duration) -> Result<(), String
 }
 
 async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect to {addr}: {e}"))?;
     // Probes are tiny request/response exchanges; Nagle would only add latency.
     let _ = stream.set_nodelay(true);
     Ok(stream)
@@ -79,9 +65,7 @@ mod tests {
 
     /// A one-shot HTTP server that answers every connection with `response` and records the
     /// request head it received.
-    async fn canned_server(
-        response: &'static str,
-    ) -> (SocketAddr, tokio::sync::mpsc::Receiver<String>) {
+    async fn canned_server(response: &'static str) -> (SocketAddr, tokio::sync::mpsc::Receiver<String>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (heads, rx) = tokio::sync::mpsc::channel(8);
@@ -96,9 +80,7 @@ mod tests {
                     }
                     len += n;
                 }
-                let _ = heads
-                    .send(String::from_utf8_lossy(&buf[..len]).into_owned())
-                    .await;
+                let _ = heads.send(String::from_utf8_lossy(&buf[..len]).into_owned()).await;
                 stream.write_all(response.as_bytes()).await.unwrap();
             }
         });
@@ -120,11 +102,7 @@ mod tests {
             "HTTP/1.1 302 Found\r\nlocation: /x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
         ] {
             let (addr, mut heads) = canned_server(response).await;
-            assert_eq!(
-                http_probe(addr, "/up", "hello.localhost", SECOND).await,
-                Ok(()),
-                "{response}"
-            );
+            assert_eq!(http_probe(addr, "/up", "hello.localhost", SECOND).await, Ok(()), "{response}");
             let head = heads.recv().await.unwrap().to_lowercase();
             assert!(head.starts_with("get /up http/1.1\r\n"), "{head}");
             assert!(head.contains("host: hello.localhost\r\n"), "{head}");
@@ -133,19 +111,15 @@ mod tests {
 
     #[tokio::test]
     async fn http_probe_fails_on_5xx_with_status_in_reason() {
-        let (addr, _heads) = canned_server(
-            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-        )
-        .await;
+        let (addr, _heads) =
+            canned_server("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
         let err = http_probe(addr, "/up", "h", SECOND).await.unwrap_err();
         assert!(err.contains("503"), "{err}");
     }
 
     #[tokio::test]
     async fn http_probe_fails_on_closed_port_and_garbage() {
-        let err = http_probe(closed_port().await, "/", "h", SECOND)
-            .await
-            .unwrap_err();
+        let err = http_probe(closed_port().await, "/", "h", SECOND).await.unwrap_err();
         assert!(err.starts_with("connect to 127.0.0.1:"), "{err}");
         let (addr, _heads) = canned_server("not http at all\r\n\r\n").await;
         assert!(http_probe(addr, "/", "h", SECOND).await.is_err());
@@ -156,9 +130,7 @@ mod tests {
         // Accepts (the kernel does, through the backlog) but never answers.
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let err = http_probe(addr, "/", "h", Duration::from_millis(50))
-            .await
-            .unwrap_err();
+        let err = http_probe(addr, "/", "h", Duration::from_millis(50)).await.unwrap_err();
         assert!(err.contains("timed out"), "{err}");
         drop(listener);
     }
@@ -166,10 +138,7 @@ mod tests {
     #[tokio::test]
     async fn tcp_probe_sees_open_and_closed_ports() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        assert_eq!(
-            tcp_probe(listener.local_addr().unwrap(), SECOND).await,
-            Ok(())
-        );
+        assert_eq!(tcp_probe(listener.local_addr().unwrap(), SECOND).await, Ok(()));
         let err = tcp_probe(closed_port().await, SECOND).await.unwrap_err();
         assert!(err.contains("connect to"), "{err}");
     }

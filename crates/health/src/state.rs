@@ -55,11 +55,7 @@ impl HealthState {
     /// An instance known to have been healthy before we could watch it, e.g. one restored from
     /// disk after a restart. It keeps serving until probes say otherwise.
     pub fn assumed_healthy(spec: &HealthSpec, started: Instant) -> Self {
-        Self {
-            status: Status::Healthy,
-            ever_passed: true,
-            ..Self::starting(spec, started)
-        }
+        Self { status: Status::Healthy, ever_passed: true, ..Self::starting(spec, started) }
     }
 
     /// Takes new thresholds without forgetting the results seen so far.
@@ -95,8 +91,7 @@ impl HealthState {
         self.consecutive_successes = 0;
         self.last_error = Some(reason);
         // A slow start is not a failure: until the first success, the start period is grace.
-        let in_grace =
-            !self.ever_passed && now.saturating_duration_since(self.started) < self.start_period;
+        let in_grace = !self.ever_passed && now.saturating_duration_since(self.started) < self.start_period;
         if in_grace {
             return;
         }
@@ -190,141 +185,51 @@ mod tests {
 
     #[test]
     fn becomes_healthy_after_threshold_successes() {
-        check(
-            'S',
-            "0/1/1",
-            "0+",
-            "H fails=0 probes=1 err=None replace=false",
-        );
-        check(
-            'S',
-            "0/3/1",
-            "0+ 1+ 2+",
-            "SSH fails=0 probes=3 err=None replace=false",
-        );
-        check(
-            'S',
-            "0/3/5",
-            "0+ 1+ 2- 3+ 4+ 5+",
-            "SSSSSH fails=0 probes=6 err=None replace=false",
-        );
+        check('S', "0/1/1", "0+", "H fails=0 probes=1 err=None replace=false");
+        check('S', "0/3/1", "0+ 1+ 2+", "SSH fails=0 probes=3 err=None replace=false");
+        check('S', "0/3/5", "0+ 1+ 2- 3+ 4+ 5+", "SSSSSH fails=0 probes=6 err=None replace=false");
     }
 
     #[test]
     fn becomes_unhealthy_after_threshold_failures() {
-        check(
-            'S',
-            "0/1/2",
-            "0+ 1- 2-",
-            r#"HHU fails=2 probes=3 err=Some("failed at 2") replace=false"#,
-        );
-        check(
-            'S',
-            "0/1/3",
-            "0+ 1- 2- 3+ 4- 5-",
-            r#"HHHHHH fails=2 probes=6 err=Some("failed at 5") replace=false"#,
-        );
-        check(
-            'S',
-            "0/1/1",
-            "0+ 1-",
-            r#"HU fails=1 probes=2 err=Some("failed at 1") replace=false"#,
-        );
+        check('S', "0/1/2", "0+ 1- 2-", r#"HHU fails=2 probes=3 err=Some("failed at 2") replace=false"#);
+        check('S', "0/1/3", "0+ 1- 2- 3+ 4- 5-", r#"HHHHHH fails=2 probes=6 err=Some("failed at 5") replace=false"#);
+        check('S', "0/1/1", "0+ 1-", r#"HU fails=1 probes=2 err=Some("failed at 1") replace=false"#);
     }
 
     #[test]
     fn recovers_after_threshold_successes() {
-        check(
-            'S',
-            "0/2/1",
-            "0+ 1+ 2- 3+ 4+",
-            "SHUUH fails=0 probes=5 err=None replace=false",
-        );
+        check('S', "0/2/1", "0+ 1+ 2- 3+ 4+", "SHUUH fails=0 probes=5 err=None replace=false");
     }
 
     #[test]
     fn start_period_forgives_failures_before_first_success() {
-        check(
-            'S',
-            "10/1/1",
-            "0- 5- 9-",
-            r#"SSS fails=0 probes=3 err=Some("failed at 9") replace=false"#,
-        );
-        check(
-            'S',
-            "10/1/1",
-            "0- 9- 10-",
-            r#"SSU fails=1 probes=3 err=Some("failed at 10") replace=false"#,
-        );
-        check(
-            'S',
-            "10/1/2",
-            "0- 9- 10- 11-",
-            r#"SSSU fails=2 probes=4 err=Some("failed at 11") replace=false"#,
-        );
-        check(
-            'S',
-            "10/1/2",
-            "0- 3+",
-            "SH fails=0 probes=2 err=None replace=false",
-        );
+        check('S', "10/1/1", "0- 5- 9-", r#"SSS fails=0 probes=3 err=Some("failed at 9") replace=false"#);
+        check('S', "10/1/1", "0- 9- 10-", r#"SSU fails=1 probes=3 err=Some("failed at 10") replace=false"#);
+        check('S', "10/1/2", "0- 9- 10- 11-", r#"SSSU fails=2 probes=4 err=Some("failed at 11") replace=false"#);
+        check('S', "10/1/2", "0- 3+", "SH fails=0 probes=2 err=None replace=false");
     }
 
     #[test]
     fn start_period_ends_at_first_success() {
-        check(
-            'S',
-            "10/1/1",
-            "0+ 1-",
-            r#"HU fails=1 probes=2 err=Some("failed at 1") replace=false"#,
-        );
-        check(
-            'S',
-            "10/2/1",
-            "0+ 1-",
-            r#"SU fails=1 probes=2 err=Some("failed at 1") replace=false"#,
-        );
+        check('S', "10/1/1", "0+ 1-", r#"HU fails=1 probes=2 err=Some("failed at 1") replace=false"#);
+        check('S', "10/2/1", "0+ 1-", r#"SU fails=1 probes=2 err=Some("failed at 1") replace=false"#);
     }
 
     #[test]
     fn assumed_healthy_serves_until_probes_fail() {
-        check(
-            'H',
-            "10/1/2",
-            "0-",
-            r#"H fails=1 probes=1 err=Some("failed at 0") replace=false"#,
-        );
-        check(
-            'H',
-            "10/1/2",
-            "0- 1-",
-            r#"HU fails=2 probes=2 err=Some("failed at 1") replace=false"#,
-        );
-        check(
-            'H',
-            "10/1/2",
-            "0- 1+",
-            "HH fails=0 probes=2 err=None replace=false",
-        );
+        check('H', "10/1/2", "0-", r#"H fails=1 probes=1 err=Some("failed at 0") replace=false"#);
+        check('H', "10/1/2", "0- 1-", r#"HU fails=2 probes=2 err=Some("failed at 1") replace=false"#);
+        check('H', "10/1/2", "0- 1+", "HH fails=0 probes=2 err=None replace=false");
     }
 
     #[test]
     fn long_failure_asks_for_replacement() {
-        check(
-            'S',
-            "0/1/2",
-            "0- 1- 2- 3- 4-",
-            r#"SUUUU fails=5 probes=5 err=Some("failed at 4") replace=true"#,
-        );
+        check('S', "0/1/2", "0- 1- 2- 3- 4-", r#"SUUUU fails=5 probes=5 err=Some("failed at 4") replace=true"#);
     }
 
     #[test]
     fn zero_thresholds_act_as_one() {
-        check(
-            'S',
-            "0/0/0",
-            "0+ 1-",
-            r#"HU fails=1 probes=2 err=Some("failed at 1") replace=false"#,
-        );
+        check('S', "0/0/0", "0+ 1-", r#"HU fails=1 probes=2 err=Some("failed at 1") replace=false"#);
     }
 }

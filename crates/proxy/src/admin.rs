@@ -42,11 +42,7 @@ pub(crate) struct Control {
 
 impl Control {
     pub fn new(shared: Arc<Shared>, state_file: PathBuf) -> Self {
-        Self {
-            shared,
-            state_file,
-            checkers: Mutex::new(Checkers::default()),
-        }
+        Self { shared, state_file, checkers: Mutex::new(Checkers::default()) }
     }
 
     /// Serves the table saved in the state file, if any. Its backends are assumed healthy.
@@ -72,22 +68,13 @@ impl Control {
         };
         let mut checkers = self.checkers.lock().await;
         self.swap_in(&table, &mut checkers, NewBackends::AssumedHealthy);
-        tracing::info!(
-            generation = table.generation,
-            sites = table.sites.len(),
-            "routing table restored"
-        );
+        tracing::info!(generation = table.generation, sites = table.sites.len(), "routing table restored");
         Ok(())
     }
 
     fn swap_in(&self, table: &RouteTable, checkers: &mut Checkers, new_backends: NewBackends) {
         let previous = self.shared.snapshot.load();
-        let snapshot = Arc::new(Snapshot::build(
-            table,
-            &previous,
-            new_backends,
-            Instant::now(),
-        ));
+        let snapshot = Arc::new(Snapshot::build(table, &previous, new_backends, self.shared.workers, Instant::now()));
         checkers.sync(&snapshot);
         self.shared.snapshot.store(snapshot);
     }
@@ -95,21 +82,11 @@ impl Control {
     async fn put_routes(&self, body: Incoming) -> Response<Full<Bytes>> {
         let bytes = match Limited::new(body, MAX_TABLE_BYTES).collect().await {
             Ok(collected) => collected.to_bytes(),
-            Err(error) => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("reading the table: {error}"),
-                )
-            }
+            Err(error) => return text(StatusCode::BAD_REQUEST, format!("reading the table: {error}")),
         };
         let table: RouteTable = match serde_json::from_slice(&bytes) {
             Ok(table) => table,
-            Err(error) => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("not a routing table: {error}"),
-                )
-            }
+            Err(error) => return text(StatusCode::BAD_REQUEST, format!("not a routing table: {error}")),
         };
         let table = match table::validate(table) {
             Ok(table) => table,
@@ -120,10 +97,7 @@ impl Control {
         if table.generation < current {
             return text(
                 StatusCode::CONFLICT,
-                format!(
-                    "generation {} is older than generation {current} in force",
-                    table.generation
-                ),
+                format!("generation {} is older than generation {current} in force", table.generation),
             );
         }
         let path = self.state_file.clone();
@@ -133,25 +107,11 @@ impl Control {
         };
         match saved {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                return text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("saving the table: {error}"),
-                )
-            }
-            Err(error) => {
-                return text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("saving the table: {error}"),
-                )
-            }
+            Ok(Err(error)) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("saving the table: {error}")),
+            Err(error) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("saving the table: {error}")),
         }
         self.swap_in(&table, &mut checkers, NewBackends::Starting);
-        tracing::info!(
-            generation = table.generation,
-            sites = table.sites.len(),
-            "routing table updated"
-        );
+        tracing::info!(generation = table.generation, sites = table.sites.len(), "routing table updated");
         json(&serde_json::json!({ "generation": table.generation }))
     }
 
@@ -167,10 +127,7 @@ impl Control {
         match (request.method(), request.uri().path()) {
             (&Method::PUT, "/routes") => self.put_routes(request.into_body()).await,
             (&Method::GET, "/status") => json(&self.status()),
-            (_, "/routes" | "/status") => text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed".to_owned(),
-            ),
+            (_, "/routes" | "/status") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".to_owned()),
             (_, path) => text(StatusCode::NOT_FOUND, format!("no admin endpoint {path}")),
         }
     }
@@ -179,20 +136,14 @@ impl Control {
 fn text(status: StatusCode, message: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(message)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 
 fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec(value).expect("admin answers always serialize");
     let mut response = Response::new(Full::new(Bytes::from(body)));
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     response
 }
 
@@ -202,19 +153,14 @@ pub(crate) async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt as _;
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
-            anyhow::bail!(
-                "{}: another proxy is listening on this admin socket",
-                path.display()
-            );
+            anyhow::bail!("{}: another proxy is listening on this admin socket", path.display());
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing stale admin socket {}", path.display()))?;
+        std::fs::remove_file(path).with_context(|| format!("removing stale admin socket {}", path.display()))?;
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let listener = UnixListener::bind(path)
-        .with_context(|| format!("binding admin socket {}", path.display()))?;
+    let listener = UnixListener::bind(path).with_context(|| format!("binding admin socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("making admin socket {} private", path.display()))?;
     Ok(listener)
@@ -224,7 +170,7 @@ pub(crate) async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 pub(crate) async fn serve(
     listener: UnixListener,
     control: Arc<Control>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<Option<Duration>>,
 ) {
     loop {
         let stream = tokio::select! {
@@ -244,9 +190,8 @@ pub(crate) async fn serve(
                 let control = Arc::clone(&control);
                 async move { Ok::<_, Infallible>(control.handle(request).await) }
             });
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
+            if let Err(error) =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
             {
                 tracing::debug!(%error, "admin connection failed");
             }
@@ -272,14 +217,8 @@ impl AdminClient {
         let (status, body) = self.call(Method::PUT, "/routes", Bytes::from(body)).await?;
         match status {
             s if s.is_success() => Ok(()),
-            StatusCode::CONFLICT => Err(ProxyError::StaleGeneration {
-                message: lossy(&body),
-            }),
-            s => Err(ProxyError::Rejected {
-                what: "routes",
-                status: s.as_u16(),
-                message: lossy(&body),
-            }),
+            StatusCode::CONFLICT => Err(ProxyError::StaleGeneration { message: lossy(&body) }),
+            s => Err(ProxyError::Rejected { what: "routes", status: s.as_u16(), message: lossy(&body) }),
         }
     }
 
@@ -287,53 +226,25 @@ impl AdminClient {
     pub async fn status(&self) -> Result<ProxyStatus, ProxyError> {
         let (status, body) = self.call(Method::GET, "/status", Bytes::new()).await?;
         if !status.is_success() {
-            return Err(ProxyError::Rejected {
-                what: "status",
-                status: status.as_u16(),
-                message: lossy(&body),
-            });
+            return Err(ProxyError::Rejected { what: "status", status: status.as_u16(), message: lossy(&body) });
         }
-        serde_json::from_slice(&body).map_err(|source| ProxyError::Decode {
-            what: "status",
-            source,
-        })
+        serde_json::from_slice(&body).map_err(|source| ProxyError::Decode { what: "status", source })
     }
 
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Bytes,
-    ) -> Result<(StatusCode, Bytes), ProxyError> {
+    async fn call(&self, method: Method, path: &str, body: Bytes) -> Result<(StatusCode, Bytes), ProxyError> {
         match tokio::time::timeout(CLIENT_TIMEOUT, self.call_untimed(method, path, body)).await {
             Ok(result) => result,
-            Err(_) => Err(ProxyError::Timeout {
-                socket: self.socket.clone(),
-                timeout: CLIENT_TIMEOUT,
-            }),
+            Err(_) => Err(ProxyError::Timeout { socket: self.socket.clone(), timeout: CLIENT_TIMEOUT }),
         }
     }
 
-    async fn call_untimed(
-        &self,
-        method: Method,
-        path: &str,
-        body: Bytes,
-    ) -> Result<(StatusCode, Bytes), ProxyError> {
-        let http_error = |source| ProxyError::Http {
-            socket: self.socket.clone(),
-            source,
-        };
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ProxyError::Connect {
-                    socket: self.socket.clone(),
-                    source,
-                })?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    async fn call_untimed(&self, method: Method, path: &str, body: Bytes) -> Result<(StatusCode, Bytes), ProxyError> {
+        let http_error = |source| ProxyError::Http { socket: self.socket.clone(), source };
+        let stream = UnixStream::connect(&self.socket)
             .await
-            .map_err(http_error)?;
+            .map_err(|source| ProxyError::Connect { socket: self.socket.clone(), source })?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(http_error)?;
         // Ends when the exchange is over and `sender` is dropped.
         tokio::spawn(connection);
         let request = Request::builder()
@@ -345,12 +256,7 @@ impl AdminClient {
             .expect("method, path and fixed headers make a valid request");
         let response = sender.send_request(request).await.map_err(http_error)?;
         let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(http_error)?
-            .to_bytes();
+        let body = response.into_body().collect().await.map_err(http_error)?.to_bytes();
         Ok((status, body))
     }
 }

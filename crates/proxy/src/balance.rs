@@ -18,9 +18,7 @@ pub(crate) fn pick(
     if n == 0 {
         return None;
     }
-    let candidates = (0..n)
-        .map(|offset| (start + offset) % n)
-        .filter(|&idx| eligible(idx));
+    let candidates = (0..n).map(|offset| (start + offset) % n).filter(|&idx| eligible(idx));
     match balance {
         Balance::RoundRobin => candidates.into_iter().next(),
         // `min_by_key` keeps the first of equal minimums, i.e. the one nearest the rotation.

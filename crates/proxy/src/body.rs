@@ -3,8 +3,11 @@
 //! Bodies stream: frames are passed on as they arrive, never collected. The response body
 //! carries the backend's [`InflightGuard`], so a request counts as in flight until its last byte
 //! has been handed to the client (or the client went away), which is what draining waits for.
+//! It also carries the upstream connection, which goes back to the backend's pool when the body
+//! was read to the end, and is closed otherwise.
 
 use crate::table::InflightGuard;
+use crate::upstream::Sender;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::pin::Pin;
@@ -23,10 +26,7 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpstreamBody::Streamed(body) => Pin::new(body).poll_frame(cx),
             UpstreamBody::Empty => Poll::Ready(None),
@@ -54,7 +54,11 @@ pub(crate) enum ProxyBody {
     /// A backend's response, streamed through, counted against the backend until done.
     Upstream {
         body: Incoming,
-        _guard: InflightGuard,
+        guard: InflightGuard,
+        /// The connection the response arrives on, until it is returned or closed.
+        connection: Option<Sender>,
+        /// Whether the backend's body has been read to the end.
+        finished: bool,
     },
     /// A page made by the proxy itself (errors), or nothing.
     Local(Option<Bytes>),
@@ -68,18 +72,37 @@ impl ProxyBody {
     pub fn text(text: String) -> Self {
         ProxyBody::Local(Some(Bytes::from(text)))
     }
+
+    pub fn upstream(body: Incoming, guard: InflightGuard, connection: Sender) -> Self {
+        ProxyBody::Upstream { body, guard, connection: Some(connection), finished: false }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        let ProxyBody::Upstream { body, guard, connection, finished } = self else { return };
+        if *finished || body.is_end_stream() {
+            if let Some(connection) = connection.take() {
+                guard.backend().pool.put(connection);
+            }
+        }
+    }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ProxyBody::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
+            ProxyBody::Upstream { body, finished, .. } => {
+                let frame = Pin::new(&mut *body).poll_frame(cx);
+                // hyper stops polling once `is_end_stream` holds, so both ends are watched.
+                if matches!(frame, Poll::Ready(None)) || body.is_end_stream() {
+                    *finished = true;
+                }
+                frame
+            }
             ProxyBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -94,9 +117,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Upstream { body, .. } => body.size_hint(),
-            ProxyBody::Local(data) => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            ProxyBody::Local(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }
 }

@@ -13,30 +13,17 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("cannot reach proxy admin socket {}: {source}", socket.display())]
-    Connect {
-        socket: PathBuf,
-        source: std::io::Error,
-    },
+    Connect { socket: PathBuf, source: std::io::Error },
     #[error("proxy admin socket {}: {source}", socket.display())]
-    Http {
-        socket: PathBuf,
-        source: hyper::Error,
-    },
+    Http { socket: PathBuf, source: hyper::Error },
     #[error("proxy admin socket {}: no answer within {timeout:?}", socket.display())]
     Timeout { socket: PathBuf, timeout: Duration },
     #[error("proxy kept its routes: {message}")]
     StaleGeneration { message: String },
     #[error("proxy rejected {what}: {status}: {message}")]
-    Rejected {
-        what: &'static str,
-        status: u16,
-        message: String,
-    },
+    Rejected { what: &'static str, status: u16, message: String },
     #[error("proxy answered {what} with bad json: {source}")]
-    Decode {
-        what: &'static str,
-        source: serde_json::Error,
-    },
+    Decode { what: &'static str, source: serde_json::Error },
 }
 
 /// Which party a forwarding error is attributed to.
@@ -88,12 +75,7 @@ impl ForwardError {
             ErrorKind::UpstreamBroken => (Side::Upstream, Retry::IfIdempotent),
             ErrorKind::BadUpgrade => (Side::Upstream, Retry::Never),
         };
-        Self {
-            kind,
-            side,
-            retry,
-            cause: None,
-        }
+        Self { kind, side, retry, cause: None }
     }
 
     pub fn because(mut self, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
@@ -116,9 +98,7 @@ impl ForwardError {
             ErrorKind::MissingHost => StatusCode::BAD_REQUEST,
             ErrorKind::UnknownHost => StatusCode::NOT_FOUND,
             ErrorKind::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::ConnectFailed | ErrorKind::UpstreamBroken | ErrorKind::BadUpgrade => {
-                StatusCode::BAD_GATEWAY
-            }
+            ErrorKind::ConnectFailed | ErrorKind::UpstreamBroken | ErrorKind::BadUpgrade => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -164,13 +144,7 @@ mod tests {
         let table = [
             (ErrorKind::MissingHost, Side::Downstream, false, false, 400),
             (ErrorKind::UnknownHost, Side::Downstream, false, false, 404),
-            (
-                ErrorKind::NoHealthyBackend,
-                Side::Internal,
-                false,
-                false,
-                503,
-            ),
+            (ErrorKind::NoHealthyBackend, Side::Internal, false, false, 503),
             (ErrorKind::ConnectFailed, Side::Upstream, true, true, 502),
             (ErrorKind::UpstreamBroken, Side::Upstream, false, true, 502),
             (ErrorKind::BadUpgrade, Side::Upstream, false, false, 502),
@@ -188,13 +162,7 @@ mod tests {
     fn display_walks_the_cause_chain() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
         let err = ForwardError::new(ErrorKind::ConnectFailed).because(io);
-        assert_eq!(
-            err.to_string(),
-            "cannot connect to backend: connection refused"
-        );
-        assert_eq!(
-            ForwardError::new(ErrorKind::UnknownHost).page("a.localhost"),
-            "no app for host a.localhost\n"
-        );
+        assert_eq!(err.to_string(), "cannot connect to backend: connection refused");
+        assert_eq!(ForwardError::new(ErrorKind::UnknownHost).page("a.localhost"), "no app for host a.localhost\n");
     }
 }

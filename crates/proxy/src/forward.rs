@@ -15,64 +15,34 @@ use crate::body::{ProxyBody, UpstreamBody};
 use crate::error::{ErrorKind, ForwardError};
 use crate::headers::{self, RequestIds};
 use crate::table::{InflightGuard, SiteRoute, Snapshot};
+use crate::upstream;
 use arc_swap::ArcSwap;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, HOST};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Incoming};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// At most this many backends are tried for one request.
 const MAX_ATTEMPTS: usize = 3;
-/// A backend that does not accept a connection within this time counts as down.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Idle upstream connections kept per backend. Enough for the concurrency of one busy site;
-/// beyond it, connections close after their request instead of piling up.
-const MAX_IDLE_PER_BACKEND: usize = 1024;
-/// Idle upstream connections are closed after this long. Kept below the 5 s keep-alive timeout
-/// common in app servers (Node, gunicorn's 2 s excepted), so that the backend rarely closes a
-/// connection just as the proxy reuses it.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
-pub(crate) type UpstreamClient = Client<HttpConnector, UpstreamBody>;
-
-/// What every connection shares: the routing table, the upstream pool, the id generator.
+/// What every connection shares: the routing table and the request id generator.
 pub(crate) struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
-    pub client: UpstreamClient,
     pub request_ids: RequestIds,
+    /// Worker threads, each with its own share of every backend's connection pool.
+    pub workers: usize,
 }
 
 impl Shared {
-    pub fn new() -> Self {
-        Self {
-            snapshot: ArcSwap::from_pointee(Snapshot::default()),
-            client: upstream_client(),
-            request_ids: RequestIds::new(),
-        }
+    pub fn new(workers: usize) -> Self {
+        Self { snapshot: ArcSwap::from_pointee(Snapshot::default()), request_ids: RequestIds::new(), workers }
     }
-}
-
-/// The keep-alive pool to backends. Backends are addressed by IP literal, so no name is ever
-/// resolved on the request path.
-fn upstream_client() -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(MAX_IDLE_PER_BACKEND)
-        .pool_timer(TokioTimer::new())
-        .retry_canceled_requests(true)
-        .build(connector)
 }
 
 /// One client connection's context.
@@ -82,10 +52,7 @@ pub(crate) struct Conn {
 }
 
 /// Serves one request from a client. Never fails: every error becomes an error page.
-pub(crate) async fn handle(
-    conn: Arc<Conn>,
-    request: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+pub(crate) async fn handle(conn: Arc<Conn>, request: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
     let request_id = conn.shared.request_ids.for_request(request.headers());
     let log = RequestLog::start(&request);
     let snapshot = conn.shared.snapshot.load_full();
@@ -102,13 +69,7 @@ pub(crate) async fn handle(
         Ok(response) => (response, None),
         Err(error) => (error_page(&error, "", &request_id), Some(error)),
     };
-    log_request(
-        &log,
-        Some(site),
-        response.status(),
-        outcome.attempts,
-        error.as_ref(),
-    );
+    log_request(&log, Some(site), response.status(), outcome.attempts, error.as_ref());
     Ok(response)
 }
 
@@ -126,10 +87,7 @@ fn route_and_pick<'s>(
     };
     match pick_upstream(site, &Tried::default()) {
         Some(idx) => Ok((site, idx)),
-        None => Err((
-            ForwardError::new(ErrorKind::NoHealthyBackend),
-            host.into_owned(),
-        )),
+        None => Err((ForwardError::new(ErrorKind::NoHealthyBackend), host.into_owned())),
     }
 }
 
@@ -184,24 +142,16 @@ struct Head {
 }
 
 impl Head {
-    fn to_request(&self, authority: &Authority, body: UpstreamBody) -> Request<UpstreamBody> {
-        Head {
-            method: self.method.clone(),
-            path_and_query: self.path_and_query.clone(),
-            headers: self.headers.clone(),
-        }
-        .into_request(authority, body)
+    fn to_request(&self, body: UpstreamBody) -> Request<UpstreamBody> {
+        Head { method: self.method.clone(), path_and_query: self.path_and_query.clone(), headers: self.headers.clone() }
+            .into_request(body)
     }
 
-    fn into_request(self, authority: &Authority, body: UpstreamBody) -> Request<UpstreamBody> {
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(authority.clone());
-        uri.path_and_query = Some(self.path_and_query);
+    /// The request in origin form (`/path?query`): the connection already knows the backend.
+    fn into_request(self, body: UpstreamBody) -> Request<UpstreamBody> {
         let mut request = Request::new(body);
         *request.method_mut() = self.method;
-        *request.uri_mut() =
-            Uri::from_parts(uri).expect("scheme, authority and path make a valid uri");
+        *request.uri_mut() = Uri::from(self.path_and_query);
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = self.headers;
         request
@@ -224,43 +174,19 @@ async fn forward(
     };
     if !parts.headers.contains_key(HOST) {
         // An absolute-form request: the backend gets the host it asked for, not our address.
-        if let Some(value) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
+        if let Some(value) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
             parts.headers.insert(HOST, value);
         }
     }
-    headers::to_upstream(
-        &mut parts.headers,
-        &conn.client,
-        request_id,
-        upgrade.as_ref(),
-        parts.uri.authority(),
-    );
-    let idempotent = matches!(
-        parts.method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    );
+    headers::to_upstream(&mut parts.headers, &conn.client, request_id, upgrade.as_ref(), parts.uri.authority());
+    let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
     let replayable = body.is_end_stream();
     let (mut body, max_attempts) = match replayable {
-        true => (
-            Some(UpstreamBody::Empty),
-            site.routed.len().clamp(1, MAX_ATTEMPTS),
-        ),
+        true => (Some(UpstreamBody::Empty), site.routed.len().clamp(1, MAX_ATTEMPTS)),
         false => (Some(UpstreamBody::Streamed(body)), 1),
     };
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let mut head = Some(Head {
-        method: parts.method,
-        path_and_query,
-        headers: parts.headers,
-    });
+    let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut head = Some(Head { method: parts.method, path_and_query, headers: parts.headers });
     let mut downstream_upgrade = downstream_upgrade;
 
     let mut tried = Tried::default();
@@ -268,76 +194,43 @@ async fn forward(
     loop {
         tried.push(idx);
         let guard = InflightGuard::new(Arc::clone(&site.routed[idx]));
-        let authority = &guard.backend().authority;
         let last = tried.len >= max_attempts;
         let request = match last {
             true => {
-                let body = body
-                    .take()
-                    .expect("the body is sent on the last attempt only");
-                head.take()
-                    .expect("the head is moved on the last attempt only")
-                    .into_request(authority, body)
+                let body = body.take().expect("the body is sent on the last attempt only");
+                head.take().expect("the head is moved on the last attempt only").into_request(body)
             }
-            false => head
-                .as_ref()
-                .expect("the head is kept until the last attempt")
-                .to_request(authority, UpstreamBody::Empty),
+            false => head.as_ref().expect("the head is kept until the last attempt").to_request(UpstreamBody::Empty),
         };
-        let error = match send_upstream(&conn.shared.client, request).await {
-            Ok(response) => {
-                let result =
-                    into_downstream(response, guard, downstream_upgrade.take(), request_id);
-                return Outcome {
-                    result,
-                    attempts: tried.len,
-                };
+        let backend = guard.backend();
+        let error = match upstream::send(&backend.pool, backend.addr, request).await {
+            Ok((response, connection)) => {
+                let result = into_downstream(response, connection, guard, downstream_upgrade.take(), request_id);
+                return Outcome { result, attempts: tried.len };
             }
             Err(error) => error,
         };
         if error.kind == ErrorKind::ConnectFailed {
             // Passive health check: a refused connection is as telling as a failed probe, and
             // reacting now moves traffic away before the next probe is due.
-            guard
-                .backend()
-                .record(Err(error.to_string()), Instant::now());
+            guard.backend().record(Err(error.to_string()), Instant::now());
         }
         drop(guard);
         // Only replayable requests get `max_attempts > 1`, so `last` covers streamed bodies.
         if last || !error.allows_retry(idempotent) {
-            return Outcome {
-                result: Err(error),
-                attempts: tried.len,
-            };
+            return Outcome { result: Err(error), attempts: tried.len };
         }
         idx = match pick_upstream(site, &tried) {
             Some(next) => next,
-            None => {
-                return Outcome {
-                    result: Err(error),
-                    attempts: tried.len,
-                }
-            }
+            None => return Outcome { result: Err(error), attempts: tried.len },
         };
     }
-}
-
-async fn send_upstream(
-    client: &UpstreamClient,
-    request: Request<UpstreamBody>,
-) -> Result<Response<Incoming>, ForwardError> {
-    client.request(request).await.map_err(|error| {
-        let kind = match error.is_connect() {
-            true => ErrorKind::ConnectFailed,
-            false => ErrorKind::UpstreamBroken,
-        };
-        ForwardError::new(kind).because(error)
-    })
 }
 
 /// Turns the backend's response into the client's; a `101` starts a byte tunnel.
 fn into_downstream(
     response: Response<Incoming>,
+    connection: upstream::Sender,
     guard: InflightGuard,
     downstream_upgrade: Option<OnUpgrade>,
     request_id: &HeaderValue,
@@ -345,19 +238,13 @@ fn into_downstream(
     let (mut parts, body) = response.into_parts();
     if parts.status != StatusCode::SWITCHING_PROTOCOLS {
         headers::to_downstream(&mut parts.headers, false, request_id);
-        return Ok(Response::from_parts(
-            parts,
-            ProxyBody::Upstream {
-                body,
-                _guard: guard,
-            },
-        ));
+        return Ok(Response::from_parts(parts, ProxyBody::upstream(body, guard, connection)));
     }
-    let (Some(downstream), Some(upstream)) =
-        (downstream_upgrade, parts.extensions.remove::<OnUpgrade>())
-    else {
+    let (Some(downstream), Some(upstream)) = (downstream_upgrade, parts.extensions.remove::<OnUpgrade>()) else {
         return Err(ForwardError::new(ErrorKind::BadUpgrade));
     };
+    // The connection now belongs to the tunnel; it never goes back to the pool.
+    drop(connection);
     tokio::spawn(tunnel(downstream, upstream, guard));
     headers::to_downstream(&mut parts.headers, true, request_id);
     Ok(Response::from_parts(parts, ProxyBody::empty()))
@@ -384,10 +271,7 @@ fn error_page(error: &ForwardError, host: &str, request_id: &HeaderValue) -> Res
     let mut response = Response::new(ProxyBody::text(error.page(host)));
     *response.status_mut() = error.status();
     let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(headers::X_REQUEST_ID.clone(), request_id.clone());
     response
@@ -400,8 +284,8 @@ struct RequestLog {
 
 impl RequestLog {
     fn start(request: &Request<Incoming>) -> Self {
-        let request = tracing::enabled!(tracing::Level::DEBUG)
-            .then(|| (request.method().clone(), request.uri().clone()));
+        let request =
+            tracing::enabled!(tracing::Level::DEBUG).then(|| (request.method().clone(), request.uri().clone()));
         Self { request }
     }
 }

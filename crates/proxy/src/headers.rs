@@ -5,9 +5,7 @@
 //! necessary (an existing `X-Forwarded-For`, extension tokens in `Connection`, an uppercase
 //! host name).
 
-use http::header::{
-    HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::HeaderMap;
 use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
@@ -51,9 +49,7 @@ fn strip_port(host: &str) -> &str {
 /// Whether the client asks to switch protocols (WebSocket and the like); returns the protocol.
 pub(crate) fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     let upgrade = headers.get(UPGRADE)?;
-    connection_tokens(headers)
-        .any(|t| t.eq_ignore_ascii_case("upgrade"))
-        .then(|| upgrade.clone())
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade")).then(|| upgrade.clone())
 }
 
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
@@ -66,9 +62,56 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the `Connection` header names.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(CONNECTION) {
+/// Headers that must not cross the proxy, as bits: the hop-by-hop ones (RFC 9110 §7.6.1) and
+/// `Expect`, which the proxy answers itself.
+const HOP_CONNECTION: u8 = 1;
+const HOP_EXPECT: u8 = 1 << 7;
+
+fn hop_bit(name: &HeaderName) -> u8 {
+    // Most headers are none of these; standard names compare as enum tags, custom ones by bytes.
+    if name == CONNECTION {
+        HOP_CONNECTION
+    } else if name == TRANSFER_ENCODING {
+        1 << 1
+    } else if name == UPGRADE {
+        1 << 2
+    } else if name == TE {
+        1 << 3
+    } else if name == TRAILER {
+        1 << 4
+    } else if name == KEEP_ALIVE {
+        1 << 5
+    } else if name == PROXY_CONNECTION {
+        1 << 6
+    } else if name == EXPECT {
+        HOP_EXPECT
+    } else {
+        0
+    }
+}
+
+fn hop_name(bit: u8) -> &'static HeaderName {
+    match bit {
+        HOP_CONNECTION => &CONNECTION,
+        0b10 => &TRANSFER_ENCODING,
+        0b100 => &UPGRADE,
+        0b1000 => &TE,
+        0b1_0000 => &TRAILER,
+        0b10_0000 => &KEEP_ALIVE,
+        0b100_0000 => &PROXY_CONNECTION,
+        _ => &EXPECT,
+    }
+}
+
+/// Removes the headers in `remove` (a set of bits from [`hop_bit`]) and those the `Connection`
+/// header names. One pass over the map finds them, so the common case (none present, or only
+/// `Connection: keep-alive`) costs no hash lookups beyond the removals themselves.
+fn remove_hop_by_hop(headers: &mut HeaderMap, remove: u8) {
+    let found = headers.keys().fold(0, |found, name| found | hop_bit(name)) & remove;
+    if found == 0 {
+        return;
+    }
+    if found & HOP_CONNECTION != 0 {
         let named: Vec<HeaderName> = connection_tokens(headers)
             .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
@@ -76,17 +119,12 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         for name in named {
             headers.remove(name);
         }
-        headers.remove(CONNECTION);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &TE,
-        &TRAILER,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-    ] {
-        headers.remove(name);
+    for shift in 0..8 {
+        let bit = 1u8 << shift;
+        if found & bit != 0 {
+            headers.remove(hop_name(bit));
+        }
     }
 }
 
@@ -107,9 +145,10 @@ pub(crate) fn to_upstream(
     upgrade: Option<&HeaderValue>,
     authority: Option<&http::uri::Authority>,
 ) {
-    remove_hop_by_hop(headers);
     // The proxy answers `Expect: 100-continue` itself when it starts reading the body.
-    headers.remove(EXPECT);
+    remove_hop_by_hop(headers, u8::MAX);
+    // Room for the headers added below at once, rather than growing the map twice.
+    headers.reserve(6);
     if let Some(protocol) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol.clone());
@@ -139,23 +178,18 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
     }
     joined.extend_from_slice(ip.as_bytes());
     // Both halves were valid header values and ", " is too, so the join is one.
-    let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined))
-        .expect("joined header values are valid");
+    let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).expect("joined header values are valid");
     headers.insert(X_FORWARDED_FOR.clone(), value);
 }
 
 /// Turns the backend's response headers into the client's. A `101 Switching Protocols` keeps
 /// `Connection` and `Upgrade`: they are the point of it.
-pub(crate) fn to_downstream(
-    headers: &mut HeaderMap,
-    switching_protocols: bool,
-    request_id: &HeaderValue,
-) {
+pub(crate) fn to_downstream(headers: &mut HeaderMap, switching_protocols: bool, request_id: &HeaderValue) {
     let upgrade = match switching_protocols {
         true => headers.get(UPGRADE).cloned(),
         false => None,
     };
-    remove_hop_by_hop(headers);
+    remove_hop_by_hop(headers, !HOP_EXPECT);
     if let Some(protocol) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol);
@@ -177,19 +211,14 @@ impl RequestIds {
         // only make distinct processes differ even if that seeding were weak.
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u32(std::process::id());
-        let since_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         hasher.write_u128(since_epoch.as_nanos());
         let seed = hasher.finish();
         let mut prefix = [0u8; 12];
         for (i, byte) in prefix.iter_mut().enumerate() {
             *byte = hex_digit(seed >> (60 - 4 * i));
         }
-        Self {
-            prefix,
-            counter: AtomicU64::new(1),
-        }
+        Self { prefix, counter: AtomicU64::new(1) }
     }
 
     /// The client's id if it sent a usable one, else a new one.
@@ -209,8 +238,7 @@ impl RequestIds {
         for i in 0..digits {
             buf[13 + i] = hex_digit(n >> (4 * (digits - 1 - i)));
         }
-        HeaderValue::from_bytes(&buf[..13 + digits])
-            .expect("hex digits and '-' are a valid header value")
+        HeaderValue::from_bytes(&buf[..13 + digits]).expect("hex digits and '-' are a valid header value")
     }
 }
 
@@ -225,19 +253,13 @@ mod tests {
     fn headers(lines: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in lines {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
+            map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
         }
         map
     }
 
     fn render(map: &HeaderMap) -> String {
-        let mut lines: Vec<String> = map
-            .iter()
-            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap()))
-            .collect();
+        let mut lines: Vec<String> = map.iter().map(|(k, v)| format!("{k}: {}", v.to_str().unwrap())).collect();
         lines.sort();
         lines.join("\n")
     }
@@ -246,16 +268,8 @@ mod tests {
     fn check_upstream(input: &[(&str, &str)], expected: &str) {
         let mut map = headers(input);
         let upgrade = requested_upgrade(&map);
-        let client = Client {
-            ip: HeaderValue::from_static("10.0.0.9"),
-        };
-        to_upstream(
-            &mut map,
-            &client,
-            &HeaderValue::from_static("rid"),
-            upgrade.as_ref(),
-            None,
-        );
+        let client = Client { ip: HeaderValue::from_static("10.0.0.9") };
+        to_upstream(&mut map, &client, &HeaderValue::from_static("rid"), upgrade.as_ref(), None);
         assert_eq!(render(&map), expected.trim(), "input: {input:?}");
     }
 
@@ -308,12 +322,7 @@ x-forwarded-proto: http
 x-request-id: rid",
         );
         check_upstream(
-            &[
-                ("host", "a"),
-                ("connection", "Upgrade"),
-                ("upgrade", "websocket"),
-                ("sec-websocket-key", "k"),
-            ],
+            &[("host", "a"), ("connection", "Upgrade"), ("upgrade", "websocket"), ("sec-websocket-key", "k")],
             "
 connection: upgrade
 host: a
@@ -328,11 +337,7 @@ x-request-id: rid",
 
     #[test]
     fn downstream_headers_keep_upgrade_only_when_switching() {
-        let input = [
-            ("connection", "upgrade"),
-            ("upgrade", "websocket"),
-            ("content-type", "text/plain"),
-        ];
+        let input = [("connection", "upgrade"), ("upgrade", "websocket"), ("content-type", "text/plain")];
         let id = HeaderValue::from_static("rid");
         let mut switching = headers(&input);
         to_downstream(&mut switching, true, &id);
@@ -342,10 +347,7 @@ x-request-id: rid",
         );
         let mut plain = headers(&input);
         to_downstream(&mut plain, false, &id);
-        assert_eq!(
-            render(&plain),
-            "content-type: text/plain\nx-request-id: rid"
-        );
+        assert_eq!(render(&plain), "content-type: text/plain\nx-request-id: rid");
     }
 
     #[test]
@@ -365,14 +367,8 @@ x-request-id: rid",
             assert_eq!(routing_host(&uri, &map).as_deref(), expected, "{host:?}");
         }
         let uri = http::Uri::from_static("http://B.localhost:1/x");
-        assert_eq!(
-            routing_host(&uri, &headers(&[("host", "other")])).as_deref(),
-            Some("b.localhost")
-        );
-        assert_eq!(
-            routing_host(&http::Uri::from_static("/"), &HeaderMap::new()),
-            None
-        );
+        assert_eq!(routing_host(&uri, &headers(&[("host", "other")])).as_deref(), Some("b.localhost"));
+        assert_eq!(routing_host(&http::Uri::from_static("/"), &HeaderMap::new()), None);
     }
 
     #[test]
@@ -384,10 +380,7 @@ x-request-id: rid",
         let text = first.to_str().unwrap();
         assert_eq!(text.len(), 14, "{text}");
         assert!(text.ends_with("-1"), "{text}");
-        assert!(
-            RequestIds::new().next() != first,
-            "two processes share a prefix"
-        );
+        assert!(RequestIds::new().next() != first, "two processes share a prefix");
         let incoming = headers(&[("x-request-id", "abc")]);
         assert_eq!(ids.for_request(&incoming), "abc");
         assert_ne!(ids.for_request(&headers(&[("x-request-id", "")])), "");

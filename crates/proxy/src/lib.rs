@@ -5,18 +5,21 @@
 //! was given, across its own restarts too (the table is persisted in the state file).
 //!
 //! Code map:
-//! - [`server`]: the listening sockets, the runtime and graceful shutdown.
+//! - [`server`]: worker threads (one single-threaded runtime and listener each), graceful
+//!   shutdown.
 //! - [`forward`]: one request's life as phases: route, pick upstream, connect/forward, log.
 //! - [`table`]: the immutable routing snapshot built from a [`model::RouteTable`], and the
 //!   per-backend state (health, counters) that survives table updates.
 //! - [`balance`]: the pure choice of a backend (round-robin, least connections).
+//! - [`upstream`]: per-backend keep-alive connection pools and sending a request.
 //! - [`checker`]: active health checks, one task per backend, using the `health` crate.
 //! - [`admin`]: the admin API on a unix socket (`PUT /routes`, `GET /status`) and its client.
 //! - [`state_file`]: atomic persistence of the table.
 //!
 //! **Architecture invariant:** the request path never waits on the admin side. It reads the
-//! table through one `arc-swap` load, touches only atomics, and never takes a lock that the
-//! admin API or the checkers hold for longer than a counter update.
+//! table through one `arc-swap` load and touches only atomics, except two short locks: its
+//! worker's share of a backend's connection pool (which the sweeper takes once a second) and,
+//! after a refused connection, the backend's health state (held for one update).
 //!
 //! **Architecture invariant:** nothing is logged per request above `debug`.
 
@@ -30,6 +33,7 @@ mod headers;
 mod server;
 mod state_file;
 mod table;
+mod upstream;
 
 pub use admin::AdminClient;
 pub use error::ProxyError;
@@ -47,6 +51,6 @@ pub struct ProxyOptions {
     pub admin_socket: PathBuf,
     /// Where the routing table is persisted and restored from at start.
     pub state_file: PathBuf,
-    /// Runtime worker threads; 0 means one per core.
+    /// Worker threads, each with its own single-threaded runtime; 0 means one per core.
     pub threads: usize,
 }

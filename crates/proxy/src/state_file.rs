@@ -12,22 +12,13 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StateFileError {
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{}: not a routing table: {source}", path.display())]
-    Parse {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Parse { path: PathBuf, source: serde_json::Error },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StateFileError + '_ {
-    move |source| StateFileError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| StateFileError::Io { path: path.to_owned(), source }
 }
 
 /// Reads the table saved at `path`; `None` if there is none yet.
@@ -37,10 +28,8 @@ pub(crate) fn load(path: &Path) -> Result<Option<RouteTable>, StateFileError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error(path)(e)),
     };
-    let table = serde_json::from_slice(&bytes).map_err(|source| StateFileError::Parse {
-        path: path.to_owned(),
-        source,
-    })?;
+    let table =
+        serde_json::from_slice(&bytes).map_err(|source| StateFileError::Parse { path: path.to_owned(), source })?;
     Ok(Some(table))
 }
 
@@ -51,10 +40,7 @@ pub(crate) fn save(path: &Path, table: &RouteTable) -> Result<(), StateFileError
         _ => Path::new("."),
     };
     fs::create_dir_all(dir).map_err(io_error(dir))?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let json = serde_json::to_vec_pretty(table).expect("a route table always serializes");
     let result = (|| {
@@ -62,9 +48,7 @@ pub(crate) fn save(path: &Path, table: &RouteTable) -> Result<(), StateFileError
         file.write_all(&json).map_err(io_error(&tmp))?;
         file.sync_all().map_err(io_error(&tmp))?;
         fs::rename(&tmp, path).map_err(io_error(path))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error(dir))
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -81,24 +65,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state").join("routes.json");
         assert!(load(&path).unwrap().is_none());
-        let table = RouteTable {
-            generation: 3,
-            sites: vec![],
-        };
+        let table = RouteTable { generation: 3, sites: vec![] };
         save(&path, &table).unwrap();
-        save(
-            &path,
-            &RouteTable {
-                generation: 4,
-                ..table
-            },
-        )
-        .unwrap();
+        save(&path, &RouteTable { generation: 4, ..table }).unwrap();
         assert_eq!(load(&path).unwrap().map(|t| t.generation), Some(4));
-        let names: Vec<_> = fs::read_dir(path.parent().unwrap())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["routes.json"]);
     }
 
@@ -108,9 +79,6 @@ mod tests {
         let path = dir.path().join("routes.json");
         fs::write(&path, "{").unwrap();
         let err = load(&path).unwrap_err().to_string();
-        assert!(
-            err.starts_with(&format!("{}: not a routing table", path.display())),
-            "{err}"
-        );
+        assert!(err.starts_with(&format!("{}: not a routing table", path.display())), "{err}");
     }
 }

@@ -6,8 +6,8 @@
 //! stays in the table keeps its health and its counters, and a request that started under an old
 //! snapshot still decrements the counter the new one reports.
 
+use crate::upstream::Pool;
 use health::HealthState;
-use http::uri::Authority;
 use model::{AppName, Backend, BackendStatus, Balance, HealthSpec, InstanceId, RouteTable};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -21,11 +21,7 @@ pub(crate) enum TableError {
     #[error("sites.{app}.hosts: empty host name")]
     EmptyHost { app: AppName },
     #[error("sites.{second}.hosts: {host:?} is already served by {first}")]
-    DuplicateHost {
-        host: String,
-        first: AppName,
-        second: AppName,
-    },
+    DuplicateHost { host: String, first: AppName, second: AppName },
     #[error("sites.{app}.backends: instance {id} appears twice in the table")]
     DuplicateBackend { app: AppName, id: InstanceId },
     #[error("sites.{app}.backends.{id}.health.interval: must be more than zero")]
@@ -40,31 +36,19 @@ pub(crate) fn validate(mut table: RouteTable) -> Result<RouteTable, TableError> 
         for host in &mut site.hosts {
             let normalized = host.trim().trim_end_matches('.').to_ascii_lowercase();
             if normalized.is_empty() {
-                return Err(TableError::EmptyHost {
-                    app: site.app.clone(),
-                });
+                return Err(TableError::EmptyHost { app: site.app.clone() });
             }
             if let Some(first) = hosts.insert(normalized.clone(), site.app.clone()) {
-                return Err(TableError::DuplicateHost {
-                    host: normalized,
-                    first,
-                    second: site.app.clone(),
-                });
+                return Err(TableError::DuplicateHost { host: normalized, first, second: site.app.clone() });
             }
             *host = normalized;
         }
         for backend in &site.backends {
             if !ids.insert(backend.id.clone()) {
-                return Err(TableError::DuplicateBackend {
-                    app: site.app.clone(),
-                    id: backend.id.clone(),
-                });
+                return Err(TableError::DuplicateBackend { app: site.app.clone(), id: backend.id.clone() });
             }
             if backend.health.interval.is_zero() {
-                return Err(TableError::ZeroInterval {
-                    app: site.app.clone(),
-                    id: backend.id.clone(),
-                });
+                return Err(TableError::ZeroInterval { app: site.app.clone(), id: backend.id.clone() });
             }
         }
     }
@@ -87,32 +71,30 @@ pub(crate) struct BackendState {
     pub id: InstanceId,
     pub app: AppName,
     pub addr: SocketAddr,
-    /// `addr` as a URI authority, built once so that the request path does not format it.
-    pub authority: Authority,
     healthy: AtomicBool,
     inflight: AtomicU64,
     requests: AtomicU64,
     /// Held only to record a result or read status, never across an await.
     health: Mutex<HealthState>,
+    /// Idle keep-alive connections to this backend.
+    pub pool: Pool,
 }
 
 impl BackendState {
-    fn new(backend: &Backend, app: &AppName, new_backends: NewBackends, now: Instant) -> Self {
+    fn new(backend: &Backend, app: &AppName, new_backends: NewBackends, workers: usize, now: Instant) -> Self {
         let health = match new_backends {
             NewBackends::Starting => HealthState::starting(&backend.health, now),
             NewBackends::AssumedHealthy => HealthState::assumed_healthy(&backend.health, now),
         };
-        let authority = Authority::try_from(backend.addr.to_string())
-            .expect("a socket address is a valid authority");
         Self {
             id: backend.id.clone(),
             app: app.clone(),
             addr: backend.addr,
-            authority,
             healthy: AtomicBool::new(health.is_healthy()),
             inflight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             health: Mutex::new(health),
+            pool: Pool::new(workers),
         }
     }
 
@@ -146,10 +128,7 @@ impl BackendState {
     }
 
     fn set_spec(&self, spec: &HealthSpec) {
-        self.health
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .set_spec(spec);
+        self.health.lock().unwrap_or_else(PoisonError::into_inner).set_spec(spec);
     }
 
     pub fn status(&self) -> BackendStatus {
@@ -210,11 +189,34 @@ pub(crate) struct TableBackend {
     pub probe_host: String,
 }
 
+/// FNV-1a, for the host lookup on every request. Host names are short and the map is built from
+/// the control plane's table, so a keyed hash (SipHash) would cost more and protect nothing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// An immutable routing table, ready for lookups.
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
     pub generation: u64,
-    hosts: HashMap<Box<str>, usize>,
+    hosts: HashMap<Box<str>, usize, std::hash::BuildHasherDefault<Fnv>>,
     pub sites: Vec<SiteRoute>,
     /// Every backend in the table, routed or not, in table order.
     pub backends: Vec<TableBackend>,
@@ -222,22 +224,17 @@ pub(crate) struct Snapshot {
 
 impl Snapshot {
     /// Builds the snapshot for a validated `table`, reusing the state of backends that `previous`
-    /// already knows (same id, app and address).
+    /// already knows (same id, app and address). New backends get a pool share per worker.
     pub fn build(
         table: &RouteTable,
         previous: &Snapshot,
         new_backends: NewBackends,
+        workers: usize,
         now: Instant,
     ) -> Snapshot {
-        let known: HashMap<&InstanceId, &Arc<BackendState>> = previous
-            .backends
-            .iter()
-            .map(|b| (&b.state.id, &b.state))
-            .collect();
-        let mut snapshot = Snapshot {
-            generation: table.generation,
-            ..Snapshot::default()
-        };
+        let known: HashMap<&InstanceId, &Arc<BackendState>> =
+            previous.backends.iter().map(|b| (&b.state.id, &b.state)).collect();
+        let mut snapshot = Snapshot { generation: table.generation, ..Snapshot::default() };
         for site in &table.sites {
             let mut routed = Vec::new();
             for backend in &site.backends {
@@ -246,7 +243,7 @@ impl Snapshot {
                         state.set_spec(&backend.health);
                         Arc::clone(state)
                     }
-                    _ => Arc::new(BackendState::new(backend, &site.app, new_backends, now)),
+                    _ => Arc::new(BackendState::new(backend, &site.app, new_backends, workers, now)),
                 };
                 if backend.routed {
                     routed.push(Arc::clone(&state));
@@ -254,11 +251,7 @@ impl Snapshot {
                 snapshot.backends.push(TableBackend {
                     state,
                     health: backend.health.clone(),
-                    probe_host: site
-                        .hosts
-                        .first()
-                        .cloned()
-                        .unwrap_or_else(|| "localhost".to_owned()),
+                    probe_host: site.hosts.first().cloned().unwrap_or_else(|| "localhost".to_owned()),
                 });
             }
             let site_idx = snapshot.sites.len();
@@ -306,17 +299,9 @@ mod tests {
 
     /// Validates a table of `sites` and renders the outcome as the normalized hosts or the error.
     fn check(sites: Vec<Site>, expected: &str) {
-        let table = RouteTable {
-            generation: 1,
-            sites,
-        };
+        let table = RouteTable { generation: 1, sites };
         let rendered = match validate(table) {
-            Ok(table) => table
-                .sites
-                .iter()
-                .map(|s| s.hosts.join(","))
-                .collect::<Vec<_>>()
-                .join(" | "),
+            Ok(table) => table.sites.iter().map(|s| s.hosts.join(",")).collect::<Vec<_>>().join(" | "),
             Err(err) => err.to_string(),
         };
         assert_eq!(rendered, expected);
@@ -324,19 +309,10 @@ mod tests {
 
     #[test]
     fn validate_normalizes_hosts_and_rejects_conflicts() {
+        check(vec![site("a", &["A.Localhost.", " b.localhost"], vec![])], "a.localhost,b.localhost");
+        check(vec![site("a", &[""], vec![])], "sites.a.hosts: empty host name");
         check(
-            vec![site("a", &["A.Localhost.", " b.localhost"], vec![])],
-            "a.localhost,b.localhost",
-        );
-        check(
-            vec![site("a", &[""], vec![])],
-            "sites.a.hosts: empty host name",
-        );
-        check(
-            vec![
-                site("a", &["x.localhost"], vec![]),
-                site("b", &["X.localhost"], vec![]),
-            ],
+            vec![site("a", &["x.localhost"], vec![]), site("b", &["X.localhost"], vec![])],
             r#"sites.b.hosts: "x.localhost" is already served by a"#,
         );
         check(
@@ -359,13 +335,9 @@ mod tests {
         let now = Instant::now();
         let first = RouteTable {
             generation: 1,
-            sites: vec![site(
-                "a",
-                &["a.localhost"],
-                vec![backend("a-1", 1, true), backend("a-2", 2, true)],
-            )],
+            sites: vec![site("a", &["a.localhost"], vec![backend("a-1", 1, true), backend("a-2", 2, true)])],
         };
-        let one = Snapshot::build(&first, &Snapshot::default(), NewBackends::Starting, now);
+        let one = Snapshot::build(&first, &Snapshot::default(), NewBackends::Starting, 1, now);
         one.backends[0].state.record(Ok(()), now);
         let _guard = InflightGuard::new(Arc::clone(&one.backends[1].state));
 
@@ -374,14 +346,10 @@ mod tests {
             sites: vec![site(
                 "a",
                 &["a.localhost"],
-                vec![
-                    backend("a-1", 1, false),
-                    backend("a-2", 3, true),
-                    backend("a-3", 4, true),
-                ],
+                vec![backend("a-1", 1, false), backend("a-2", 3, true), backend("a-3", 4, true)],
             )],
         };
-        let two = Snapshot::build(&second, &one, NewBackends::Starting, now);
+        let two = Snapshot::build(&second, &one, NewBackends::Starting, 1, now);
         let rendered: Vec<String> = two
             .backends
             .iter()
@@ -406,25 +374,14 @@ mod tests {
         assert!(Arc::ptr_eq(&one.backends[0].state, &two.backends[0].state));
         let routed: Vec<&str> = two.sites[0].routed.iter().map(|b| b.id.as_str()).collect();
         assert_eq!(routed, ["a-2", "a-3"]);
-        assert_eq!(
-            two.site_for("a.localhost").map(|s| s.app.as_str()),
-            Some("a")
-        );
+        assert_eq!(two.site_for("a.localhost").map(|s| s.app.as_str()), Some("a"));
         assert!(two.site_for("b.localhost").is_none());
     }
 
     #[test]
     fn restored_backends_start_healthy() {
-        let table = RouteTable {
-            generation: 7,
-            sites: vec![site("a", &["a"], vec![backend("a-1", 1, true)])],
-        };
-        let snapshot = Snapshot::build(
-            &table,
-            &Snapshot::default(),
-            NewBackends::AssumedHealthy,
-            Instant::now(),
-        );
+        let table = RouteTable { generation: 7, sites: vec![site("a", &["a"], vec![backend("a-1", 1, true)])] };
+        let snapshot = Snapshot::build(&table, &Snapshot::default(), NewBackends::AssumedHealthy, 1, Instant::now());
         assert!(snapshot.backends[0].state.is_healthy());
         assert_eq!(snapshot.generation, 7);
     }

@@ -14,12 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Counts which backend answered each of `n` sequential GETs.
-async fn spread(
-    client: &Client,
-    proxy: &TestProxy,
-    host: &str,
-    n: usize,
-) -> BTreeMap<String, usize> {
+async fn spread(client: &Client, proxy: &TestProxy, host: &str, n: usize) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for _ in 0..n {
         let answer = get(client, proxy.addr, host, "/").await.unwrap();
@@ -48,33 +43,18 @@ async fn routes_by_host_and_answers_404_for_unknown_hosts() {
                     Balance::RoundRobin,
                     vec![backend("a-1", a.addr, true, quick_health())],
                 ),
-                site(
-                    "b",
-                    &["b.localhost"],
-                    Balance::RoundRobin,
-                    vec![backend("b-1", b.addr, true, quick_health())],
-                ),
+                site("b", &["b.localhost"], Balance::RoundRobin, vec![backend("b-1", b.addr, true, quick_health())]),
             ],
         ))
         .await;
     proxy.wait_health("a-1", true).await;
     proxy.wait_health("b-1", true).await;
     let client = client();
-    for (host, expected) in [
-        ("a.localhost", "a"),
-        ("WWW.A.localhost:8080", "a"),
-        ("b.localhost", "b"),
-    ] {
+    for (host, expected) in [("a.localhost", "a"), ("WWW.A.localhost:8080", "a"), ("b.localhost", "b")] {
         let answer = get(&client, proxy.addr, host, "/").await.unwrap();
-        assert_eq!(
-            (answer.status.as_u16(), answer.body.as_str()),
-            (200, expected),
-            "{host}"
-        );
+        assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, expected), "{host}");
     }
-    let unknown = get(&client, proxy.addr, "c.localhost:80", "/")
-        .await
-        .unwrap();
+    let unknown = get(&client, proxy.addr, "c.localhost:80", "/").await.unwrap();
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.body, "no app for host c.localhost\n");
     assert!(unknown.header("x-request-id").is_some());
@@ -82,30 +62,15 @@ async fn routes_by_host_and_answers_404_for_unknown_hosts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_spreads_evenly() {
-    let backends = [
-        TestBackend::start("r0").await,
-        TestBackend::start("r1").await,
-        TestBackend::start("r2").await,
-    ];
+    let backends = [TestBackend::start("r0").await, TestBackend::start("r1").await, TestBackend::start("r2").await];
     let proxy = TestProxy::start().await;
-    let routed = backends
-        .iter()
-        .map(|b| backend(&b.name, b.addr, true, quick_health()))
-        .collect();
-    proxy
-        .put(&table(
-            1,
-            vec![site("r", &["r.localhost"], Balance::RoundRobin, routed)],
-        ))
-        .await;
+    let routed = backends.iter().map(|b| backend(&b.name, b.addr, true, quick_health())).collect();
+    proxy.put(&table(1, vec![site("r", &["r.localhost"], Balance::RoundRobin, routed)])).await;
     for b in &backends {
         proxy.wait_health(&b.name, true).await;
     }
     let client = client();
-    assert_eq!(
-        spread(&client, &proxy, "r.localhost", 30).await,
-        counts(&[("r0", 10), ("r1", 10), ("r2", 10)])
-    );
+    assert_eq!(spread(&client, &proxy, "r.localhost", 30).await, counts(&[("r0", 10), ("r1", 10), ("r2", 10)]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,21 +79,9 @@ async fn least_connections_avoids_the_busy_backend() {
     let idle = TestBackend::start("l1").await;
     let proxy = TestProxy::start().await;
     // First only l0 is routed, so the slow request lands there; then both are.
-    let only_busy = vec![
-        backend("l0", busy.addr, true, quick_health()),
-        backend("l1", idle.addr, false, quick_health()),
-    ];
-    proxy
-        .put(&table(
-            1,
-            vec![site(
-                "l",
-                &["l.localhost"],
-                Balance::LeastConnections,
-                only_busy,
-            )],
-        ))
-        .await;
+    let only_busy =
+        vec![backend("l0", busy.addr, true, quick_health()), backend("l1", idle.addr, false, quick_health())];
+    proxy.put(&table(1, vec![site("l", &["l.localhost"], Balance::LeastConnections, only_busy)])).await;
     proxy.wait_health("l0", true).await;
     proxy.wait_health("l1", true).await;
     let client = client();
@@ -138,28 +91,14 @@ async fn least_connections_avoids_the_busy_backend() {
         async move { get(&client, addr, "l.localhost", "/slow").await }
     });
     proxy.wait_inflight("l0", 1).await;
-    let both = vec![
-        backend("l0", busy.addr, true, quick_health()),
-        backend("l1", idle.addr, true, quick_health()),
-    ];
-    proxy
-        .put(&table(
-            2,
-            vec![site("l", &["l.localhost"], Balance::LeastConnections, both)],
-        ))
-        .await;
-    assert_eq!(
-        spread(&client, &proxy, "l.localhost", 10).await,
-        counts(&[("l1", 10)])
-    );
+    let both = vec![backend("l0", busy.addr, true, quick_health()), backend("l1", idle.addr, true, quick_health())];
+    proxy.put(&table(2, vec![site("l", &["l.localhost"], Balance::LeastConnections, both)])).await;
+    assert_eq!(spread(&client, &proxy, "l.localhost", 10).await, counts(&[("l1", 10)]));
     busy.control.gate.add_permits(1);
     assert_eq!(slow.await.unwrap().unwrap().body, "l0");
     proxy.wait_inflight("l0", 0).await;
     // With nothing in flight, ties spread over both again.
-    assert_eq!(
-        spread(&client, &proxy, "l.localhost", 10).await,
-        counts(&[("l0", 5), ("l1", 5)])
-    );
+    assert_eq!(spread(&client, &proxy, "l.localhost", 10).await, counts(&[("l0", 5), ("l1", 5)]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,16 +106,9 @@ async fn unhealthy_backend_is_excluded_then_included_again() {
     let steady = TestBackend::start("h0").await;
     let flaky = TestBackend::start("h1").await;
     let proxy = TestProxy::start().await;
-    let backends = vec![
-        backend("h0", steady.addr, true, quick_health()),
-        backend("h1", flaky.addr, true, quick_health()),
-    ];
-    proxy
-        .put(&table(
-            1,
-            vec![site("h", &["h.localhost"], Balance::RoundRobin, backends)],
-        ))
-        .await;
+    let backends =
+        vec![backend("h0", steady.addr, true, quick_health()), backend("h1", flaky.addr, true, quick_health())];
+    proxy.put(&table(1, vec![site("h", &["h.localhost"], Balance::RoundRobin, backends)])).await;
     proxy.wait_health("h0", true).await;
     proxy.wait_health("h1", true).await;
     let client = client();
@@ -184,21 +116,12 @@ async fn unhealthy_backend_is_excluded_then_included_again() {
     flaky.control.healthy.store(false, SeqCst);
     proxy.wait_health("h1", false).await;
     let status = proxy.backend_status("h1").await;
-    assert!(
-        status.last_error.as_deref().unwrap_or("").contains("503"),
-        "{status:?}"
-    );
-    assert_eq!(
-        spread(&client, &proxy, "h.localhost", 10).await,
-        counts(&[("h0", 10)])
-    );
+    assert!(status.last_error.as_deref().unwrap_or("").contains("503"), "{status:?}");
+    assert_eq!(spread(&client, &proxy, "h.localhost", 10).await, counts(&[("h0", 10)]));
 
     flaky.control.healthy.store(true, SeqCst);
     proxy.wait_health("h1", true).await;
-    assert_eq!(
-        spread(&client, &proxy, "h.localhost", 10).await,
-        counts(&[("h0", 5), ("h1", 5)])
-    );
+    assert_eq!(spread(&client, &proxy, "h.localhost", 10).await, counts(&[("h0", 5), ("h1", 5)]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,13 +140,8 @@ async fn answers_503_when_no_instance_is_healthy() {
             )],
         ))
         .await;
-    wait_until("s0 probed", || async {
-        proxy.backend_status("s0").await.probes > 0
-    })
-    .await;
-    let answer = get(&client(), proxy.addr, "s.localhost", "/")
-        .await
-        .unwrap();
+    wait_until("s0 probed", || async { proxy.backend_status("s0").await.probes > 0 }).await;
+    let answer = get(&client(), proxy.addr, "s.localhost", "/").await.unwrap();
     assert_eq!(answer.status, 503);
     assert_eq!(answer.body, "no healthy instance for s.localhost\n");
     assert_eq!(sick.hits(), 0);
@@ -234,16 +152,8 @@ async fn retries_on_another_backend_when_a_port_is_closed() {
     let alive = TestBackend::start("c0").await;
     let mut dead = TestBackend::start("c1").await;
     let proxy = TestProxy::start().await;
-    let backends = vec![
-        backend("c0", alive.addr, true, probe_once()),
-        backend("c1", dead.addr, true, probe_once()),
-    ];
-    proxy
-        .put(&table(
-            1,
-            vec![site("c", &["c.localhost"], Balance::RoundRobin, backends)],
-        ))
-        .await;
+    let backends = vec![backend("c0", alive.addr, true, probe_once()), backend("c1", dead.addr, true, probe_once())];
+    proxy.put(&table(1, vec![site("c", &["c.localhost"], Balance::RoundRobin, backends)])).await;
     proxy.wait_health("c0", true).await;
     proxy.wait_health("c1", true).await;
     dead.kill().await;
@@ -256,23 +166,11 @@ async fn retries_on_another_backend_when_a_port_is_closed() {
             other => failed.push(other),
         }
     }
-    assert!(
-        failed.is_empty(),
-        "{} failed GETs, first: {:?}",
-        failed.len(),
-        failed.first()
-    );
+    assert!(failed.is_empty(), "{} failed GETs, first: {:?}", failed.len(), failed.first());
     // No probe ran after the kill: the passive check alone took c1 out of rotation.
     let status = proxy.backend_status("c1").await;
     assert!(!status.healthy, "{status:?}");
-    assert!(
-        status
-            .last_error
-            .as_deref()
-            .unwrap_or("")
-            .contains("connect"),
-        "{status:?}"
-    );
+    assert!(status.last_error.as_deref().unwrap_or("").contains("connect"), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,16 +178,8 @@ async fn killing_a_backend_under_load_fails_no_get() {
     let alive = TestBackend::start("k0").await;
     let mut doomed = TestBackend::start("k1").await;
     let proxy = TestProxy::start().await;
-    let backends = vec![
-        backend("k0", alive.addr, true, probe_once()),
-        backend("k1", doomed.addr, true, probe_once()),
-    ];
-    proxy
-        .put(&table(
-            1,
-            vec![site("k", &["k.localhost"], Balance::RoundRobin, backends)],
-        ))
-        .await;
+    let backends = vec![backend("k0", alive.addr, true, probe_once()), backend("k1", doomed.addr, true, probe_once())];
+    proxy.put(&table(1, vec![site("k", &["k.localhost"], Balance::RoundRobin, backends)])).await;
     proxy.wait_health("k0", true).await;
     proxy.wait_health("k1", true).await;
 
@@ -298,12 +188,7 @@ async fn killing_a_backend_under_load_fails_no_get() {
     let failed = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for _ in 0..8 {
-        let (client, addr, done, failed) = (
-            client.clone(),
-            proxy.addr,
-            Arc::clone(&done),
-            Arc::clone(&failed),
-        );
+        let (client, addr, done, failed) = (client.clone(), proxy.addr, Arc::clone(&done), Arc::clone(&failed));
         workers.push(tokio::spawn(async move {
             for _ in 0..100 {
                 match get(&client, addr, "k.localhost", "/").await {
@@ -316,10 +201,7 @@ async fn killing_a_backend_under_load_fails_no_get() {
             }
         }));
     }
-    wait_until("some load went through", || async {
-        done.load(SeqCst) >= 200
-    })
-    .await;
+    wait_until("some load went through", || async { done.load(SeqCst) >= 200 }).await;
     doomed.kill().await;
     for worker in workers {
         worker.await.unwrap();
@@ -333,16 +215,8 @@ async fn drained_backend_finishes_its_request_and_reports_inflight() {
     let old = TestBackend::start("d0").await;
     let new = TestBackend::start("d1").await;
     let proxy = TestProxy::start().await;
-    let blue = vec![
-        backend("d0", old.addr, true, quick_health()),
-        backend("d1", new.addr, false, quick_health()),
-    ];
-    proxy
-        .put(&table(
-            1,
-            vec![site("d", &["d.localhost"], Balance::RoundRobin, blue)],
-        ))
-        .await;
+    let blue = vec![backend("d0", old.addr, true, quick_health()), backend("d1", new.addr, false, quick_health())];
+    proxy.put(&table(1, vec![site("d", &["d.localhost"], Balance::RoundRobin, blue)])).await;
     proxy.wait_health("d0", true).await;
     proxy.wait_health("d1", true).await;
     let client = client();
@@ -353,20 +227,9 @@ async fn drained_backend_finishes_its_request_and_reports_inflight() {
     });
     proxy.wait_inflight("d0", 1).await;
 
-    let green = vec![
-        backend("d0", old.addr, false, quick_health()),
-        backend("d1", new.addr, true, quick_health()),
-    ];
-    proxy
-        .put(&table(
-            2,
-            vec![site("d", &["d.localhost"], Balance::RoundRobin, green)],
-        ))
-        .await;
-    assert_eq!(
-        spread(&client, &proxy, "d.localhost", 5).await,
-        counts(&[("d1", 5)])
-    );
+    let green = vec![backend("d0", old.addr, false, quick_health()), backend("d1", new.addr, true, quick_health())];
+    proxy.put(&table(2, vec![site("d", &["d.localhost"], Balance::RoundRobin, green)])).await;
+    assert_eq!(spread(&client, &proxy, "d.localhost", 5).await, counts(&[("d1", 5)]));
     assert_eq!(proxy.backend_status("d0").await.inflight, 1);
 
     old.control.gate.add_permits(1);
@@ -384,26 +247,17 @@ async fn sets_forwarded_headers_and_request_id() {
     proxy
         .put(&table(
             1,
-            vec![site(
-                "f",
-                &["f.localhost"],
-                Balance::RoundRobin,
-                vec![backend("f0", app.addr, true, quick_health())],
-            )],
+            vec![site("f", &["f.localhost"], Balance::RoundRobin, vec![backend("f0", app.addr, true, quick_health())])],
         ))
         .await;
     proxy.wait_health("f0", true).await;
     let client = client();
 
-    let fresh = get(&client, proxy.addr, "f.localhost:8080", "/")
-        .await
-        .unwrap();
+    let fresh = get(&client, proxy.addr, "f.localhost:8080", "/").await.unwrap();
     assert_eq!(fresh.header("x-seen-for"), Some("127.0.0.1"));
     assert_eq!(fresh.header("x-seen-proto"), Some("http"));
     assert_eq!(fresh.header("x-seen-host"), Some("f.localhost:8080"));
-    let id = fresh
-        .header("x-request-id")
-        .expect("the proxy returns a request id");
+    let id = fresh.header("x-request-id").expect("the proxy returns a request id");
     assert_eq!(fresh.header("x-seen-request-id"), Some(id));
     let again = get(&client, proxy.addr, "f.localhost", "/").await.unwrap();
     assert_ne!(again.header("x-request-id"), Some(id), "request ids repeat");
@@ -414,17 +268,7 @@ async fn sets_forwarded_headers_and_request_id() {
         ("connection", "x-hop-secret"),
         ("x-hop-secret", "do not forward"),
     ];
-    let chained = send(
-        &client,
-        proxy.addr,
-        "GET",
-        "f.localhost",
-        "/",
-        &headers,
-        TestBody::Full(None),
-    )
-    .await
-    .unwrap();
+    let chained = send(&client, proxy.addr, "GET", "f.localhost", "/", &headers, TestBody::Full(None)).await.unwrap();
     assert_eq!(chained.header("x-seen-for"), Some("203.0.113.7, 127.0.0.1"));
     assert_eq!(chained.header("x-seen-request-id"), Some("from-client"));
     assert_eq!(chained.header("x-request-id"), Some("from-client"));
@@ -441,15 +285,15 @@ async fn upgrade_echo_backend() -> std::net::SocketAddr {
             tokio::spawn(async move {
                 let head = read_head(&mut stream).await.to_lowercase();
                 if head.starts_with("get /health") {
-                    let _ = stream
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                        )
-                        .await;
+                    let _ =
+                        stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
                     return;
                 }
                 assert!(head.contains("upgrade: echo"), "{head}");
-                stream.write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n").await.unwrap();
+                stream
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
+                    .await
+                    .unwrap();
                 let (mut read, mut write) = stream.split();
                 let _ = tokio::io::copy(&mut read, &mut write).await;
             });
@@ -477,12 +321,7 @@ async fn upgraded_connections_tunnel_bytes_both_ways() {
     proxy
         .put(&table(
             1,
-            vec![site(
-                "w",
-                &["w.localhost"],
-                Balance::RoundRobin,
-                vec![backend("w0", echo, true, quick_health())],
-            )],
+            vec![site("w", &["w.localhost"], Balance::RoundRobin, vec![backend("w0", echo, true, quick_health())])],
         ))
         .await;
     proxy.wait_health("w0", true).await;
@@ -515,12 +354,7 @@ async fn bodies_stream_both_ways() {
     proxy
         .put(&table(
             1,
-            vec![site(
-                "b",
-                &["b.localhost"],
-                Balance::RoundRobin,
-                vec![backend("b0", app.addr, true, quick_health())],
-            )],
+            vec![site("b", &["b.localhost"], Balance::RoundRobin, vec![backend("b0", app.addr, true, quick_health())])],
         ))
         .await;
     proxy.wait_health("b0", true).await;
@@ -555,10 +389,7 @@ async fn bodies_stream_both_ways() {
     let (chunks, receiver) = tokio::sync::mpsc::channel(1);
     *app.control.stream.lock().unwrap() = Some(receiver);
     chunks.send(Bytes::from_static(b"first")).await.unwrap();
-    let mut body = start_request("/stream", TestBody::Full(None))
-        .await
-        .unwrap()
-        .into_body();
+    let mut body = start_request("/stream", TestBody::Full(None)).await.unwrap().into_body();
     assert_eq!(next_data(&mut body).await, "first");
     chunks.send(Bytes::from_static(b"second")).await.unwrap();
     assert_eq!(next_data(&mut body).await, "second");
@@ -568,10 +399,7 @@ async fn bodies_stream_both_ways() {
 
 async fn next_data(body: &mut hyper::body::Incoming) -> String {
     loop {
-        let frame = http_body_util::BodyExt::frame(body)
-            .await
-            .expect("body ended early")
-            .unwrap();
+        let frame = http_body_util::BodyExt::frame(body).await.expect("body ended early").unwrap();
         if let Ok(data) = frame.into_data() {
             return String::from_utf8(data.to_vec()).unwrap();
         }
@@ -585,21 +413,14 @@ async fn restarted_proxy_serves_the_saved_table_at_once() {
     proxy
         .put(&table(
             4,
-            vec![site(
-                "p",
-                &["p.localhost"],
-                Balance::RoundRobin,
-                vec![backend("p0", app.addr, true, probe_once())],
-            )],
+            vec![site("p", &["p.localhost"], Balance::RoundRobin, vec![backend("p0", app.addr, true, probe_once())])],
         ))
         .await;
     proxy.wait_health("p0", true).await;
 
     let proxy = proxy.restart().await;
     // No waiting for a probe: the restored backend is trusted until checks say otherwise.
-    let answer = get(&client(), proxy.addr, "p.localhost", "/")
-        .await
-        .unwrap();
+    let answer = get(&client(), proxy.addr, "p.localhost", "/").await.unwrap();
     assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "p0"));
     assert_eq!(proxy.admin.status().await.unwrap().generation, 4);
 }
@@ -608,63 +429,28 @@ async fn restarted_proxy_serves_the_saved_table_at_once() {
 async fn admin_keeps_newer_generations_and_rejects_bad_tables() {
     let app = TestBackend::start("g0").await;
     let proxy = TestProxy::start().await;
-    let sites = |host: &str| {
-        vec![site(
-            "g",
-            &[host],
-            Balance::RoundRobin,
-            vec![backend("g0", app.addr, true, quick_health())],
-        )]
-    };
+    let sites =
+        |host: &str| vec![site("g", &[host], Balance::RoundRobin, vec![backend("g0", app.addr, true, quick_health())])];
     proxy.put(&table(5, sites("g5.localhost"))).await;
 
-    let stale = proxy
-        .admin
-        .put_routes(&table(3, sites("g3.localhost")))
-        .await;
-    assert!(
-        matches!(stale, Err(ProxyError::StaleGeneration { .. })),
-        "{stale:?}"
-    );
+    let stale = proxy.admin.put_routes(&table(3, sites("g3.localhost"))).await;
+    assert!(matches!(stale, Err(ProxyError::StaleGeneration { .. })), "{stale:?}");
     assert_eq!(proxy.admin.status().await.unwrap().generation, 5);
     proxy.wait_health("g0", true).await;
     let client = client();
-    assert_eq!(
-        get(&client, proxy.addr, "g5.localhost", "/")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
-    assert_eq!(
-        get(&client, proxy.addr, "g3.localhost", "/")
-            .await
-            .unwrap()
-            .status,
-        404
-    );
+    assert_eq!(get(&client, proxy.addr, "g5.localhost", "/").await.unwrap().status, 200);
+    assert_eq!(get(&client, proxy.addr, "g3.localhost", "/").await.unwrap().status, 404);
 
     // The same generation again is a no-op replay, not an error.
     proxy.put(&table(5, sites("g5.localhost"))).await;
     let mut duplicate = sites("g6.localhost");
     duplicate.push(site("h", &["G6.localhost"], Balance::RoundRobin, vec![]));
-    let rejected = proxy
-        .admin
-        .put_routes(&table(6, duplicate))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(rejected, ProxyError::Rejected { status: 400, .. }),
-        "{rejected:?}"
-    );
-    assert!(
-        rejected.to_string().contains("already served by g"),
-        "{rejected}"
-    );
+    let rejected = proxy.admin.put_routes(&table(6, duplicate)).await.unwrap_err();
+    assert!(matches!(rejected, ProxyError::Rejected { status: 400, .. }), "{rejected:?}");
+    assert!(rejected.to_string().contains("already served by g"), "{rejected}");
     assert_eq!(proxy.admin.status().await.unwrap().generation, 5);
     let saved: model::RouteTable =
-        serde_json::from_slice(&std::fs::read(proxy.dir.path().join("routes.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(proxy.dir.path().join("routes.json")).unwrap()).unwrap();
     assert_eq!(saved.generation, 5);
 }
 
@@ -673,10 +459,7 @@ async fn admin_socket_is_private_and_a_live_one_is_not_stolen() {
     use std::os::unix::fs::PermissionsExt as _;
     let proxy = TestProxy::start().await;
     let socket = proxy.dir.path().join("admin.sock");
-    assert_eq!(
-        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
     let second = proxy::start(&proxy::ProxyOptions {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_socket: socket.clone(),
@@ -685,11 +468,23 @@ async fn admin_socket_is_private_and_a_live_one_is_not_stolen() {
     })
     .await
     .unwrap_err();
-    assert!(
-        second.to_string().contains("another proxy is listening"),
-        "{second:#}"
-    );
+    assert!(second.to_string().contains("another proxy is listening"), "{second:#}");
     assert!(proxy.admin.status().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_address_in_use_is_an_error() {
+    let proxy = TestProxy::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let second = proxy::start(&proxy::ProxyOptions {
+        listen: proxy.addr,
+        admin_socket: dir.path().join("admin.sock"),
+        state_file: dir.path().join("routes.json"),
+        threads: 2,
+    })
+    .await
+    .unwrap_err();
+    assert!(format!("{second:#}").contains("in use"), "{second:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -699,12 +494,7 @@ async fn shutdown_lets_in_flight_requests_finish() {
     proxy
         .put(&table(
             1,
-            vec![site(
-                "q",
-                &["q.localhost"],
-                Balance::RoundRobin,
-                vec![backend("q0", app.addr, true, quick_health())],
-            )],
+            vec![site("q", &["q.localhost"], Balance::RoundRobin, vec![backend("q0", app.addr, true, quick_health())])],
         ))
         .await;
     proxy.wait_health("q0", true).await;
@@ -717,10 +507,7 @@ async fn shutdown_lets_in_flight_requests_finish() {
     proxy.wait_inflight("q0", 1).await;
     let handle = proxy.take_handle();
     let shutdown = tokio::spawn(handle.shutdown(std::time::Duration::from_secs(10)));
-    wait_until("the proxy stops accepting", || async {
-        TcpStream::connect(proxy.addr).await.is_err()
-    })
-    .await;
+    wait_until("the proxy stops accepting", || async { TcpStream::connect(proxy.addr).await.is_err() }).await;
     app.control.gate.add_permits(1);
     let answer = slow.await.unwrap().unwrap();
     assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "q0"));

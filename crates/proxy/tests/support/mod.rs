@@ -84,9 +84,8 @@ impl TestBackend {
                 let name = name_for_task.clone();
                 let control = Arc::clone(&control_for_task);
                 connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        respond(name.clone(), Arc::clone(&control), request)
-                    });
+                    let service =
+                        hyper::service::service_fn(move |request| respond(name.clone(), Arc::clone(&control), request));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -94,12 +93,7 @@ impl TestBackend {
                 while connections.try_join_next().is_some() {}
             }
         });
-        Self {
-            name: name.to_owned(),
-            addr,
-            control,
-            task: Some(task),
-        }
+        Self { name: name.to_owned(), addr, control, task: Some(task) }
     }
 
     /// Kills the backend like `kill -9`: the port closes and open connections drop.
@@ -129,11 +123,7 @@ async fn respond(
     request: Request<Incoming>,
 ) -> Result<Response<BackendBody>, Infallible> {
     let text = |status: StatusCode, body: String| {
-        let mut response = Response::new(
-            Full::new(Bytes::from(body))
-                .map_err(|never| match never {})
-                .boxed(),
-        );
+        let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
         *response.status_mut() = status;
         response
     };
@@ -151,15 +141,8 @@ async fn respond(
         }
         "/echo" => Ok(Response::new(request.into_body().boxed())),
         "/stream" => {
-            let receiver = control
-                .stream
-                .lock()
-                .unwrap()
-                .take()
-                .expect("the test set up a stream");
-            let body = ChannelBody(receiver)
-                .map_err(|never| match never {})
-                .boxed();
+            let receiver = control.stream.lock().unwrap().take().expect("the test set up a stream");
+            let body = ChannelBody(receiver).map_err(|never| match never {}).boxed();
             Ok(Response::new(body))
         }
         _ => {
@@ -188,13 +171,8 @@ impl Body for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
     }
 }
 
@@ -208,10 +186,7 @@ impl Body for TestBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             TestBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             TestBody::Channel(body) => Pin::new(body).poll_frame(cx),
@@ -224,9 +199,7 @@ impl Body for TestBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            TestBody::Full(data) => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            TestBody::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             TestBody::Channel(_) => SizeHint::default(),
         }
     }
@@ -262,32 +235,17 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: TestBody,
 ) -> Result<Answer, String> {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(format!("http://{proxy}{path}"))
-        .header("host", host);
+    let mut request = Request::builder().method(method).uri(format!("http://{proxy}{path}")).header("host", host);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let response = client
-        .request(request.body(body).unwrap())
-        .await
-        .map_err(|e| format!("{e:?}"))?;
+    let response = client.request(request.body(body).unwrap()).await.map_err(|e| format!("{e:?}"))?;
     let (parts, body) = response.into_parts();
     let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok(Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+    Ok(Answer { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&body).into_owned() })
 }
 
-pub async fn get(
-    client: &Client,
-    proxy: SocketAddr,
-    host: &str,
-    path: &str,
-) -> Result<Answer, String> {
+pub async fn get(client: &Client, proxy: SocketAddr, host: &str, path: &str) -> Result<Answer, String> {
     send(client, proxy, "GET", host, path, &[], TestBody::Full(None)).await
 }
 
@@ -313,12 +271,7 @@ impl TestProxy {
         };
         let handle = proxy::start(&opts).await.unwrap();
         let admin = AdminClient::new(opts.admin_socket.clone());
-        Self {
-            dir,
-            addr: handle.local_addr(),
-            admin,
-            handle: Some(handle),
-        }
+        Self { dir, addr: handle.local_addr(), admin, handle: Some(handle) }
     }
 
     /// Shuts the proxy down and starts a new one on the same state file.
@@ -343,19 +296,13 @@ impl TestProxy {
 
     pub async fn backend_status(&self, id: &str) -> BackendStatus {
         let status = self.admin.status().await.unwrap();
-        status
-            .backends
-            .into_iter()
-            .find(|b| b.id.as_str() == id)
-            .unwrap_or_else(|| panic!("no backend {id}"))
+        status.backends.into_iter().find(|b| b.id.as_str() == id).unwrap_or_else(|| panic!("no backend {id}"))
     }
 
     /// Waits until the proxy's health verdict on backend `id` is `healthy`.
     pub async fn wait_health(&self, id: &str, healthy: bool) {
-        wait_until(&format!("{id} healthy={healthy}"), || async {
-            self.backend_status(id).await.healthy == healthy
-        })
-        .await;
+        wait_until(&format!("{id} healthy={healthy}"), || async { self.backend_status(id).await.healthy == healthy })
+            .await;
     }
 
     pub async fn wait_inflight(&self, id: &str, inflight: u64) {
@@ -381,28 +328,15 @@ pub fn quick_health() -> HealthSpec {
 
 /// One probe at start, then none for the rest of the test: only passive checks can demote.
 pub fn probe_once() -> HealthSpec {
-    HealthSpec {
-        interval: Duration::from_secs(3600),
-        ..quick_health()
-    }
+    HealthSpec { interval: Duration::from_secs(3600), ..quick_health() }
 }
 
 pub fn backend(id: &str, addr: SocketAddr, routed: bool, health: HealthSpec) -> Backend {
-    Backend {
-        id: InstanceId::parse(id).unwrap(),
-        addr,
-        routed,
-        health,
-    }
+    Backend { id: InstanceId::parse(id).unwrap(), addr, routed, health }
 }
 
 pub fn site(app: &str, hosts: &[&str], balance: Balance, backends: Vec<Backend>) -> Site {
-    Site {
-        app: AppName::parse(app).unwrap(),
-        hosts: hosts.iter().map(|h| h.to_string()).collect(),
-        balance,
-        backends,
-    }
+    Site { app: AppName::parse(app).unwrap(), hosts: hosts.iter().map(|h| h.to_string()).collect(), balance, backends }
 }
 
 pub fn table(generation: u64, sites: Vec<Site>) -> RouteTable {
