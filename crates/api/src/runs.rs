@@ -430,3 +430,16 @@ pub(crate) fn destroy_preview(ctx: &Ctx, app: &AppName, branch: &str) -> String 
         _ => format!("branch {branch:?} deleted"),
     }
 }
+
+/// Cancels every run in progress and waits (bounded) for their steps to stop, so a stopping
+/// server leaves no test or build process behind.
+pub(crate) async fn cancel_all(ctx: &Ctx) {
+    let flags: Vec<Arc<AtomicBool>> = ctx.runs.cancels.lock().expect("never poisoned").values().cloned().collect();
+    for flag in &flags {
+        flag.store(true, Ordering::SeqCst);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !ctx.runs.cancels.lock().expect("never poisoned").is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

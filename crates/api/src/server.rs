@@ -257,6 +257,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
             }
         })
         .await?;
+    crate::runs::cancel_all(&ctx).await;
     reconcile.abort();
     runs.abort();
     polls.abort();

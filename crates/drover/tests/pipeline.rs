@@ -35,10 +35,15 @@ pipeline:
     .unwrap();
 }
 
+/// Pushes `branch` and returns the id of the run it queued.
 fn push(repo: &Repo, branch: &str) -> String {
     let out = repo.ok(&["push", "drover", branch]);
-    let at = out.find("drover: run ").unwrap_or_else(|| panic!("no run in {out}"));
-    out[at + "drover: run ".len()..].split_whitespace().next().unwrap().to_owned()
+    let line = out
+        .lines()
+        .find(|l| l.contains("drover: run ") && l.contains(" queued "))
+        .unwrap_or_else(|| panic!("no run in {out}"));
+    let at = line.find("drover: run ").unwrap();
+    line[at + "drover: run ".len()..].split_whitespace().next().unwrap().to_owned()
 }
 
 fn run_json(drover: &Drover, run: &str) -> serde_json::Value {
@@ -141,4 +146,51 @@ fn a_failing_test_refuses_the_deploy_unless_forced() {
     assert!(out.contains("deployed shop v1"), "{out}");
     let events = drover.ok(&["events", "shop"]);
     assert!(events.contains("deploy.forced"), "{events}");
+}
+
+#[test]
+fn a_cancelled_run_stops_its_tests_and_a_newer_push_supersedes_a_queued_one() {
+    let drover = Drover::new();
+    drover.start();
+    let repo = Repo::new();
+    write_app(repo.path());
+    let yaml = std::fs::read_to_string(repo.path().join("drover.yml")).unwrap();
+    // A marker unique to this test run, so leftovers of other runs cannot be mistaken for ours.
+    let marker = format!("slow-test-{}", std::process::id());
+    std::fs::write(
+        repo.path().join("drover.yml"),
+        yaml.replace("- python3 test_app.py", &format!("- sleep 600; echo {marker}")),
+    )
+    .unwrap();
+    repo.commit_all("slow tests");
+    let token = std::fs::read_to_string(drover.path("token")).unwrap();
+    repo.ok(&[
+        "remote",
+        "add",
+        "drover",
+        &format!("http://drover:{}@{}/git/shop.git", token.trim(), api_addr(&drover)),
+    ]);
+    let slow = push(&repo, "main");
+    wait_until("the slow test to start", std::time::Duration::from_secs(60), || {
+        let ps = std::process::Command::new("pgrep").args(["-f", &marker]).output().unwrap();
+        !ps.stdout.is_empty()
+    });
+
+    // Two more pushes while the first runs: the second supersedes the first of them.
+    std::fs::write(repo.path().join("a.txt"), "a").unwrap();
+    repo.commit_all("a");
+    let queued = push(&repo, "main");
+    std::fs::write(repo.path().join("b.txt"), "b").unwrap();
+    repo.commit_all("b");
+    let newest = push(&repo, "main");
+    assert_eq!(run_json(&drover, &queued)["status"], "superseded");
+    assert_eq!(run_json(&drover, &newest)["status"], "queued", "one run per app at a time");
+
+    drover.ok(&["cancel", &slow]);
+    wait_until("the cancelled run's test processes to end", std::time::Duration::from_secs(30), || {
+        let ps = std::process::Command::new("pgrep").args(["-f", &marker]).output().unwrap();
+        ps.stdout.is_empty()
+    });
+    assert_eq!(run_json(&drover, &slow)["status"], "cancelled");
+    drover.ok(&["cancel", &newest]);
 }
