@@ -314,6 +314,47 @@ async fn read_head(stream: &mut TcpStream) -> String {
     String::from_utf8(head).unwrap()
 }
 
+/// A raw TCP backend that passes health checks but hangs up on every other request unanswered.
+async fn hang_up_backend() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let head = read_head(&mut stream).await.to_lowercase();
+                if head.starts_with("get /health") {
+                    let _ =
+                        stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_502_when_the_backend_fails_and_no_retry_is_possible() {
+    let broken = hang_up_backend().await;
+    let proxy = TestProxy::start().await;
+    proxy
+        .put(&table(
+            1,
+            vec![site("x", &["x.localhost"], Balance::RoundRobin, vec![backend("x0", broken, true, quick_health())])],
+        ))
+        .await;
+    proxy.wait_health("x0", true).await;
+    let client = client();
+    for method in ["GET", "POST"] {
+        let body = TestBody::Full(Some(Bytes::from_static(b"payload")));
+        let answer = send(&client, proxy.addr, method, "x.localhost", "/", &[], body).await.unwrap();
+        assert_eq!((answer.status.as_u16(), answer.body.as_str()), (502, "upstream error\n"), "{method}");
+        assert!(answer.header("x-request-id").is_some());
+    }
+    // A broken response is not a refused connection: the backend stays in rotation.
+    assert!(proxy.backend_status("x0").await.healthy);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgraded_connections_tunnel_bytes_both_ways() {
     let echo = upgrade_echo_backend().await;
