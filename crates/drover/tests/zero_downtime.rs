@@ -56,7 +56,12 @@ fn kill9(pid: u32) {
 fn killing_instances_and_the_server_drops_nothing() {
     let drover = Drover::new();
     drover.start();
-    let app = app_dir("tough", "scale: {web: 3}");
+    // Crashes are the shim's to restart here: a generous liveness threshold keeps a slow restart
+    // on a loaded machine from being taken for a dead instance and replaced.
+    let app = app_dir(
+        "tough",
+        "scale: {web: 3}\nhealth: {path: /healthz, interval: 200ms, timeout: 1s, start_period: 5s, liveness_threshold: 150}",
+    );
     drover.ok(&["deploy", app.path().to_str().unwrap()]);
     drover.wait_settled("tough", 1, 3);
     let before: Vec<String> = drover.instances("tough").iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect();
