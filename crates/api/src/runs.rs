@@ -15,7 +15,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use store::{DeployStatus, Run, RunStatus};
 use tracing::{info, warn};
 
@@ -108,6 +108,11 @@ fn log(ctx: &Ctx, run: u64, line: &str) {
     }
 }
 
+/// Records how long a step took, as a line of the run's log.
+fn step_done(ctx: &Ctx, run: u64, step: &str, started: Instant) {
+    log(ctx, run, &format!("step {step} took {:.2}s", started.elapsed().as_secs_f64()));
+}
+
 fn check_cancel(cancel: &AtomicBool) -> Result<(), String> {
     if cancel.load(Ordering::SeqCst) {
         return Err("cancelled".to_owned());
@@ -174,7 +179,9 @@ async fn steps(ctx: &Arc<Ctx>, run: &Run, cancel: &Arc<AtomicBool>) -> Result<St
     if resume.is_none() {
         log(ctx, run.id, &format!("checkout {short} of branch {:?}", run.branch));
     }
+    let started = Instant::now();
     let spec = checkout(ctx, run, &src).await?;
+    step_done(ctx, run.id, "checkout", started);
     check_cancel(cancel)?;
 
     let digest = match resume.as_ref() {
@@ -183,10 +190,13 @@ async fn steps(ctx: &Arc<Ctx>, run: &Run, cancel: &Arc<AtomicBool>) -> Result<St
             digest.clone()
         }
         None => {
+            let started = Instant::now();
             let built = build(ctx, &spec, src.clone(), logger.clone()).await?;
+            step_done(ctx, run.id, "build", started);
             ctx.store().set_run_digest(run.id, &built.digest).map_err(|e| e.to_string())?;
             check_cancel(cancel)?;
             let source = format!("run {}", run.id);
+            let started = Instant::now();
             let report =
                 crate::pipeline::test_artifact(ctx, &spec, &built.digest, &source, logger.clone(), cancel.clone())
                     .await;
@@ -194,6 +204,9 @@ async fn steps(ctx: &Arc<Ctx>, run: &Run, cancel: &Arc<AtomicBool>) -> Result<St
                 let json = serde_json::to_string(report).expect("reports serialize");
                 ctx.store().set_run_tests(run.id, &json).map_err(|e| e.to_string())?;
                 log(ctx, run.id, &format!("tests passed: {} tests, {} skipped", report.tests, report.skipped));
+            }
+            if spec.pipeline.test.is_some() {
+                step_done(ctx, run.id, "test", started);
             }
             report?;
             check_cancel(cancel)?;
@@ -206,7 +219,9 @@ async fn steps(ctx: &Arc<Ctx>, run: &Run, cancel: &Arc<AtomicBool>) -> Result<St
         if !DEFAULT_BRANCHES.contains(&run.branch.as_str()) {
             return Ok(Step::Done(format!("built {digest}; branch {:?} deploys nowhere", run.branch)));
         }
+        let started = Instant::now();
         let release = deploy_to(ctx, run, &spec, &spec.name, &digest).await?;
+        step_done(ctx, run.id, "deploy", started);
         return Ok(Step::Done(format!("{release} of {} is live", spec.name)));
     }
     let stages = spec.pipeline.stages_for(&run.branch);
@@ -225,7 +240,9 @@ async fn steps(ctx: &Arc<Ctx>, run: &Run, cancel: &Arc<AtomicBool>) -> Result<St
         }
         let app = crate::pipeline::stage_app(&spec.name, stage, &run.branch)?;
         log(ctx, run.id, &format!("stage {}: deploying {digest} to {app}", stage.name));
+        let started = Instant::now();
         let release = deploy_to(ctx, run, &spec, &app, &digest).await?;
+        step_done(ctx, run.id, &format!("stage {}", stage.name), started);
         live.push(format!("{}: {app} {release}", stage.name));
         check_cancel(cancel)?;
     }

@@ -81,6 +81,9 @@ fn push_test_preview_staging_approval_production() {
     assert!(logs.contains("tests passed: 2 tests"), "{logs}");
     assert!(logs.contains("test sees ***") && !logs.contains(SECRET), "{logs}");
     assert!(logs.contains("stage preview: deploying"), "{logs}");
+    for step in ["checkout", "build", "test", "stage preview"] {
+        assert!(logs.contains(&format!("step {step} took ")), "no duration for {step}: {logs}");
+    }
     assert_eq!(run_json(&drover, &run)["tests"]["tests"], 2);
     let (status, body) = drover.get("feature-login-shop", "/");
     assert_eq!(status, 200, "{body}");
