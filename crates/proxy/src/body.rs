@@ -11,6 +11,7 @@ use crate::upstream::Sender;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// The body sent upstream.
@@ -81,11 +82,24 @@ impl ProxyBody {
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         let ProxyBody::Upstream { body, guard, connection, finished } = self else { return };
-        if *finished || body.is_end_stream() {
-            if let Some(connection) = connection.take() {
-                guard.backend().pool.put(connection);
-            }
+        if !*finished && !body.is_end_stream() {
+            return;
         }
+        let Some(mut connection) = connection.take() else { return };
+        if connection.is_ready() {
+            guard.backend().pool.put(connection);
+            return;
+        }
+        // Usually hyper has marked the connection ready by now. If not (the client's request
+        // body is still being sent, say), it joins the pool only once it is: a request must
+        // never wait behind another one's upload.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let backend = Arc::clone(guard.backend());
+        runtime.spawn(async move {
+            if connection.ready().await.is_ok() {
+                backend.pool.put(connection);
+            }
+        });
     }
 }
 
