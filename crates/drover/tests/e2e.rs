@@ -303,3 +303,17 @@ fn extra_hosts_route_to_their_app_and_cannot_be_claimed_twice() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("routing.hosts: shop.example.test is already served by app shop"), "{stderr}");
 }
+
+#[test]
+fn the_node_example_deploys_blue_green() {
+    let drover = Drover::new();
+    drover.start();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-node");
+    let out = drover.ok(&["deploy", example.to_str().unwrap()]);
+    assert!(out.contains("deployed hello-node v1"), "{out}");
+    let (status, body) = drover.get("hello-node", "/");
+    assert_eq!(status, 200);
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["greeting"], "hello from node");
+    assert_eq!(page["release"], "v1");
+}
