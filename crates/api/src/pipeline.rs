@@ -40,7 +40,7 @@ pub(crate) async fn test_artifact(
             .tempdir_in(ctx2.data.tmp())
             .map_err(|e| format!("creating the test work dir: {e}"))?;
         let mut env = spec2.run_env();
-        let secrets = crate::vars::open_secrets(&ctx2, &spec2.name)?;
+        let secrets = crate::vars::open_secrets(&ctx2, &spec2.var_scope())?;
         let masker = secrets::Masker::new(secrets.iter().map(|(_, v)| v.as_str()));
         env.extend(secrets);
         log(&format!("testing {digest2} inside the artifact ({} command(s))", test.run.len()));

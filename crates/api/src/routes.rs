@@ -322,7 +322,7 @@ pub(crate) async fn build(
     tokio::task::spawn_blocking(move || {
         log(&format!("building {} ({} build step(s))", spec.name, spec.build.len()));
         let mut env = spec.run_env();
-        let secrets = crate::vars::open_secrets(&ctx, &spec.name)?;
+        let secrets = crate::vars::open_secrets(&ctx, &spec.var_scope())?;
         let masker = secrets::Masker::new(secrets.iter().map(|(_, v)| v.as_str()));
         env.extend(secrets);
         let mut masks = masker.stream();

@@ -241,7 +241,9 @@ async fn steps(ctx: &Arc<Ctx>, run: &Run, cancel: &Arc<AtomicBool>) -> Result<St
         let app = crate::pipeline::stage_app(&spec.name, stage, &run.branch)?;
         log(ctx, run.id, &format!("stage {}: deploying {digest} to {app}", stage.name));
         let started = Instant::now();
-        let release = deploy_to(ctx, run, &spec, &app, &digest).await?;
+        let mut staged = spec.clone();
+        staged.vars_from = Some(model::VarScope { app: spec.name.clone(), stage: stage.name.clone() });
+        let release = deploy_to(ctx, run, &staged, &app, &digest).await?;
         step_done(ctx, run.id, &format!("stage {}", stage.name), started);
         live.push(format!("{}: {app} {release}", stage.name));
         check_cancel(cancel)?;

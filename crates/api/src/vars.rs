@@ -6,10 +6,10 @@ use crate::pipeline::Gate;
 use crate::routes::{deploy_view, release, ApiError, ApiResult};
 use crate::server::Ctx;
 use crate::wire::{ConfigRequest, ConfigView, DeployView, SecretRequest};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::Json;
 use deploy::reconciler::{now_ms, secret_context};
-use model::{AppName, AppSpec};
+use model::{AppName, AppSpec, VarScope};
 use std::sync::Arc;
 use store::{AppVar, Store};
 
@@ -35,7 +35,8 @@ fn check_key(key: &str) -> ApiResult<()> {
 pub(crate) fn apply_vars(store: &Store, spec: &mut AppSpec) -> Result<(), store::StoreError> {
     spec.config.clear();
     spec.secrets.clear();
-    for var in store.vars(&spec.name)?.into_iter().filter(|v| v.stage.is_empty()) {
+    let scope = spec.var_scope();
+    for var in store.scoped_vars(&scope.app, &scope.stage)? {
         if var.secret {
             spec.secrets.push(var.key);
         } else {
@@ -45,14 +46,14 @@ pub(crate) fn apply_vars(store: &Store, spec: &mut AppSpec) -> Result<(), store:
     Ok(())
 }
 
-/// The app's secrets in plain text, for a build or test step's environment (memory only).
-pub(crate) fn open_secrets(ctx: &Ctx, app: &AppName) -> Result<Vec<(String, String)>, String> {
-    let vars = ctx.store().vars(app).map_err(|e| e.to_string())?;
+/// The secrets of `scope` in plain text, for a build or test step's environment (memory only).
+pub(crate) fn open_secrets(ctx: &Ctx, scope: &VarScope) -> Result<Vec<(String, String)>, String> {
+    let vars = ctx.store().scoped_vars(&scope.app, &scope.stage).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    for var in vars.into_iter().filter(|v| v.secret && v.stage.is_empty()) {
+    for var in vars.into_iter().filter(|v| v.secret) {
         let value = ctx
             .keyring
-            .open(&secret_context(app, &var.stage, &var.key), &var.value)
+            .open(&secret_context(&scope.app, &var.stage, &var.key), &var.value)
             .map_err(|e| format!("secret {}: {e}", var.key))?;
         let text = value.expose_str().ok_or_else(|| format!("secret {} is not UTF-8", var.key))?;
         out.push((var.key, text.to_owned()));
@@ -60,9 +61,9 @@ pub(crate) fn open_secrets(ctx: &Ctx, app: &AppName) -> Result<Vec<(String, Stri
     Ok(out)
 }
 
-fn view(store: &Store, app: &AppName) -> ApiResult<ConfigView> {
+fn view(store: &Store, scope: &VarScope) -> ApiResult<ConfigView> {
     let mut view = ConfigView::default();
-    for var in store.vars(app)?.into_iter().filter(|v| v.stage.is_empty()) {
+    for var in store.scoped_vars(&scope.app, &scope.stage)? {
         if var.secret {
             view.secrets.push(var.key);
         } else {
@@ -72,19 +73,64 @@ fn view(store: &Store, app: &AppName) -> ApiResult<ConfigView> {
     Ok(view)
 }
 
-pub(crate) async fn show(State(ctx): State<Arc<Ctx>>, Path(app): Path<String>) -> ApiResult<Json<ConfigView>> {
-    let app = AppName::parse(&app).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(Json(view(&ctx.store(), &app)?))
+#[derive(serde::Deserialize)]
+pub(crate) struct StageQuery {
+    stage: Option<String>,
+}
+
+/// The vars and secret names an app, or one of its pipeline stages, gets.
+pub(crate) async fn show(
+    State(ctx): State<Arc<Ctx>>,
+    Path(app): Path<String>,
+    Query(q): Query<StageQuery>,
+) -> ApiResult<Json<ConfigView>> {
+    let scope = scope(&app, q.stage.as_deref())?;
+    Ok(Json(view(&ctx.store(), &scope)?))
+}
+
+/// The app and stage a request names; a stage must be a pipeline stage's name (a DNS label).
+fn scope(app: &str, stage: Option<&str>) -> ApiResult<VarScope> {
+    let app = AppName::parse(app).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let stage = stage.unwrap_or("");
+    if !stage.is_empty() {
+        AppName::parse(stage).map_err(|_| ApiError::bad_request(format!("{stage:?} is not a stage name")))?;
+    }
+    Ok(VarScope { app, stage: stage.to_owned() })
+}
+
+/// The running app a change of `scope`'s vars applies to: the app itself for shared vars and
+/// `production`, `APP-STAGE` for other stages, none for previews (their next deploy takes it).
+fn app_of_scope(scope: &VarScope) -> Option<AppName> {
+    match scope.stage.as_str() {
+        "" | "production" => Some(scope.app.clone()),
+        "preview" => None,
+        stage => AppName::parse(&format!("{}-{stage}", scope.app)).ok(),
+    }
 }
 
 /// Stores the change and, if the app runs a release, rolls out a new one with it.
-fn change(ctx: &Ctx, app: &AppName, set: Vec<AppVar>, unset: Vec<String>, what: &str) -> ApiResult<Option<DeployView>> {
+fn change(
+    ctx: &Ctx,
+    scope: &VarScope,
+    set: Vec<AppVar>,
+    unset: Vec<String>,
+    what: &str,
+) -> ApiResult<Option<DeployView>> {
     let now = now_ms();
-    let unset: Vec<(String, String)> = unset.into_iter().map(|k| (String::new(), k)).collect();
+    let unset: Vec<(String, String)> = unset.into_iter().map(|k| (scope.stage.clone(), k)).collect();
+    let what = if scope.stage.is_empty() { what.to_owned() } else { format!("{what} (stage {})", scope.stage) };
+    let what = what.as_str();
+    let Some(app) = app_of_scope(scope) else {
+        let mut store = ctx.store();
+        store.update_vars(&scope.app, &set, &unset, now)?;
+        store.add_event(Some(&scope.app), "config", what, now)?;
+        return Ok(None);
+    };
+    let app = &app;
     let target = {
         let mut store = ctx.store();
-        store.update_vars(app, &set, &unset, now)?;
-        store.add_event(Some(app), "config", what, now)?;
+        store.update_vars(&scope.app, &set, &unset, now)?;
+        store.add_event(Some(&scope.app), "config", what, now)?;
         match store.app(app) {
             Ok(state) => state.target.map(|t| store.release(app, t)).transpose()?,
             Err(store::StoreError::NoApp(_)) => None,
@@ -102,7 +148,7 @@ pub(crate) async fn set(
     Path(app): Path<String>,
     Json(req): Json<ConfigRequest>,
 ) -> ApiResult<Json<Option<DeployView>>> {
-    let app = AppName::parse(&app).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let scope = scope(&app, req.stage.as_deref())?;
     for key in req.set.keys().chain(&req.unset) {
         check_key(key)?;
     }
@@ -114,9 +160,9 @@ pub(crate) async fn set(
     let set = req
         .set
         .into_iter()
-        .map(|(key, value)| AppVar { stage: String::new(), key, value: value.into_bytes(), secret: false })
+        .map(|(key, value)| AppVar { stage: scope.stage.clone(), key, value: value.into_bytes(), secret: false })
         .collect();
-    Ok(Json(change(&ctx, &app, set, req.unset, &format!("config: {}", what.join(", ")))?))
+    Ok(Json(change(&ctx, &scope, set, req.unset, &format!("config: {}", what.join(", ")))?))
 }
 
 pub(crate) async fn set_secret(
@@ -124,12 +170,12 @@ pub(crate) async fn set_secret(
     Path(app): Path<String>,
     Json(req): Json<SecretRequest>,
 ) -> ApiResult<Json<Option<DeployView>>> {
-    let app = AppName::parse(&app).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let scope = scope(&app, req.stage.as_deref())?;
     check_key(&req.key)?;
     if req.value.is_empty() {
         return Err(ApiError::bad_request(format!("secret {} is empty", req.key)));
     }
-    let sealed = ctx.keyring.seal(&secret_context(&app, "", &req.key), req.value.as_bytes());
-    let var = AppVar { stage: String::new(), key: req.key.clone(), value: sealed, secret: true };
-    Ok(Json(change(&ctx, &app, vec![var], Vec::new(), &format!("secret: set {}", req.key))?))
+    let sealed = ctx.keyring.seal(&secret_context(&scope.app, &scope.stage, &req.key), req.value.as_bytes());
+    let var = AppVar { stage: scope.stage.clone(), key: req.key.clone(), value: sealed, secret: true };
+    Ok(Json(change(&ctx, &scope, vec![var], Vec::new(), &format!("secret: set {}", req.key))?))
 }

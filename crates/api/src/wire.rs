@@ -177,12 +177,17 @@ pub struct ConfigRequest {
     pub set: BTreeMap<String, String>,
     #[serde(default)]
     pub unset: Vec<String>,
+    /// A pipeline stage the change is for; `None` for every stage.
+    #[serde(default)]
+    pub stage: Option<String>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
 pub struct SecretRequest {
     pub key: String,
     pub value: String,
+    #[serde(default)]
+    pub stage: Option<String>,
 }
 
 impl std::fmt::Debug for SecretRequest {

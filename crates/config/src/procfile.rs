@@ -67,5 +67,6 @@ pub(crate) fn parse(file: &str, text: &str, name: AppName) -> Result<AppSpec, Co
         config: Default::default(),
         secrets: Default::default(),
         pipeline: Default::default(),
+        vars_from: None,
     })
 }

@@ -158,6 +158,7 @@ impl Doc<'_> {
             config: BTreeMap::new(),
             secrets: Vec::new(),
             pipeline,
+            vars_from: None,
         })
     }
 

@@ -23,13 +23,17 @@ pub fn secret_context(app: &AppName, stage: &str, key: &str) -> String {
     format!("secret;app={app};stage={stage};key={key}")
 }
 
-/// The app's secrets (all stages), still sealed, for the runtime to open into a process.
-pub fn sealed_secrets(store: &Store, app: &AppName) -> Result<Vec<runtime::SealedVar>, store::StoreError> {
+/// The secrets of `scope`, still sealed, for the runtime to open into a process.
+pub fn sealed_secrets(store: &Store, scope: &model::VarScope) -> Result<Vec<runtime::SealedVar>, store::StoreError> {
     Ok(store
-        .vars(app)?
+        .scoped_vars(&scope.app, &scope.stage)?
         .into_iter()
-        .filter(|v| v.secret && v.stage.is_empty())
-        .map(|v| runtime::SealedVar { context: secret_context(app, &v.stage, &v.key), name: v.key, sealed: v.value })
+        .filter(|v| v.secret)
+        .map(|v| runtime::SealedVar {
+            context: secret_context(&scope.app, &v.stage, &v.key),
+            name: v.key,
+            sealed: v.value,
+        })
         .collect())
 }
 
@@ -289,7 +293,7 @@ impl<R: Runtime> Reconciler<R> {
         // dead instance (forgotten next pass), never an instance nobody knows about.
         self.store().insert_instance(&row)?;
         let env = spec.run_env();
-        let sealed_env = sealed_secrets(&self.store(), app)?;
+        let sealed_env = sealed_secrets(&self.store(), &spec.var_scope())?;
         let instance = InstanceSpec {
             id: id.clone(),
             app: app.clone(),

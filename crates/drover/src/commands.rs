@@ -186,8 +186,13 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
             }
             Ok(0)
         }
-        Command::Config(ConfigCommand::Show { app }) | Command::Secrets(SecretsCommand::List { app }) => {
-            let view: ConfigView = Client::connect(&data)?.get(&format!("/apps/{app}/config")).await?;
+        Command::Config(ConfigCommand::Show { app, stage }) | Command::Secrets(SecretsCommand::List { app, stage }) => {
+            let client = Client::connect(&data)?;
+            let mut request = client.request(reqwest::Method::GET, &format!("/apps/{app}/config"));
+            if let Some(stage) = stage {
+                request = request.query(&[("stage", stage)]);
+            }
+            let view: ConfigView = client.send(request).await?;
             if out.json {
                 out.print_json(&view);
             } else {
@@ -200,8 +205,8 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
             }
             Ok(0)
         }
-        Command::Config(ConfigCommand::Set { app, pairs }) => {
-            let mut request = ConfigRequest::default();
+        Command::Config(ConfigCommand::Set { app, pairs, stage }) => {
+            let mut request = ConfigRequest { stage, ..Default::default() };
             for pair in &pairs {
                 let (key, value) = pair.split_once('=').with_context(|| format!("{pair:?}: expected KEY=VALUE"))?;
                 request.set.insert(key.to_owned(), value.to_owned());
@@ -210,13 +215,13 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
             let deploy: Option<DeployView> = client.post(&format!("/apps/{app}/config"), &request).await?;
             config_changed(&client, deploy, &out).await
         }
-        Command::Config(ConfigCommand::Unset { app, keys }) => {
-            let request = ConfigRequest { unset: keys, ..Default::default() };
+        Command::Config(ConfigCommand::Unset { app, keys, stage }) => {
+            let request = ConfigRequest { unset: keys, stage, ..Default::default() };
             let client = Client::connect(&data)?;
             let deploy: Option<DeployView> = client.post(&format!("/apps/{app}/config"), &request).await?;
             config_changed(&client, deploy, &out).await
         }
-        Command::Secrets(SecretsCommand::Set { app, key }) => {
+        Command::Secrets(SecretsCommand::Set { app, key, stage }) => {
             use std::io::Read;
             let mut value = String::new();
             std::io::stdin().read_to_string(&mut value).context("reading the secret from standard input")?;
@@ -225,7 +230,7 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
                 value.strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(&value).to_owned();
             let client = Client::connect(&data)?;
             let deploy: Option<DeployView> =
-                client.post(&format!("/apps/{app}/secrets"), &SecretRequest { key, value }).await?;
+                client.post(&format!("/apps/{app}/secrets"), &SecretRequest { key, value, stage }).await?;
             config_changed(&client, deploy, &out).await
         }
         Command::Source(command) => {

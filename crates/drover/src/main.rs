@@ -155,28 +155,47 @@ enum HookKind {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Show config vars and the names of secrets.
-    Show { app: String },
+    /// Show config vars and the names of secrets (of one pipeline stage with --stage).
+    Show {
+        app: String,
+        #[arg(long)]
+        stage: Option<String>,
+    },
     /// Set vars, e.g. `drover config set hello GREETING=hi LEVEL=debug`; rolls out a new release.
     Set {
         app: String,
         #[arg(required = true)]
         pairs: Vec<String>,
+        /// Only for this pipeline stage (e.g. staging); overrides the shared value there.
+        #[arg(long)]
+        stage: Option<String>,
     },
     /// Remove vars or secrets; rolls out a new release.
     Unset {
         app: String,
         #[arg(required = true)]
         keys: Vec<String>,
+        #[arg(long)]
+        stage: Option<String>,
     },
 }
 
 #[derive(Subcommand)]
 enum SecretsCommand {
     /// Set a secret; the value is read from standard input, never from the command line.
-    Set { app: String, key: String },
+    Set {
+        app: String,
+        key: String,
+        /// Only for this pipeline stage (e.g. production).
+        #[arg(long)]
+        stage: Option<String>,
+    },
     /// List the names of an app's secrets.
-    List { app: String },
+    List {
+        app: String,
+        #[arg(long)]
+        stage: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]

@@ -88,7 +88,11 @@ fn push_test_preview_staging_approval_production() {
     let (status, body) = drover.get("feature-login-shop", "/");
     assert_eq!(status, 200, "{body}");
 
-    // main: staging at once, production only after approval, with the same artifact.
+    // main: staging at once, production only after approval, with the same artifact. Staging
+    // has a config var of its own.
+    drover.ok(&["config", "set", "shop", "GREETING=staged", "--stage", "staging"]);
+    assert_eq!(drover.json(&["config", "show", "shop", "--stage", "staging"])["vars"]["GREETING"], "staged");
+    assert_eq!(drover.json(&["config", "show", "shop"])["vars"], serde_json::json!({}));
     repo.ok(&["checkout", "--quiet", "main"]);
     let run = push(&repo, "main");
     let logs = drover.ok(&["run", "logs", &run, "-f"]);
@@ -96,13 +100,17 @@ fn push_test_preview_staging_approval_production() {
     let waiting = run_json(&drover, &run);
     assert_eq!(waiting["status"], "waiting", "{waiting}");
     assert_eq!(waiting["stage"], "production");
-    assert_eq!(drover.get("shop-staging", "/").0, 200);
+    let (status, body) = drover.get("shop-staging", "/");
+    assert_eq!(status, 200);
+    assert!(body.contains("\"staged\""), "staging has its own config: {body}");
     assert_eq!(drover.get("shop", "/").0, 404, "production must wait for the approval");
 
     drover.ok(&["approve", &run]);
     let logs = drover.ok(&["run", "logs", &run, "-f"]);
     assert!(logs.contains("stage production: deploying"), "{logs}");
-    assert_eq!(drover.get("shop", "/").0, 200);
+    let (status, body) = drover.get("shop", "/");
+    assert_eq!(status, 200);
+    assert!(body.contains("\"hello\""), "staging's config stays in staging: {body}");
     let staging = drover.json(&["releases", "shop-staging"]);
     let production = drover.json(&["releases", "shop"]);
     assert_eq!(staging[0]["digest"], production[0]["digest"], "production runs the artifact staging ran");

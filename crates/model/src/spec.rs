@@ -33,6 +33,18 @@ pub struct AppSpec {
     /// How pushes become releases: the test step and the stages.
     #[serde(default)]
     pub pipeline: crate::pipeline::PipelineSpec,
+    /// Whose config vars and secrets this app takes, when it is a pipeline stage's app (such as
+    /// `hello-staging`); `None` means its own.
+    #[serde(default)]
+    pub vars_from: Option<VarScope>,
+}
+
+/// The config vars and secrets of `app` for all stages, overlaid by those set for `stage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VarScope {
+    pub app: AppName,
+    /// Empty for the vars every stage shares.
+    pub stage: String,
 }
 
 impl AppSpec {
@@ -41,6 +53,11 @@ impl AppSpec {
         let mut env = self.env.clone();
         env.extend(self.config.iter().map(|(k, v)| (k.clone(), v.clone())));
         env
+    }
+
+    /// Where this app's config vars and secrets come from.
+    pub fn var_scope(&self) -> VarScope {
+        self.vars_from.clone().unwrap_or_else(|| VarScope { app: self.name.clone(), stage: String::new() })
     }
 
     /// How many instances of `process` the spec asks for.

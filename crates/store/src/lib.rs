@@ -948,6 +948,21 @@ impl Store {
         Ok(())
     }
 
+    /// The vars of `app` every stage shares, overlaid by those set for `stage` (same key: the
+    /// stage's wins).
+    pub fn scoped_vars(&self, app: &AppName, stage: &str) -> Result<Vec<AppVar>> {
+        let mut by_key: BTreeMap<String, AppVar> = BTreeMap::new();
+        for var in self.vars(app)? {
+            if var.stage.is_empty() || var.stage == stage {
+                let shared = var.stage.is_empty();
+                if !(shared && by_key.contains_key(&var.key)) {
+                    by_key.insert(var.key.clone(), var);
+                }
+            }
+        }
+        Ok(by_key.into_values().collect())
+    }
+
     pub fn vars(&self, app: &AppName) -> Result<Vec<AppVar>> {
         let mut stmt =
             self.conn.prepare("SELECT stage, key, value, secret FROM app_vars WHERE app = ?1 ORDER BY stage, key")?;
@@ -1013,6 +1028,7 @@ mod tests {
             config: Default::default(),
             secrets: Default::default(),
             pipeline: Default::default(),
+            vars_from: None,
         }
     }
 
@@ -1056,6 +1072,28 @@ mod tests {
         store.append_run_log(third, "a").unwrap();
         store.append_run_log(third, "b").unwrap();
         assert_eq!(store.run_log(third, 1).unwrap(), vec![(2, "b".to_owned())]);
+    }
+
+    #[test]
+    fn a_stage_var_overrides_the_shared_one_only_in_its_stage() {
+        let mut store = Store::open_in_memory().unwrap();
+        let app = AppName::parse("shop").unwrap();
+        let var = |stage: &str, key: &str, value: &str| AppVar {
+            stage: stage.to_owned(),
+            key: key.to_owned(),
+            value: value.as_bytes().to_vec(),
+            secret: false,
+        };
+        let set =
+            [var("", "A", "shared"), var("", "B", "shared"), var("staging", "A", "staged"), var("prod", "C", "p")];
+        store.update_vars(&app, &set, &[], 1).unwrap();
+        let render = |stage: &str| -> Vec<String> {
+            let vars = store.scoped_vars(&app, stage).unwrap();
+            vars.iter().map(|v| format!("{}={}", v.key, String::from_utf8_lossy(&v.value))).collect()
+        };
+        assert_eq!(render(""), ["A=shared", "B=shared"]);
+        assert_eq!(render("staging"), ["A=staged", "B=shared"]);
+        assert_eq!(render("prod"), ["A=shared", "B=shared", "C=p"]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ fn spec(strategy: Strategy, web: u32) -> AppSpec {
         config: Default::default(),
         secrets: Default::default(),
         pipeline: Default::default(),
+        vars_from: None,
     };
     spec.deploy.strategy = strategy;
     spec.deploy.deadline = Duration::from_secs(60);
