@@ -272,7 +272,6 @@ async fn reconcile_loop(ctx: Arc<Ctx>) {
         ctx.runtime.clone(),
         AdminClient::new(ctx.data.proxy_socket()),
         ctx.artifacts.clone(),
-        ctx.data.logs(),
         ctx.settings.domain.clone(),
     );
     let mut failures = 0u32;

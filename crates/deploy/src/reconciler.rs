@@ -62,7 +62,6 @@ pub struct Reconciler<R: Runtime> {
     runtime: Arc<R>,
     proxy: AdminClient,
     artifacts: Arc<ArtifactStore>,
-    logs_root: std::path::PathBuf,
     /// Host suffix for app sites, e.g. `localhost` gives `hello.localhost`.
     domain: String,
     stopping: Arc<Mutex<HashSet<InstanceId>>>,
@@ -75,10 +74,9 @@ impl<R: Runtime> Reconciler<R> {
         runtime: Arc<R>,
         proxy: AdminClient,
         artifacts: Arc<ArtifactStore>,
-        logs_root: std::path::PathBuf,
         domain: String,
     ) -> Self {
-        Self { store, runtime, proxy, artifacts, logs_root, domain, stopping: Default::default(), published: None }
+        Self { store, runtime, proxy, artifacts, domain, stopping: Default::default(), published: None }
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -393,10 +391,6 @@ impl<R: Runtime> Reconciler<R> {
         self.proxy.put_routes(&RouteTable { generation, sites: sites.clone() }).await?;
         self.published = Some(sites);
         Ok(())
-    }
-
-    pub fn logs_root(&self) -> &std::path::Path {
-        &self.logs_root
     }
 }
 
