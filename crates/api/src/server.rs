@@ -132,17 +132,28 @@ fn token(data: &DataDir) -> anyhow::Result<String> {
 pub(crate) async fn ensure_proxy(data: &DataDir, settings: &Settings, exe: &std::path::Path) -> anyhow::Result<()> {
     let client = AdminClient::new(data.proxy_socket());
     if let Some(info) = DataDir::read_json::<ProxyInfo>(&data.proxy_info()) {
-        if procinfo::is_alive(info.pid, info.start_time)
-            && info.listen == settings.http_addr
-            && client.status().await.is_ok()
-        {
-            info!(pid = info.pid, "re-adopted the running proxy");
-            return Ok(());
+        // A live proxy on our address is re-adopted if it answers within a few seconds: one
+        // slow answer on a loaded machine must not get a healthy data plane replaced.
+        if procinfo::is_alive(info.pid, info.start_time) && info.listen == settings.http_addr {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && procinfo::is_alive(info.pid, info.start_time) {
+                if client.status().await.is_ok() {
+                    info!(pid = info.pid, "re-adopted the running proxy");
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            warn!(pid = info.pid, "the proxy does not answer; replacing it");
         }
         if procinfo::is_alive(info.pid, info.start_time) {
-            // A proxy on another address, or one that does not answer: replace it.
+            // A proxy on another address, or one that does not answer: replace it, once it has
+            // let go of its port.
             let _ =
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(info.pid as i32), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while procinfo::is_alive(info.pid, info.start_time) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
     if let Err(e) = StdTcpListener::bind(settings.http_addr) {

@@ -196,8 +196,9 @@ mod tests {
     #[test]
     fn plan_skips_private_tmp_for_directories_under_tmp() {
         let under_tmp = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
-        // Only read, never written to: planning does not touch the directories.
-        let elsewhere = Path::new(env!("CARGO_MANIFEST_DIR"));
+        // Only read, never written to: planning does not touch the directories. Not this crate's
+        // own directory: a checkout may itself live under /tmp.
+        let elsewhere = Path::new("/usr");
         let plan = |slug: &Path, instance: &Path| {
             ChildSetup::plan(IsolationRequest::BestEffort, slug, instance).unwrap().private_tmp
         };
