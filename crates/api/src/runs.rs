@@ -435,8 +435,8 @@ pub(crate) fn destroy_preview(ctx: &Ctx, app: &AppName, branch: &str) -> String 
     };
     let store = ctx.store();
     match store.app(&preview) {
-        Ok(state) if state.target.is_some() => {
-            let _ = store.set_target(&preview, None);
+        Ok(state) if !state.destroyed => {
+            let _ = store.destroy_app(&preview);
             let _ = store.add_event(
                 Some(&preview),
                 "preview.destroyed",

@@ -96,6 +96,11 @@ impl<R: Runtime> Reconciler<R> {
         };
 
         self.stop_orphans(&statuses, &rows);
+        for app in apps.iter().filter(|a| a.destroyed && !rows.iter().any(|r| r.app == a.name)) {
+            if self.store().purge_app(&app.name)? {
+                info!(app = %app.name, "destroyed app removed");
+            }
+        }
 
         for app in &apps {
             let target = match app.target {

@@ -134,9 +134,11 @@ fn push_test_preview_staging_approval_production() {
     // Deleting the branch destroys its preview app.
     let out = repo.ok(&["push", "drover", "--delete", "feature/login"]);
     assert!(out.contains("preview app feature-login-shop destroyed"), "{out}");
-    wait_until("the preview app to stop", std::time::Duration::from_secs(30), || {
-        drover.get("feature-login-shop", "/").0 != 200
+    wait_until("the preview app to be removed", std::time::Duration::from_secs(30), || {
+        let apps = drover.json(&["apps"]);
+        !apps.as_array().unwrap().iter().any(|a| a["name"] == "feature-login-shop")
     });
+    assert_eq!(drover.get("feature-login-shop", "/").0, 404);
 }
 
 #[test]

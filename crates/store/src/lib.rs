@@ -46,6 +46,8 @@ pub struct AppState {
     /// Scale set with `drover scale`; overrides the release's `scale:`.
     pub scale: BTreeMap<ProcessType, u32>,
     pub created_at_ms: u64,
+    /// Being destroyed: once its instances are gone, the app and its history are removed.
+    pub destroyed: bool,
 }
 
 /// The control plane's record of an instance it started: port and routing role.
@@ -377,6 +379,9 @@ CREATE INDEX attestations_by_digest ON attestations (digest, id);
 ALTER TABLE runs ADD COLUMN stage TEXT;
 ALTER TABLE runs ADD COLUMN test_json TEXT;
 "#,
+    r#"
+ALTER TABLE apps ADD COLUMN destroyed INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 fn parse_json<T: for<'de> Deserialize<'de>>(what: &'static str, text: &str) -> Result<T> {
@@ -454,8 +459,9 @@ impl Store {
     // ----- apps -----
 
     pub fn apps(&self) -> Result<Vec<AppState>> {
-        let mut stmt =
-            self.conn.prepare("SELECT name, target, stable, scale_json, created_at_ms FROM apps ORDER BY name")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, target, stable, scale_json, created_at_ms, destroyed FROM apps ORDER BY name")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -463,17 +469,19 @@ impl Store {
                 r.get::<_, Option<u64>>(2)?,
                 r.get::<_, String>(3)?,
                 r.get::<_, u64>(4)?,
+                r.get::<_, bool>(5)?,
             ))
         })?;
         let mut apps = Vec::new();
         for row in rows {
-            let (name, target, stable, scale, created_at_ms) = row?;
+            let (name, target, stable, scale, created_at_ms, destroyed) = row?;
             apps.push(AppState {
                 name: AppName::parse(&name).map_err(|e| sql_err(0, e))?,
                 target: target.map(ReleaseId),
                 stable: stable.map(ReleaseId),
                 scale: parse_json("app scale", &scale)?,
                 created_at_ms,
+                destroyed,
             });
         }
         Ok(apps)
@@ -498,6 +506,32 @@ impl Store {
         self.conn
             .execute("UPDATE apps SET target = ?1 WHERE name = ?2", params![target.map(|r| r.0), name.as_str()])?;
         Ok(())
+    }
+
+    /// Stops the app for good: nothing should run, and once nothing does, [`Store::purge_app`]
+    /// removes it.
+    pub fn destroy_app(&self, name: &AppName) -> Result<()> {
+        self.conn.execute("UPDATE apps SET target = NULL, destroyed = 1 WHERE name = ?1", [name.as_str()])?;
+        Ok(())
+    }
+
+    /// Removes a destroyed app with its releases and vars, in one transaction, if no instance
+    /// of it is left. Returns whether it did.
+    pub fn purge_app(&mut self, name: &AppName) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let left: u64 = tx.query_row("SELECT COUNT(*) FROM instances WHERE app = ?1", [name.as_str()], |r| r.get(0))?;
+        let destroyed: bool = tx
+            .query_row("SELECT destroyed FROM apps WHERE name = ?1", [name.as_str()], |r| r.get(0))
+            .optional()?
+            .unwrap_or(false);
+        if left > 0 || !destroyed {
+            return Ok(false);
+        }
+        tx.execute("DELETE FROM releases WHERE app = ?1", [name.as_str()])?;
+        tx.execute("DELETE FROM app_vars WHERE app = ?1", [name.as_str()])?;
+        tx.execute("DELETE FROM apps WHERE name = ?1", [name.as_str()])?;
+        tx.commit()?;
+        Ok(true)
     }
 
     pub fn set_stable(&self, name: &AppName, stable: ReleaseId) -> Result<()> {
@@ -529,7 +563,7 @@ impl Store {
             "INSERT INTO releases (app, id, digest, spec_json, description, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![spec.name.as_str(), next, digest.as_str(), to_json(spec), description, now_ms],
         )?;
-        tx.execute("UPDATE apps SET target = ?1 WHERE name = ?2", params![next, spec.name.as_str()])?;
+        tx.execute("UPDATE apps SET target = ?1, destroyed = 0 WHERE name = ?2", params![next, spec.name.as_str()])?;
         tx.commit()?;
         Ok(Release {
             app: spec.name.clone(),
@@ -1094,6 +1128,33 @@ mod tests {
         assert_eq!(render(""), ["A=shared", "B=shared"]);
         assert_eq!(render("staging"), ["A=staged", "B=shared"]);
         assert_eq!(render("prod"), ["A=shared", "B=shared", "C=p"]);
+    }
+
+    #[test]
+    fn a_destroyed_app_is_purged_only_once_its_instances_are_gone() {
+        let mut store = Store::open_in_memory().unwrap();
+        let app = AppName::parse("hello").unwrap();
+        store.create_release(&spec("hello"), &Digest::from_sha256(&[1; 32]), "first", 1).unwrap();
+        let id = InstanceId::new(&app, &ProcessType::web(), ReleaseId(1), "a");
+        let row = InstanceRow {
+            id: id.clone(),
+            app: app.clone(),
+            release: ReleaseId(1),
+            process: ProcessType::web(),
+            port: None,
+            routed: true,
+            draining_since_ms: None,
+            created_at_ms: 1,
+        };
+        store.insert_instance(&row).unwrap();
+        assert!(!store.purge_app(&app).unwrap(), "not destroyed");
+        store.destroy_app(&app).unwrap();
+        assert_eq!(store.app(&app).unwrap().target, None);
+        assert!(!store.purge_app(&app).unwrap(), "an instance is left");
+        store.delete_instance(&id).unwrap();
+        assert!(store.purge_app(&app).unwrap());
+        assert!(matches!(store.app(&app), Err(StoreError::NoApp(_))));
+        assert!(store.releases(&app).unwrap().is_empty());
     }
 
     #[test]
