@@ -167,3 +167,43 @@ fn gitlab_tokens_are_checked_and_polling_finds_new_commits() {
         runs.as_array().unwrap().iter().any(|r| r["commit"] == head.as_str() && r["trigger"] == "poll")
     });
 }
+
+#[test]
+fn gitea_and_bitbucket_deliveries_are_verified_and_start_runs() {
+    let drover = Drover::new();
+    drover.start();
+
+    // Gitea: a bare hex HMAC in X-Gitea-Signature.
+    let tea = Upstream::new("tea");
+    let source = drover.json(&["source", "set", "tea", tea.bare.path().to_str().unwrap(), "--provider", "gitea"]);
+    let (url, secret) = (source["webhook_url"].as_str().unwrap(), source["webhook_secret"].as_str().unwrap());
+    let body = github_push(&tea.head());
+    let headers = |sig: String| {
+        vec![("X-Gitea-Event", "push".to_owned()), ("X-Gitea-Delivery", "t1".to_owned()), ("X-Gitea-Signature", sig)]
+    };
+    assert_eq!(post(url, &headers(hmac_hex("wrong", &body)), body.clone()).0, 401);
+    let (status, answer) = post(url, &headers(hmac_hex(secret, &body)), body.clone());
+    assert_eq!(status, 202, "{answer}");
+    drover.ok(&["run", "logs", &run_id(&answer), "-f"]);
+
+    // Bitbucket: `sha256=` HMAC in X-Hub-Signature, and its own payload shape.
+    let bucket = Upstream::new("bucket");
+    let source =
+        drover.json(&["source", "set", "bucket", bucket.bare.path().to_str().unwrap(), "--provider", "bitbucket"]);
+    let (url, secret) = (source["webhook_url"].as_str().unwrap(), source["webhook_secret"].as_str().unwrap());
+    let body = serde_json::json!({
+        "push": {"changes": [{"new": {"type": "branch", "name": "main", "target": {"hash": bucket.head()}}, "old": null}]},
+        "repository": {"full_name": "o/bucket"}
+    })
+    .to_string()
+    .into_bytes();
+    let headers = |sig: String| {
+        vec![("X-Event-Key", "repo:push".to_owned()), ("X-Request-UUID", "b1".to_owned()), ("X-Hub-Signature", sig)]
+    };
+    assert_eq!(post(url, &headers(format!("sha256={}", hmac_hex("wrong", &body))), body.clone()).0, 401);
+    let (status, answer) = post(url, &headers(format!("sha256={}", hmac_hex(secret, &body))), body.clone());
+    assert_eq!(status, 202, "{answer}");
+    drover.ok(&["run", "logs", &run_id(&answer), "-f"]);
+    assert_eq!(drover.get("tea", "/").0, 200);
+    assert_eq!(drover.get("bucket", "/").0, 200);
+}
