@@ -57,6 +57,9 @@ pub(crate) struct Ctx {
     pub keyring: secrets::Keyring,
     /// Set once a full shutdown began, so the loop starts nothing more.
     pub stopping: AtomicBool,
+    /// Held by the reconcile loop for each pass, so a full shutdown can wait for the pass in
+    /// flight (which may be starting an instance) before it lists what to stop.
+    pub tick_lock: tokio::sync::Mutex<()>,
     pub exe: PathBuf,
 }
 
@@ -247,6 +250,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         runs: Default::default(),
         keyring,
         stopping: AtomicBool::new(false),
+        tick_lock: tokio::sync::Mutex::new(()),
         exe: opts.exe,
     });
     let reconcile = tokio::spawn(reconcile_loop(ctx.clone()));
@@ -287,10 +291,13 @@ async fn reconcile_loop(ctx: Arc<Ctx>) {
     );
     let mut failures = 0u32;
     loop {
+        let pass = ctx.tick_lock.lock().await;
         if ctx.stopping.load(Ordering::SeqCst) {
             return;
         }
-        match reconciler.tick().await {
+        let result = reconciler.tick().await;
+        drop(pass);
+        match result {
             Ok(()) => failures = 0,
             Err(deploy::reconciler::ReconcileError::Proxy(e)) => {
                 warn!(error = %e, "the proxy does not answer; restarting it");
@@ -316,6 +323,8 @@ async fn reconcile_loop(ctx: Arc<Ctx>) {
 /// Stops every instance and the proxy, for `drover server stop --all`.
 pub(crate) async fn stop_everything(ctx: &Ctx) {
     ctx.stopping.store(true, Ordering::SeqCst);
+    // A pass in flight may be starting an instance: let it finish, so the list below has it.
+    let _no_more_passes = ctx.tick_lock.lock().await;
     match ctx.runtime.list().await {
         Ok(instances) => {
             let stops = instances.iter().map(|s| ctx.runtime.stop(&s.spec.id));

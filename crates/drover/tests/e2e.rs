@@ -285,6 +285,11 @@ ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
         events.contains("instance.replaced") && events.contains(&first) && events.contains("health checks in a row"),
         "{events}"
     );
+    // Stopping everything while replacements keep starting leaves no supervisor behind.
+    drover.ok(&["server", "stop", "--all"]);
+    let instances = drover.path("instances");
+    let left = std::process::Command::new("pgrep").args(["-f", instances.to_str().unwrap()]).output().unwrap();
+    assert!(left.stdout.is_empty(), "shims left running: {}", String::from_utf8_lossy(&left.stdout));
 }
 
 #[test]
