@@ -48,6 +48,14 @@ fn ten_rolling_deploys_and_ten_blue_green_switches_drop_nothing() {
     drover.wait_settled("zd", 21, 2);
 }
 
+/// No such process, or only its zombie is left.
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
 fn kill9(pid: u32) {
     assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
 }
@@ -82,7 +90,10 @@ fn killing_instances_and_the_server_drops_nothing() {
     }
     let served = load.ok();
     for _ in 0..3 {
-        kill9(drover.server_pid());
+        let server = drover.server_pid();
+        kill9(server);
+        // `kill` returns before the process is gone; a start before then would find it alive.
+        wait_until("the killed server to be gone", Duration::from_secs(10), || gone(server));
         wait_until("traffic to keep flowing without a server", Duration::from_secs(10), || load.ok() > served + 100);
         drover.start();
         drover.wait_settled("tough", 1, 3);
