@@ -151,12 +151,7 @@ pub(crate) async fn ensure_proxy(data: &DataDir, settings: &Settings, exe: &std:
         if procinfo::is_alive(info.pid, info.start_time) {
             // A proxy on another address, or one that does not answer: replace it, once it has
             // let go of its port.
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(info.pid as i32), nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while procinfo::is_alive(info.pid, info.start_time) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            stop_proxy(&info).await;
         }
     }
     if let Err(e) = StdTcpListener::bind(settings.http_addr) {
@@ -200,6 +195,15 @@ pub(crate) async fn ensure_proxy(data: &DataDir, settings: &Settings, exe: &std:
         if Instant::now() > deadline {
             bail!("the proxy did not answer on {} within 10s", data.proxy_socket().display());
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends the proxy SIGTERM and waits (up to 15 s) until it has exited and let go of its port.
+async fn stop_proxy(info: &ProxyInfo) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(info.pid as i32), nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while procinfo::is_alive(info.pid, info.start_time) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -338,12 +342,7 @@ pub(crate) async fn stop_everything(ctx: &Ctx) {
     }
     if let Some(info) = DataDir::read_json::<ProxyInfo>(&ctx.data.proxy_info()) {
         if procinfo::is_alive(info.pid, info.start_time) {
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(info.pid as i32), nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while procinfo::is_alive(info.pid, info.start_time) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            stop_proxy(&info).await;
         }
         let _ = std::fs::remove_file(ctx.data.proxy_info());
     }
