@@ -335,7 +335,11 @@ pub(crate) async fn build(
             log(&masked);
         }
         let built = built.map_err(|e| chain(&e))?;
-        let cached = if built.cached { " (cached: inputs unchanged)" } else { "" };
+        let cached = match (built.cached, built.layers_reused) {
+            (true, _) => " (cached: inputs unchanged)".to_owned(),
+            (false, 0) => String::new(),
+            (false, n) => format!(" ({n} cached layer(s) reused)"),
+        };
         log(&format!("artifact {}{cached}", built.digest));
         Ok(built)
     })

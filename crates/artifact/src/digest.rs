@@ -6,7 +6,7 @@
 
 use crate::error::{io_error, ArtifactError};
 use crate::tree::{Entry, Kind};
-use model::Digest;
+use model::{BuildStep, Digest};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -14,19 +14,37 @@ use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// Bumped whenever the encoding below changes, so old cache entries are simply never hit.
-const INPUT_VERSION: &[u8] = b"drover build input v1\0";
+/// What an input digest keys; each has its own version tag, bumped whenever the encoding below
+/// changes, so old entries are simply never hit and a layer key never equals a build key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Purpose {
+    /// A whole build: the source tree and every step.
+    Build,
+    /// One cached layer: its inputs only, and its own step.
+    Layer,
+}
 
-/// Hashes the walked `entries` of `src` (paths, exec bits, contents) with the build commands
-/// and env. Modification times, owners and other mode bits do not count.
+impl Purpose {
+    fn tag(self) -> &'static [u8] {
+        match self {
+            Purpose::Build => b"drover build input v2\0",
+            Purpose::Layer => b"drover layer input v1\0",
+        }
+    }
+}
+
+/// Hashes the walked `entries` of `src` (paths, exec bits, contents) with the build steps
+/// (commands, inputs, outputs) and env. Modification times, owners and other mode bits do not
+/// count.
 pub(crate) fn input(
+    purpose: Purpose,
     src: &Path,
     entries: &[Entry],
-    build: &[String],
+    build: &[BuildStep],
     env: &BTreeMap<String, String>,
 ) -> Result<Digest, ArtifactError> {
     let mut hasher = Sha256::new();
-    hasher.update(INPUT_VERSION);
+    hasher.update(purpose.tag());
     put_len(&mut hasher, entries.len());
     for entry in entries {
         let tag: &[u8] = match entry.kind {
@@ -43,8 +61,14 @@ pub(crate) fn input(
         }
     }
     put_len(&mut hasher, build.len());
-    for command in build {
-        put_bytes(&mut hasher, command.as_bytes());
+    for step in build {
+        put_bytes(&mut hasher, step.run.as_bytes());
+        for paths in [&step.inputs, &step.outputs] {
+            put_len(&mut hasher, paths.len());
+            for path in paths {
+                put_bytes(&mut hasher, path.as_bytes());
+            }
+        }
     }
     put_len(&mut hasher, env.len());
     for (key, value) in env {

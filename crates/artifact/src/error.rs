@@ -53,6 +53,16 @@ pub enum ArtifactError {
     },
     #[error("build command {command:?} failed: {status}")]
     BuildFailed { command: String, status: ExitStatus },
+    /// `step` is the step's number in `build:`, from 1.
+    #[error("build step {step}: input {path:?} does not exist in the source tree")]
+    LayerInputMissing { step: usize, path: String },
+    #[error("build step {step}: {command:?} left no output {path:?}")]
+    LayerOutputMissing { step: usize, command: String, path: String },
+    #[error(
+        "build step {step}: output {path:?} is already in the build tree; a cached step adds its outputs, \
+         so remove {path:?} from the source (or from what earlier steps make)"
+    )]
+    LayerOutputExists { step: usize, path: String },
     #[error("slug {digest} not found")]
     NotFound { digest: Digest },
     #[error("slug {digest} is corrupt: its tarball hashes to {actual}")]

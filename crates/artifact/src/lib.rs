@@ -10,6 +10,7 @@
 //! - `slugs/<hex>.tar.gz`: the slugs, read-only.
 //! - `unpacked/<hex>/`: each slug unpacked once, read-only, for instances to run from.
 //! - `cache/<input hex>`: the build cache, from [`ArtifactStore::input_digest`] to a slug digest.
+//! - `layers/<key hex>/`: the outputs of cached build steps, read-only (see [`layer`]).
 //! - `tmp/`: where every slug and tree is written before it is renamed into place, so nobody
 //!   ever sees half of one, and where builds run.
 //!
@@ -22,15 +23,17 @@
 mod command;
 mod digest;
 mod error;
+mod layer;
 mod tarball;
 mod tree;
 
 pub use error::ArtifactError;
 
+use crate::digest::Purpose;
 use crate::error::io_error;
 use crate::tarball::Target;
 use crate::tree::{Git, Scratch};
-use model::Digest;
+use model::{BuildStep, Digest};
 use std::collections::BTreeMap;
 use std::fs::{self, File, Permissions};
 use std::io::{self, BufReader, Read, Seek, Write};
@@ -41,6 +44,7 @@ use tempfile::NamedTempFile;
 const SLUGS: &str = "slugs";
 const UNPACKED: &str = "unpacked";
 const CACHE: &str = "cache";
+const LAYERS: &str = "layers";
 const TMP: &str = "tmp";
 
 /// The outcome of [`ArtifactStore::build`].
@@ -52,6 +56,10 @@ pub struct Built {
     pub size: u64,
     /// Whether the build cache already had this slug, so no build command ran.
     pub cached: bool,
+    /// Cached build steps whose stored outputs were copied instead of running them.
+    pub layers_reused: usize,
+    /// Cached build steps that ran and stored their outputs.
+    pub layers_built: usize,
 }
 
 /// Content-addressed slugs under one root directory. Cheap to clone; any number of threads or
@@ -64,7 +72,7 @@ pub struct ArtifactStore {
 impl ArtifactStore {
     /// Opens the store at `root`, creating it and its subdirectories if needed.
     pub fn open(root: PathBuf) -> Result<Self, ArtifactError> {
-        for dir in [SLUGS, UNPACKED, CACHE, TMP] {
+        for dir in [SLUGS, UNPACKED, CACHE, LAYERS, TMP] {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(io_error("create directory", &path))?;
         }
@@ -105,44 +113,68 @@ impl ArtifactStore {
     }
 
     /// The build cache key: a hash of the source tree (paths, exec bits and contents, in sorted
-    /// order; `.git` ignored; links and special files rejected) with the build commands and env.
-    pub fn input_digest(src: &Path, build: &[String], env: &BTreeMap<String, String>) -> Result<Digest, ArtifactError> {
+    /// order; `.git` ignored; links and special files rejected) with the build steps and env.
+    pub fn input_digest(
+        src: &Path,
+        build: &[BuildStep],
+        env: &BTreeMap<String, String>,
+    ) -> Result<Digest, ArtifactError> {
         let entries = tree::walk(src, Git::Skip)?;
-        digest::input(src, &entries, build, env)
+        digest::input(Purpose::Build, src, &entries, build, env)
     }
 
     /// Builds `src` into a slug, or finds it in the build cache.
     ///
     /// On a cache hit, returns the stored slug with `cached: true` and runs nothing. Otherwise
-    /// copies `src` (without `.git`) into a fresh directory under `tmp/` and runs each command
+    /// copies `src` (without `.git`) into a fresh directory under `tmp/` and runs each step
     /// there with `sh -c`, stdin from `/dev/null`, and `env` plus the server's `PATH`, `HOME` and
-    /// `LANG` (`env` wins). Each line the commands print, stdout and stderr, goes to `on_line`.
+    /// `LANG` (`env` wins). A cached step runs apart, in a directory with only its inputs, or is
+    /// not run at all when its layer is stored (see [`layer`]). Each line the commands print,
+    /// stdout and stderr, goes to `on_line`, with a line saying which layers were reused.
     /// The first failing command ends the build with an error naming it and its exit status.
     /// The resulting tree is packed deterministically, so the same inputs give a byte-identical
     /// slug, and stored; the build directory is removed either way.
     pub fn build(
         &self,
         src: &Path,
-        build: &[String],
+        build: &[BuildStep],
         env: &BTreeMap<String, String>,
         on_line: &mut dyn FnMut(&str),
     ) -> Result<Built, ArtifactError> {
         let entries = tree::walk(src, Git::Skip)?;
-        let input = digest::input(src, &entries, build, env)?;
+        let input = digest::input(Purpose::Build, src, &entries, build, env)?;
         if let Some(built) = self.cached(&input)? {
             tracing::debug!(input = %input, slug = %built.digest, "build cache hit");
             return Ok(built);
         }
-        let work = Scratch::new_in(&self.root.join(TMP), "build-")?;
+        let tmp = self.root.join(TMP);
+        let work = Scratch::new_in(&tmp, "build-")?;
         tree::copy(src, work.path(), &entries)?;
-        for command in build {
-            command::run(command, work.path(), env, on_line)?;
+        let (mut layers_reused, mut layers_built) = (0, 0);
+        for (idx, step) in build.iter().enumerate() {
+            if !step.is_layer() {
+                command::run(&step.run, work.path(), env, on_line)?;
+                continue;
+            }
+            let layers = self.root.join(LAYERS);
+            let (key, outcome) = layer::apply(&layers, &tmp, idx + 1, step, work.path(), env, on_line)?;
+            let (inputs, outputs) = (step.inputs.join(", "), step.outputs.join(", "));
+            match outcome {
+                layer::Outcome::Reused => {
+                    layers_reused += 1;
+                    on_line(&format!("step {}: reused layer {key} for {outputs}: {inputs} unchanged", idx + 1));
+                }
+                layer::Outcome::Built => {
+                    layers_built += 1;
+                    on_line(&format!("step {}: stored layer {key} for {outputs}, keyed by {inputs}", idx + 1));
+                }
+            }
         }
         let output = tree::walk(work.path(), Git::Keep)?;
         let (digest, size) = self.store(|file, _| tarball::pack(work.path(), &output, file).map(drop))?;
         self.record_cache(&input, &digest)?;
         tracing::debug!(input = %input, slug = %digest, size, "slug built");
-        Ok(Built { digest, size, cached: false })
+        Ok(Built { digest, size, cached: false, layers_reused, layers_built })
     }
 
     /// Whether the store holds the slug `digest`.
@@ -263,7 +295,9 @@ impl ArtifactStore {
         };
         let slug = self.slug_path(&digest);
         match fs::metadata(&slug) {
-            Ok(metadata) => Ok(Some(Built { digest, size: metadata.len(), cached: true })),
+            Ok(metadata) => {
+                Ok(Some(Built { digest, size: metadata.len(), cached: true, layers_reused: 0, layers_built: 0 }))
+            }
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 tracing::warn!(input = %input, slug = %digest, "build cache names a missing slug; rebuilding");
                 Ok(None)

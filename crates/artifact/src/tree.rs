@@ -69,7 +69,7 @@ fn walk_into(root: &Path, rel: &Path, git: Git, entries: &mut Vec<Entry>) -> Res
     Ok(())
 }
 
-fn kind_name(file_type: fs::FileType) -> &'static str {
+pub(crate) fn kind_name(file_type: fs::FileType) -> &'static str {
     if file_type.is_symlink() {
         "symlink"
     } else if file_type.is_fifo() {
@@ -85,19 +85,24 @@ fn kind_name(file_type: fs::FileType) -> &'static str {
     }
 }
 
-/// Copies the walked `entries` of `src` into the existing directory `dest`, keeping file modes.
+/// Copies the walked `entries` of `src` into the existing directory `dest`: directories as
+/// created by the process, files by [`copy_file`].
 pub(crate) fn copy(src: &Path, dest: &Path, entries: &[Entry]) -> Result<(), ArtifactError> {
     for entry in entries {
         let to = dest.join(&entry.rel);
         match entry.kind {
             Kind::Dir => fs::create_dir(&to).map_err(io_error("create directory", &to))?,
-            Kind::File { .. } => {
-                let from = src.join(&entry.rel);
-                fs::copy(&from, &to).map_err(io_error("copy", &from))?;
-            }
+            Kind::File { .. } => copy_file(&src.join(&entry.rel), &to)?,
         }
     }
     Ok(())
+}
+
+/// Copies one file, giving the copy mode 0755 if the original is executable, else 0644: the
+/// only mode bit a slug keeps, on a copy later build steps may change.
+pub(crate) fn copy_file(from: &Path, to: &Path) -> Result<(), ArtifactError> {
+    let mode = fs::copy(from, to).and_then(|_| fs::metadata(to)).map_err(io_error("copy", from))?.permissions().mode();
+    set_mode(to, if mode & 0o111 != 0 { 0o755 } else { 0o644 })
 }
 
 /// Makes the tree read-only for everyone: files 0444 (0555 if executable), directories 0555.

@@ -6,7 +6,7 @@
 use artifact::{ArtifactStore, Built};
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use model::Digest;
+use model::{BuildStep, Digest};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::fs::{self, File, FileTimes, Permissions};
@@ -146,8 +146,8 @@ fn app(root: &Path) -> PathBuf {
 
 const BUILD: &[&str] = &["mkdir -p out && echo built > out/result.txt", "cp Procfile out/Procfile.copy"];
 
-fn commands(commands: &[&str]) -> Vec<String> {
-    commands.iter().map(|command| command.to_string()).collect()
+fn commands(commands: &[&str]) -> Vec<BuildStep> {
+    commands.iter().map(|command| BuildStep::command(*command)).collect()
 }
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -391,7 +391,7 @@ enum Key {
 
 /// Computes the input digest of [`app`] with `make` and `{A: BC}`, applies `change` to the tree,
 /// build and env, and expects the digest to stay the same or change.
-fn check_input(what: &str, change: impl Fn(&Path, &mut Vec<String>, &mut BTreeMap<String, String>), expected: Key) {
+fn check_input(what: &str, change: impl Fn(&Path, &mut Vec<BuildStep>, &mut BTreeMap<String, String>), expected: Key) {
     let dir = TempDir::new().unwrap();
     let src = app(dir.path());
     let mut build = commands(&["make"]);
@@ -425,7 +425,15 @@ fn input_digest_covers_exactly_the_build_inputs() {
         Key::Changed,
     );
     check_input("empty directory", |src, _, _| fs::create_dir(src.join("empty2")).unwrap(), Key::Changed);
-    check_input("build command", |_, build, _| build[0] = "make all".to_owned(), Key::Changed);
+    check_input("build command", |_, build, _| build[0] = BuildStep::command("make all"), Key::Changed);
+    check_input(
+        "a step made a cached layer",
+        |_, build, _| {
+            build[0].inputs = vec!["Procfile".to_owned()];
+            build[0].outputs = vec!["out".to_owned()];
+        },
+        Key::Changed,
+    );
     check_input("build commands split differently", |_, build, _| *build = commands(&["ma", "ke"]), Key::Changed);
     check_input("env value", |_, _, env| *env = self::env(&[("A", "BD")]), Key::Changed);
     check_input("env split differently", |_, _, env| *env = self::env(&[("AB", "C")]), Key::Changed);
@@ -590,7 +598,7 @@ fn failing_build_command_names_the_command_and_leaves_nothing() {
         .unwrap_err();
     assert_eq!(error.to_string(), r#"build command "echo oops >&2; exit 3" failed: exit status: 3"#);
     assert_eq!(lines, ["before", "oops"]);
-    for sub in ["tmp", "slugs", "cache"] {
+    for sub in ["tmp", "slugs", "cache", "layers"] {
         assert_eq!(names(&dir.path().join("store").join(sub)), Vec::<String>::new(), "{sub}");
     }
 }
@@ -619,6 +627,131 @@ fn links_in_source_or_output_are_refused() {
         )
     );
     assert_eq!(names(&dir.path().join("store/tmp")), Vec::<String>::new());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cached layers
+
+/// A "dependency install" that counts its runs in `$RUNS`, records what it could see, and
+/// vendors the manifest; then a plain step that uses the vendored file.
+fn layered(runs: &Path) -> (Vec<BuildStep>, BTreeMap<String, String>) {
+    let install = BuildStep {
+        run: "echo run >> \"$RUNS\"; seen=$(ls -A); mkdir -p deps/vendor && cp requirements.txt deps/vendor/ && echo \"$seen\" > deps/seen"
+            .to_owned(),
+        inputs: vec!["requirements.txt".to_owned()],
+        outputs: vec!["deps".to_owned()],
+    };
+    let steps = vec![install, BuildStep::command("cat deps/vendor/requirements.txt bin/web > out.txt")];
+    (steps, env(&[("RUNS", &runs.display().to_string())]))
+}
+
+fn build_steps(store: &ArtifactStore, src: &Path, steps: &[BuildStep], env: &BTreeMap<String, String>) -> Built {
+    store.build(src, steps, env, &mut |_| {}).unwrap()
+}
+
+#[test]
+fn a_layer_is_reused_while_its_inputs_are_unchanged() {
+    let dir = TempDir::new().unwrap();
+    let src = app(&dir.path().join("src"));
+    write(&src, "requirements.txt", "flask==3.0\n", 0o644);
+    let store = open_store(dir.path(), "store");
+    let runs = dir.path().join("runs.log");
+    let (steps, env) = layered(&runs);
+
+    let mut lines = Vec::new();
+    let first = store.build(&src, &steps, &env, &mut |line| lines.push(line.to_owned())).unwrap();
+    assert_eq!((first.layers_built, first.layers_reused), (1, 0));
+    assert!(lines.iter().any(|line| line.starts_with("step 1: stored layer sha256:")), "{lines:?}");
+    let unpacked = store.unpacked(&first.digest).unwrap();
+    // The step saw only its input, not the app's code.
+    assert_eq!(fs::read_to_string(unpacked.join("deps/seen")).unwrap(), "requirements.txt\n");
+    assert_eq!(fs::read_to_string(unpacked.join("out.txt")).unwrap(), "flask==3.0\n#!/bin/sh\necho hi\n");
+
+    // Only app code changed: a new slug, the dependency step does not run again.
+    write(&src, "bin/web", "#!/bin/sh\necho changed\n", 0o755);
+    let mut lines = Vec::new();
+    let second = store.build(&src, &steps, &env, &mut |line| lines.push(line.to_owned())).unwrap();
+    assert_eq!((second.cached, second.layers_built, second.layers_reused), (false, 0, 1));
+    assert_ne!(second.digest, first.digest);
+    assert_eq!(fs::read_to_string(&runs).unwrap(), "run\n");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("step 1: reused layer ") && line.ends_with("requirements.txt unchanged")),
+        "{lines:?}"
+    );
+    let unpacked = store.unpacked(&second.digest).unwrap();
+    assert_eq!(fs::read_to_string(unpacked.join("out.txt")).unwrap(), "flask==3.0\n#!/bin/sh\necho changed\n");
+    // A reused layer packs exactly as a fresh one: the slug does not depend on the cache.
+    let fresh = open_store(dir.path(), "fresh");
+    assert_eq!(build_steps(&fresh, &src, &steps, &env).digest, second.digest);
+
+    // The manifest changed: the step runs again.
+    write(&src, "requirements.txt", "flask==3.1\n", 0o644);
+    let third = build_steps(&store, &src, &steps, &env);
+    assert_eq!((third.layers_built, third.layers_reused), (1, 0));
+    assert_eq!(fs::read_to_string(&runs).unwrap(), "run\nrun\nrun\n");
+    assert_eq!(names(&dir.path().join("store/layers")).len(), 2);
+    assert_eq!(names(&dir.path().join("store/tmp")), Vec::<String>::new());
+}
+
+#[test]
+fn later_steps_may_change_a_reused_layer_without_touching_it() {
+    let dir = TempDir::new().unwrap();
+    let src = app(&dir.path().join("src"));
+    write(&src, "requirements.txt", "x\n", 0o644);
+    let store = open_store(dir.path(), "store");
+    let (mut steps, env) = layered(&dir.path().join("runs.log"));
+    steps[1] = BuildStep::command("echo patched >> deps/vendor/requirements.txt && mkdir deps/more");
+    let first = build_steps(&store, &src, &steps, &env);
+    write(&src, "Procfile", "web: ./bin/web --changed\n", 0o644);
+    let second = build_steps(&store, &src, &steps, &env);
+    assert_eq!(second.layers_reused, 1);
+    for built in [first, second] {
+        let unpacked = store.unpacked(&built.digest).unwrap();
+        assert_eq!(fs::read_to_string(unpacked.join("deps/vendor/requirements.txt")).unwrap(), "x\npatched\n");
+    }
+}
+
+#[test]
+fn layer_mistakes_are_named_and_leave_nothing() {
+    let dir = TempDir::new().unwrap();
+    let src = app(&dir.path().join("src"));
+    let store = open_store(dir.path(), "store");
+    let step = |run: &str, inputs: &[&str], outputs: &[&str]| BuildStep {
+        run: run.to_owned(),
+        inputs: inputs.iter().map(|path| path.to_string()).collect(),
+        outputs: outputs.iter().map(|path| path.to_string()).collect(),
+    };
+    let cases = [
+        (
+            vec![BuildStep::command("true"), step("true", &["requirements.txt"], &["deps"])],
+            r#"build step 2: input "requirements.txt" does not exist in the source tree"#.to_owned(),
+        ),
+        (
+            vec![step("mkdir dep", &["Procfile"], &["deps"])],
+            r#"build step 1: "mkdir dep" left no output "deps""#.to_owned(),
+        ),
+        (
+            vec![step("mkdir lib", &["Procfile"], &["lib"])],
+            r#"build step 1: output "lib" is already in the build tree; a cached step adds its outputs, so remove "lib" from the source (or from what earlier steps make)"#.to_owned(),
+        ),
+        (
+            vec![step("echo oops; exit 4", &["bin"], &["deps"])],
+            r#"build command "echo oops; exit 4" failed: exit status: 4"#.to_owned(),
+        ),
+        (
+            vec![step("mkdir deps && ln -s /etc/passwd deps/passwd", &["bin"], &["deps"])],
+            "/deps/passwd is a symlink: only files and directories are allowed in a source or build tree".to_owned(),
+        ),
+    ];
+    for (steps, expected) in cases {
+        let error = store.build(&src, &steps, &BTreeMap::new(), &mut |_| {}).unwrap_err().to_string();
+        assert!(error.ends_with(&expected), "{error}\nexpected: {expected}");
+        for sub in ["tmp", "slugs", "cache", "layers"] {
+            assert_eq!(names(&dir.path().join("store").join(sub)), Vec::<String>::new(), "{sub} after {expected}");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

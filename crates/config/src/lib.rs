@@ -16,15 +16,24 @@
 //! processes:                 # Procfile-style; `web` gets $PORT and is routed by the proxy
 //!   web: python3 app.py
 //!   worker: python3 worker.py
-//! build:                     # a command or a list of commands
-//!   - pip install -r requirements.txt --target .deps
+//! build:                     # a command or a list of steps
+//!   - run: pip install -r requirements.txt --target .deps
+//!     inputs: [requirements.txt]   # a cached layer: reused while its inputs are unchanged
+//!     outputs: [.deps]
+//!   - python3 -m compileall -q .
 //! env: {GREETING: hello}     # numbers and booleans are kept as written
 //! scale: {web: 2}            # 0 to 100 per declared process; 1 when absent
 //! health: {path: /healthz, interval: 1s, timeout: 1s, start_period: 10s,
 //!          healthy_threshold: 1, unhealthy_threshold: 2, liveness_threshold: 10}
 //! deploy: {strategy: rolling, max_surge: 1, max_unavailable: 0,
 //!          deadline: 60s, drain_timeout: 30s, stop_grace: 10s}
-//! pipeline: {}               # reserved; accepted and ignored
+//! routing: {balance: least-connections, hosts: [shop.example.com]}
+//! pipeline:                  # how a push becomes releases
+//!   test: {run: python3 -m unittest, timeout: 10m}
+//!   stages:
+//!     - {name: preview, branches: ["*"], except: [main]}
+//!     - {name: staging, branches: [main]}
+//!     - {name: production, branches: [main], after: staging, approval: required}
 //! ```
 
 mod duration;

@@ -17,7 +17,15 @@ fn summary(spec: &AppSpec) -> String {
         write!(out, " {process}={command:?}").expect("writing to a String cannot fail");
     }
     if !spec.build.is_empty() {
-        write!(out, "; build={:?}", spec.build).expect("writing to a String cannot fail");
+        let steps: Vec<String> = spec
+            .build
+            .iter()
+            .map(|step| match step.is_layer() {
+                false => format!("{:?}", step.run),
+                true => format!("{:?} {:?}->{:?}", step.run, step.inputs, step.outputs),
+            })
+            .collect();
+        write!(out, "; build=[{}]", steps.join(", ")).expect("writing to a String cannot fail");
     }
     if !spec.env.is_empty() {
         write!(out, "; env={:?}", spec.env).expect("writing to a String cannot fail");
@@ -112,6 +120,12 @@ fn drover_yml_accepted() {
             with("build:\n  - |\n    make\n  - make install\n"),
             r#"hello; web="python3 app.py"; build=["make", "make install"]"#,
         ),
+        // Cached layers: one path or a list; a trailing `/` is dropped; a map without inputs is
+        // a plain step.
+        (
+            with("build:\n  - {run: pip install, inputs: requirements.txt, outputs: [.deps/]}\n  - run: make\n  - {run: npm ci, inputs: [package.json, package-lock.json], outputs: [node_modules, lib/gen]}\n"),
+            r#"hello; web="python3 app.py"; build=["pip install" ["requirements.txt"]->[".deps"], "make", "npm ci" ["package.json", "package-lock.json"]->["node_modules", "lib/gen"]]"#,
+        ),
         // Numbers and booleans are stringified as written; `yes` is not a boolean.
         (
             with("env: {A: 1, B: true, C: 1.10, D: \"x\", E: yes, F: '', G: 0x1F, _H: -2}\n"),
@@ -197,7 +211,19 @@ fn drover_yml_rejected() {
         ("app: hello\nprocesses:\n  web: a\n  web: b\n".into(), "drover.yml:4:3: processes.web: duplicate key, first defined on line 3".into()),
         // build.
         (with("build:\n  - make\n  - ''\n"), "drover.yml:6:5: build[1]: expected a command, found an empty string".into()),
-        (with("build: {a: b}\n"), "drover.yml:4:8: build: expected a command or a list of commands, found a mapping".into()),
+        (with("build: {a: b}\n"), "drover.yml:4:8: build: expected a command or a list of build steps, found a mapping".into()),
+        (with("build:\n  - {run: make, inputs: [a]}\n"), "drover.yml:5:5: build[0].outputs: required field is missing".into()),
+        (with("build:\n  - {run: make, outputs: [a]}\n"), "drover.yml:5:17: build[0].outputs: a step with outputs needs `inputs`: its outputs are cached by the hash of its inputs".into()),
+        (with("build:\n  - {inputs: [a], outputs: [b]}\n"), "drover.yml:5:5: build[0].run: required field is missing".into()),
+        (with("build:\n  - {run: make, input: [a], outputs: [b]}\n"), "drover.yml:5:17: build[0].input: unknown field, did you mean `inputs`? (expected one of: run, inputs, outputs)".into()),
+        (with("build:\n  - {run: make, inputs: [/etc/passwd], outputs: [b]}\n"), "drover.yml:5:26: build[0].inputs[0]: \"/etc/passwd\" is absolute: expected a path relative to the app".into()),
+        (with("build:\n  - {run: make, inputs: [a/../../x], outputs: [b]}\n"), "drover.yml:5:26: build[0].inputs[0]: \"a/../../x\" has a `..` component: expected a plain relative path".into()),
+        (with("build:\n  - {run: make, inputs: [.git/HEAD], outputs: [b]}\n"), "drover.yml:5:26: build[0].inputs[0]: \".git/HEAD\" has a `.git` component: expected a plain relative path".into()),
+        (with("build:\n  - {run: make, inputs: [a//b], outputs: [b]}\n"), "drover.yml:5:26: build[0].inputs[0]: \"a//b\" has an empty component: expected a plain relative path".into()),
+        (with("build:\n  - {run: make, inputs: [], outputs: [b]}\n"), "drover.yml:5:25: build[0].inputs: expected a path or a non-empty list of paths, found a list".into()),
+        (with("build:\n  - {run: make, inputs: [lib, lib/x], outputs: [b]}\n"), "drover.yml:5:31: build[0].inputs[1]: \"lib/x\" overlaps \"lib\", listed before it".into()),
+        (with("build:\n  - {run: make, inputs: [src], outputs: [src/gen]}\n"), "drover.yml:5:42: build[0].outputs[0]: \"src/gen\" overlaps input \"src\": outputs are added to the tree, next to the inputs".into()),
+
         // env.
         (
             with("env: {1FOO: x}\n"),

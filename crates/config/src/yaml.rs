@@ -9,11 +9,12 @@ use crate::error::{field_segment, ConfigError};
 use crate::node::{self, Node, Pos, Value};
 use crate::suggest::did_you_mean;
 use model::pipeline::{Approval, BranchPattern, PipelineSpec, StageSpec, TestSpec};
-use model::{AppName, AppSpec, Balance, DeploySpec, HealthSpec, ProcessType, RoutingSpec, Strategy};
+use model::{AppName, AppSpec, Balance, BuildStep, DeploySpec, HealthSpec, ProcessType, RoutingSpec, Strategy};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 const TOP_FIELDS: &[&str] = &["app", "processes", "build", "env", "scale", "health", "deploy", "routing", "pipeline"];
+const BUILD_STEP_FIELDS: &[&str] = &["run", "inputs", "outputs"];
 const PIPELINE_FIELDS: &[&str] = &["test", "stages"];
 const TEST_FIELDS: &[&str] = &["run", "timeout"];
 const STAGE_FIELDS: &[&str] = &["name", "branches", "except", "after", "approval"];
@@ -54,6 +55,7 @@ struct Doc<'t> {
 }
 
 /// A value in the document, with the path and key that lead to it.
+#[derive(Clone)]
 struct Field<'n> {
     /// Dotted path from the document root, e.g. `health.path` or `build[1]`.
     path: String,
@@ -169,7 +171,7 @@ impl Doc<'_> {
         if let Some(test) = test_field {
             let test_record = self.record(test, TEST_FIELDS)?;
             let run = match test_record.given("run") {
-                Some(run) => self.build(run)?,
+                Some(run) => self.commands(run)?,
                 None => return Err(self.missing(test, "run")),
             };
             let timeout = match test_record.given("timeout") {
@@ -278,7 +280,93 @@ impl Doc<'_> {
         Ok(processes)
     }
 
-    fn build(&self, field: &Field<'_>) -> Result<Vec<String>, ConfigError> {
+    /// `build:`: a command, or a list of steps, each a command or a cached layer
+    /// `{run, inputs, outputs}`.
+    fn build(&self, field: &Field<'_>) -> Result<Vec<BuildStep>, ConfigError> {
+        match &field.node.value {
+            Value::Str(_) => Ok(vec![BuildStep::command(self.command(field)?)]),
+            Value::Seq(items) => {
+                items.iter().enumerate().map(|(idx, item)| self.build_step(&Field::item(field, idx, item))).collect()
+            }
+            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Map(_) => {
+                Err(self.expected(field, "a command or a list of build steps"))
+            }
+        }
+    }
+
+    fn build_step(&self, field: &Field<'_>) -> Result<BuildStep, ConfigError> {
+        if !matches!(field.node.value, Value::Map(_)) {
+            return Ok(BuildStep::command(self.command(field)?));
+        }
+        let record = self.record(field, BUILD_STEP_FIELDS)?;
+        let run = match record.given("run") {
+            Some(run) => self.command(run)?,
+            None => return Err(self.missing(field, "run")),
+        };
+        let (inputs, outputs) = match (record.given("inputs"), record.given("outputs")) {
+            (None, None) => return Ok(BuildStep::command(run)),
+            (Some(_), None) => return Err(self.missing(field, "outputs")),
+            (None, Some(outputs)) => {
+                return Err(self.at_key(
+                    outputs,
+                    "a step with outputs needs `inputs`: its outputs are cached by the hash of its inputs".to_owned(),
+                ))
+            }
+            (Some(inputs), Some(outputs)) => (inputs, outputs),
+        };
+        let input_paths = self.tree_paths(inputs)?;
+        let output_paths = self.tree_paths(outputs)?;
+        for (idx, output) in output_paths.iter().enumerate() {
+            if let Some(input) = input_paths.iter().find(|input| overlaps(input, output)) {
+                let item = self.item_of(outputs, idx);
+                return Err(self.at_value(
+                    &item,
+                    format!("{output:?} overlaps input {input:?}: outputs are added to the tree, next to the inputs"),
+                ));
+            }
+        }
+        Ok(BuildStep { run, inputs: input_paths, outputs: output_paths })
+    }
+
+    /// A path or a list of paths inside the build tree: relative, plain components, no `.git`,
+    /// none listed twice or inside another. A trailing `/` is dropped.
+    fn tree_paths(&self, field: &Field<'_>) -> Result<Vec<String>, ConfigError> {
+        let count = match &field.node.value {
+            Value::Str(_) => 1,
+            Value::Seq(items) if !items.is_empty() => items.len(),
+            _ => return Err(self.expected(field, "a path or a non-empty list of paths")),
+        };
+        let mut paths: Vec<String> = Vec::with_capacity(count);
+        for idx in 0..count {
+            let item = self.item_of(field, idx);
+            let text = self.string(&item, "a path")?;
+            let path = text.strip_suffix('/').unwrap_or(text);
+            if path.starts_with('/') {
+                return Err(self.at_value(&item, format!("{text:?} is absolute: expected a path relative to the app")));
+            }
+            if let Some(part) = path.split('/').find(|part| matches!(*part, "" | "." | ".." | ".git")) {
+                let why =
+                    if part.is_empty() { "an empty component".to_owned() } else { format!("a `{part}` component") };
+                return Err(self.at_value(&item, format!("{text:?} has {why}: expected a plain relative path")));
+            }
+            if let Some(other) = paths.iter().find(|other| overlaps(other, path)) {
+                return Err(self.at_value(&item, format!("{text:?} overlaps {other:?}, listed before it")));
+            }
+            paths.push(path.to_owned());
+        }
+        Ok(paths)
+    }
+
+    /// Item `idx` of a list field, or the field itself when it is a single scalar.
+    fn item_of<'n>(&self, field: &Field<'n>, idx: usize) -> Field<'n> {
+        match &field.node.value {
+            Value::Seq(items) => Field::item(field, idx, &items[idx]),
+            _ => field.clone(),
+        }
+    }
+
+    /// A list of commands, such as `pipeline.test.run`: one command or a list of them.
+    fn commands(&self, field: &Field<'_>) -> Result<Vec<String>, ConfigError> {
         match &field.node.value {
             Value::Str(_) => Ok(vec![self.command(field)?]),
             Value::Seq(items) => {
@@ -563,6 +651,12 @@ fn is_host_name(host: &str) -> bool {
                 && !label.ends_with('-')
                 && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         })
+}
+
+/// Whether one relative path is the other or inside it.
+fn overlaps(a: &str, b: &str) -> bool {
+    let inside = |inner: &str, outer: &str| inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('/'));
+    a == b || inside(a, b) || inside(b, a)
 }
 
 fn is_env_name(name: &str) -> bool {

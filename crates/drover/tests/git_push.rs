@@ -144,3 +144,48 @@ fn pushes_need_the_token_and_respect_the_size_limit() {
         String::from_utf8_lossy(&objects.stdout)
     );
 }
+
+#[test]
+fn a_push_changing_only_app_code_reuses_the_dependency_layer() {
+    let drover = Drover::new();
+    drover.start();
+    let outside = tempfile::tempdir().unwrap();
+    let installs = outside.path().join("installs.log");
+    let repo = Repo::new();
+    let build = format!(
+        "build:\n  - run: echo install >> {}; mkdir vendor && cp requirements.txt vendor/\n    inputs: [requirements.txt]\n    outputs: [vendor]\n  - test -f vendor/requirements.txt",
+        installs.display()
+    );
+    let app = app_dir("layered", &build);
+    for file in ["app.py", "drover.yml"] {
+        std::fs::copy(app.path().join(file), repo.path().join(file)).unwrap();
+    }
+    std::fs::write(repo.path().join("requirements.txt"), "flask==3.0\n").unwrap();
+    repo.commit_all("first");
+    repo.ok(&["remote", "add", "drover", &remote(&drover, "layered", &token(&drover))]);
+    let pushed_logs = |what: &str| {
+        let out = repo.ok(&["push", "drover", "main"]);
+        let logs = drover.ok(&["run", "logs", &run_id(&out), "-f"]);
+        assert!(logs.contains("run succeeded"), "{what}: {logs}");
+        logs
+    };
+    let installs_run = || std::fs::read_to_string(&installs).unwrap().lines().count();
+
+    let logs = pushed_logs("first push");
+    assert!(logs.contains("step 1: stored layer sha256:"), "{logs}");
+    assert_eq!(installs_run(), 1);
+
+    // Only app code changed: a new artifact, but the install step does not run again.
+    let code = std::fs::read_to_string(repo.path().join("app.py")).unwrap();
+    std::fs::write(repo.path().join("app.py"), format!("{code}\n# a change to the app only\n")).unwrap();
+    repo.commit_all("app code");
+    let logs = pushed_logs("app code push");
+    assert!(logs.contains("step 1: reused layer sha256:") && logs.contains("1 cached layer(s) reused"), "{logs}");
+    assert_eq!(installs_run(), 1);
+
+    // A changed manifest installs again.
+    std::fs::write(repo.path().join("requirements.txt"), "flask==3.1\n").unwrap();
+    repo.commit_all("deps");
+    pushed_logs("manifest push");
+    assert_eq!(installs_run(), 2);
+}

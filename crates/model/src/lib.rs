@@ -10,4 +10,4 @@ mod spec;
 
 pub use name::{AppName, Digest, InstanceId, NameError, ProcessType, ReleaseId};
 pub use route::{Backend, BackendStatus, Balance, HealthCheck, ProxyStatus, RouteTable, Site};
-pub use spec::{AppSpec, DeploySpec, HealthSpec, RoutingSpec, Strategy, VarScope};
+pub use spec::{AppSpec, BuildStep, DeploySpec, HealthSpec, RoutingSpec, Strategy, VarScope};

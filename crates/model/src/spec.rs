@@ -14,8 +14,8 @@ pub struct AppSpec {
     pub name: AppName,
     /// Command lines run with `sh -c`, Procfile-style. `web` gets `$PORT` and is routed.
     pub processes: BTreeMap<ProcessType, String>,
-    /// Commands run in a clean copy of the source; the resulting tree is the artifact.
-    pub build: Vec<String>,
+    /// Steps run in order in a clean copy of the source; the resulting tree is the artifact.
+    pub build: Vec<BuildStep>,
     pub env: BTreeMap<String, String>,
     /// Instances per process type. Types absent here run one instance.
     pub scale: BTreeMap<ProcessType, u32>,
@@ -63,6 +63,59 @@ impl AppSpec {
     /// How many instances of `process` the spec asks for.
     pub fn scale_of(&self, process: &ProcessType) -> u32 {
         self.scale.get(process).copied().unwrap_or(1)
+    }
+}
+
+/// One build step: a command line run with `sh -c`.
+///
+/// A step with `inputs` is a cached layer, like a Dockerfile's `COPY requirements.txt` then
+/// `RUN pip install`: it runs in a directory holding only its inputs, and what it leaves at its
+/// `outputs` is kept under the hash of the inputs, the command and the env. A later build whose
+/// inputs are unchanged (only app code changed) copies the outputs instead of running the
+/// command. Paths are relative, made of plain components, and validated by `config`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "BuildStepRepr")]
+pub struct BuildStep {
+    pub run: String,
+    /// Files or directories the step reads; empty for a plain step that runs in the whole tree.
+    pub inputs: Vec<String>,
+    /// Files or directories the step produces; non-empty exactly when `inputs` is.
+    pub outputs: Vec<String>,
+}
+
+impl BuildStep {
+    /// A plain step: runs in the whole build tree, never cached on its own.
+    pub fn command(run: impl Into<String>) -> Self {
+        Self { run: run.into(), inputs: Vec::new(), outputs: Vec::new() }
+    }
+
+    /// Whether this step's outputs are cached by its inputs.
+    pub fn is_layer(&self) -> bool {
+        !self.inputs.is_empty()
+    }
+}
+
+/// What a stored [`BuildStep`] may look like: releases made before layers existed hold a plain
+/// command string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum BuildStepRepr {
+    Command(String),
+    Step {
+        run: String,
+        #[serde(default)]
+        inputs: Vec<String>,
+        #[serde(default)]
+        outputs: Vec<String>,
+    },
+}
+
+impl From<BuildStepRepr> for BuildStep {
+    fn from(repr: BuildStepRepr) -> Self {
+        match repr {
+            BuildStepRepr::Command(run) => Self::command(run),
+            BuildStepRepr::Step { run, inputs, outputs } => Self { run, inputs, outputs },
+        }
     }
 }
 
@@ -135,4 +188,23 @@ pub enum Strategy {
     Rolling { max_surge: u32, max_unavailable: u32 },
     /// Start the whole new set, switch the proxy at once, drain the old set.
     BlueGreen,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BuildStep;
+
+    #[test]
+    fn build_steps_read_old_command_strings_and_new_layers() {
+        let steps: Vec<BuildStep> = serde_json::from_str(
+            r#"["make", {"run": "pip install", "inputs": ["requirements.txt"], "outputs": [".deps"]}]"#,
+        )
+        .unwrap();
+        assert_eq!(steps[0], BuildStep::command("make"));
+        assert!(!steps[0].is_layer());
+        assert_eq!(steps[1].inputs, ["requirements.txt"]);
+        assert!(steps[1].is_layer());
+        let again: Vec<BuildStep> = serde_json::from_str(&serde_json::to_string(&steps).unwrap()).unwrap();
+        assert_eq!(again, steps);
+    }
 }

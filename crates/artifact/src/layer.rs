@@ -1,0 +1,144 @@
+//! Cached layers: build steps whose outputs are reused while their inputs are unchanged.
+//!
+//! A layer step (`{run, inputs, outputs}`) runs in a scratch directory holding copies of its
+//! inputs and nothing else, so what it produces can depend only on what its key covers: the
+//! inputs' paths, exec bits and contents, its own command, inputs and outputs, and the build env.
+//! Its outputs are then moved into `layers/<key>/`, frozen read-only, and copied from there into
+//! the build tree. A later build with the same key copies them without running anything; that is
+//! what makes "only app code changed" skip `pip install` or `npm ci`.
+//!
+//! A layer directory appears by one atomic rename, so it is complete or absent. Two builds
+//! making the same layer at once both run the step; one rename wins and the other's tree is
+//! dropped. Layers are never modified, only added.
+
+use crate::command;
+use crate::digest::{self, Purpose};
+use crate::error::{io_error, ArtifactError};
+use crate::tree::{self, Git, Scratch};
+use model::{BuildStep, Digest};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+/// Whether a layer step ran or was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Built,
+    Reused,
+}
+
+/// Runs layer step number `number` (1-based, for messages) of a build in `work`, or reuses its
+/// stored outputs, leaving the outputs in `work` either way. `layers` and `tmp` are the store's
+/// directories; `tmp` must be on the same filesystem as `layers`.
+pub(crate) fn apply(
+    layers: &Path,
+    tmp: &Path,
+    number: usize,
+    step: &BuildStep,
+    work: &Path,
+    env: &BTreeMap<String, String>,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<(Digest, Outcome), ArtifactError> {
+    // Checked first, so a clash is reported before minutes of `npm ci`, not after.
+    for output in &step.outputs {
+        if exists(&work.join(output))? {
+            return Err(ArtifactError::LayerOutputExists { step: number, path: output.clone() });
+        }
+    }
+    let scratch = Scratch::new_in(tmp, "layer-")?;
+    for input in &step.inputs {
+        copy_path(work, scratch.path(), input).map_err(|error| match error {
+            Missing::Absent => ArtifactError::LayerInputMissing { step: number, path: input.clone() },
+            Missing::Error(error) => error,
+        })?;
+    }
+    let entries = tree::walk(scratch.path(), Git::Keep)?;
+    let key = digest::input(Purpose::Layer, scratch.path(), &entries, std::slice::from_ref(step), env)?;
+    let stored = layers.join(key.hex());
+    let outcome = if stored.is_dir() {
+        Outcome::Reused
+    } else {
+        command::run(&step.run, scratch.path(), env, on_line)?;
+        let out = Scratch::new_in(tmp, "layer-out-")?;
+        for output in &step.outputs {
+            let from = scratch.path().join(output);
+            if !exists(&from)? {
+                return Err(ArtifactError::LayerOutputMissing {
+                    step: number,
+                    command: step.run.clone(),
+                    path: output.clone(),
+                });
+            }
+            let to = out.path().join(output);
+            if let Some(parent) = to.parent() {
+                fs::create_dir_all(parent).map_err(io_error("create directory", parent))?;
+            }
+            fs::rename(&from, &to).map_err(io_error("move layer output", &from))?;
+        }
+        // Refuses links and special files in the outputs, as a slug would.
+        let stored_entries = tree::walk(out.path(), Git::Keep)?;
+        tree::freeze(out.path(), &stored_entries)?;
+        match out.persist(&stored) {
+            Ok(()) => {}
+            // Another build stored the same layer first; ours is removed on drop.
+            Err(_) if stored.is_dir() => {}
+            Err(error) => return Err(io_error("rename layer to", &stored)(error)),
+        }
+        Outcome::Built
+    };
+    for output in &step.outputs {
+        copy_path(&stored, work, output).map_err(|error| match error {
+            Missing::Absent => {
+                ArtifactError::LayerOutputMissing { step: number, command: step.run.clone(), path: output.clone() }
+            }
+            Missing::Error(error) => error,
+        })?;
+    }
+    Ok((key, outcome))
+}
+
+/// Why [`copy_path`] copied nothing.
+enum Missing {
+    Absent,
+    Error(ArtifactError),
+}
+
+impl From<ArtifactError> for Missing {
+    fn from(error: ArtifactError) -> Self {
+        Missing::Error(error)
+    }
+}
+
+/// Copies the file or directory tree `rel` from under `from` to the same place under `to`,
+/// creating its parent directories. Files get modes 0644 or 0755, whatever they had.
+fn copy_path(from: &Path, to: &Path, rel: &str) -> Result<(), Missing> {
+    let source = from.join(rel);
+    let dest = to.join(rel);
+    let metadata = match fs::symlink_metadata(&source) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(Missing::Absent),
+        Err(error) => return Err(io_error("inspect", &source)(error).into()),
+    };
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).map_err(io_error("create directory", parent))?;
+    }
+    if metadata.is_dir() {
+        let entries = tree::walk(&source, Git::Keep)?;
+        fs::create_dir(&dest).map_err(io_error("create directory", &dest))?;
+        tree::copy(&source, &dest, &entries)?;
+    } else if metadata.is_file() {
+        tree::copy_file(&source, &dest)?;
+    } else {
+        return Err(ArtifactError::UnsupportedFile { path: source, kind: tree::kind_name(metadata.file_type()) }.into());
+    }
+    Ok(())
+}
+
+fn exists(path: &Path) -> Result<bool, ArtifactError> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(io_error("inspect", path)(error)),
+    }
+}
