@@ -4,7 +4,7 @@
 //! and the app's name comes from the caller.
 
 use crate::error::{field_segment, ConfigError, Position};
-use model::{AppName, AppSpec, DeploySpec, HealthSpec, ProcessType};
+use model::{AppName, AppSpec, ProcessType};
 use std::collections::BTreeMap;
 
 /// Parses the text of a Procfile; `file` names it in errors.
@@ -55,18 +55,5 @@ pub(crate) fn parse(file: &str, text: &str, name: AppName) -> Result<AppSpec, Co
             message: "no processes declared, expected lines like `web: ./server`".to_owned(),
         });
     }
-    Ok(AppSpec {
-        name,
-        processes,
-        build: Vec::new(),
-        env: BTreeMap::new(),
-        scale: BTreeMap::new(),
-        health: HealthSpec::default(),
-        deploy: DeploySpec::default(),
-        routing: Default::default(),
-        config: Default::default(),
-        secrets: Default::default(),
-        pipeline: Default::default(),
-        vars_from: None,
-    })
+    Ok(AppSpec::new(name, processes))
 }

@@ -48,6 +48,25 @@ pub struct VarScope {
 }
 
 impl AppSpec {
+    /// An app running `processes`, with everything else at its default: no build steps, no
+    /// env, one instance per process, default health checks and a rolling deploy.
+    pub fn new(name: AppName, processes: BTreeMap<ProcessType, String>) -> Self {
+        Self {
+            name,
+            processes,
+            build: Vec::new(),
+            env: BTreeMap::new(),
+            scale: BTreeMap::new(),
+            health: HealthSpec::default(),
+            deploy: DeploySpec::default(),
+            routing: RoutingSpec::default(),
+            config: BTreeMap::new(),
+            secrets: Vec::new(),
+            pipeline: crate::pipeline::PipelineSpec::default(),
+            vars_from: None,
+        }
+    }
+
     /// The plain environment of the app's processes: `env` with `config` on top.
     pub fn run_env(&self) -> BTreeMap<String, String> {
         let mut env = self.env.clone();

@@ -1050,20 +1050,7 @@ mod tests {
     use super::*;
 
     fn spec(name: &str) -> AppSpec {
-        AppSpec {
-            name: AppName::parse(name).unwrap(),
-            processes: [(ProcessType::web(), "python3 app.py".to_owned())].into(),
-            build: vec![],
-            env: BTreeMap::new(),
-            scale: BTreeMap::new(),
-            health: Default::default(),
-            deploy: Default::default(),
-            routing: Default::default(),
-            config: Default::default(),
-            secrets: Default::default(),
-            pipeline: Default::default(),
-            vars_from: None,
-        }
+        AppSpec::new(AppName::parse(name).unwrap(), [(ProcessType::web(), "python3 app.py".to_owned())].into())
     }
 
     #[test]

@@ -6,20 +6,9 @@ use std::time::Duration;
 const APP: &str = "hello";
 
 fn spec(strategy: Strategy, web: u32) -> AppSpec {
-    let mut spec = AppSpec {
-        name: AppName::parse(APP).unwrap(),
-        processes: [(ProcessType::web(), "python3 app.py".to_owned())].into(),
-        build: vec![],
-        env: BTreeMap::new(),
-        scale: [(ProcessType::web(), web)].into(),
-        health: Default::default(),
-        deploy: Default::default(),
-        routing: Default::default(),
-        config: Default::default(),
-        secrets: Default::default(),
-        pipeline: Default::default(),
-        vars_from: None,
-    };
+    let mut spec =
+        AppSpec::new(AppName::parse(APP).unwrap(), [(ProcessType::web(), "python3 app.py".to_owned())].into());
+    spec.scale = [(ProcessType::web(), web)].into();
     spec.deploy.strategy = strategy;
     spec.deploy.deadline = Duration::from_secs(60);
     spec.deploy.drain_timeout = Duration::from_secs(30);
