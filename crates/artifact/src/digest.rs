@@ -51,13 +51,18 @@ pub(crate) fn input(
             Kind::Dir => b"d",
             Kind::File { exec: false } => b"f",
             Kind::File { exec: true } => b"x",
+            Kind::Symlink { .. } => b"l",
         };
         hasher.update(tag);
         put_bytes(&mut hasher, entry.rel.as_os_str().as_bytes());
-        if let Kind::File { .. } = entry.kind {
-            let path = src.join(&entry.rel);
-            let file = File::open(&path).map_err(io_error("open", &path))?;
-            hasher.update(sha256(file).map_err(io_error("read", &path))?);
+        match &entry.kind {
+            Kind::File { .. } => {
+                let path = src.join(&entry.rel);
+                let file = File::open(&path).map_err(io_error("open", &path))?;
+                hasher.update(sha256(file).map_err(io_error("read", &path))?);
+            }
+            Kind::Symlink { target } => put_bytes(&mut hasher, target.as_os_str().as_bytes()),
+            Kind::Dir => {}
         }
     }
     put_len(&mut hasher, build.len());

@@ -32,9 +32,15 @@ pub enum ArtifactError {
     ParentDir { path: String },
     #[error("tarball entry {path:?}: file has an empty path")]
     EmptyPath { path: String },
-    /// `kind` is "symlink" or "hard link".
-    #[error("tarball entry {path:?} is a {kind}: links are not allowed")]
-    Link { path: String, kind: &'static str },
+    #[error("tarball entry {path:?} is a hard link: hard links are not allowed")]
+    HardLink { path: String },
+    #[error("tarball entry {path:?} is a symlink to {target:?}: a link must be relative and stay inside the tree")]
+    LinkOutside { path: String, target: String },
+    /// An entry would be written at or below a symlink an earlier entry made.
+    #[error("tarball entry {path:?} would be written through the symlink {link:?}")]
+    ThroughLink { path: String, link: String },
+    #[error("tarball entry {path:?} is a symlink where another entry already is")]
+    LinkOverEntry { path: String },
     /// Devices, fifos, sparse files and entry types we do not know.
     #[error("tarball entry {path:?} is a {kind}: only files and directories are allowed")]
     SpecialEntry { path: String, kind: String },
@@ -42,9 +48,17 @@ pub enum ArtifactError {
     TooLarge { path: String, limit: u64 },
     #[error("cannot unpack into {}: it exists and is not an empty directory", path.display())]
     DestNotEmpty { path: PathBuf },
-    /// A source or build tree holds something other than files and directories.
-    #[error("{} is a {kind}: only files and directories are allowed in a source or build tree", path.display())]
+    /// A source or build tree holds something other than files, directories and symlinks.
+    #[error(
+        "{} is a {kind}: only files, directories and symlinks are allowed in a source or build tree",
+        path.display()
+    )]
     UnsupportedFile { path: PathBuf, kind: &'static str },
+    #[error(
+        "{} is a symlink to {}: a link must be relative and stay inside the source or build tree",
+        path.display(), target.display()
+    )]
+    LinkOutsideTree { path: PathBuf, target: PathBuf },
     #[error("cannot run build command {command:?}")]
     Spawn {
         command: String,

@@ -1,14 +1,16 @@
 //! Reading untrusted gzip'd tarballs safely, and packing slugs deterministically.
 //!
 //! Every tarball that enters the store (uploaded sources, imported slugs, stored slugs being
-//! unpacked) goes through [`read`], which only ever creates plain files and directories below
-//! its destination. An entry with an absolute path, a `..` component, a link or a device is
-//! rejected before anything is written for it, and the caller removes what earlier entries
-//! wrote. Paths are checked as the tar crate reports them, after PAX and GNU long-name
+//! unpacked) goes through [`read`], which only ever creates files, directories and inward
+//! symlinks below its destination. An entry with an absolute path, a `..` component, a hard
+//! link, a device, or a symlink leaving the tree ([`tree::link_stays_inside`]) is rejected
+//! before anything is written for it, and the caller removes what earlier entries wrote. No
+//! entry is written at or below a symlink an earlier entry made, so a link cannot redirect a
+//! later write. Paths are checked as the tar crate reports them, after PAX and GNU long-name
 //! extensions are applied, so a harmless-looking header cannot smuggle in `../`.
 //!
 //! [`pack`] writes the tree a build left behind with nothing that depends on the machine or the
-//! moment: sorted entries, mtime 0, uid/gid 0, modes 0644/0755, no links.
+//! moment: sorted entries, mtime 0, uid/gid 0, modes 0644/0755 (0777 for symlinks).
 
 use crate::error::{io_error, ArtifactError};
 use crate::tree::{self, Entry};
@@ -16,10 +18,12 @@ use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::symlink;
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 use tar::{EntryType, Header};
@@ -39,10 +43,11 @@ pub(crate) enum Target<'a> {
 }
 
 /// What an accepted entry becomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Accepted {
     Dir,
     File { exec: bool },
+    Symlink { target: PathBuf },
 }
 
 /// Reads a gzip'd tarball from `reader`, rejecting any unsafe entry and stopping once file
@@ -54,6 +59,8 @@ pub(crate) fn read(reader: impl Read, target: Target<'_>, limit: u64) -> Result<
     let mut archive = tar::Archive::new(Budgeted { inner: decoder, budget: Rc::clone(&budget) });
     let tarball_error = |source| ArtifactError::Tarball { source };
     let mut total: u64 = 0;
+    // Symlinks made so far; nothing may be written at or below one.
+    let mut links: HashSet<PathBuf> = HashSet::new();
     for entry in archive.entries().map_err(tarball_error)? {
         let mut entry = entry.map_err(tarball_error)?;
         let header = entry.header();
@@ -67,9 +74,21 @@ pub(crate) fn read(reader: impl Read, target: Target<'_>, limit: u64) -> Result<
         let raw_path = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw_path).into_owned();
         let rel = check_path(&raw_path, &name)?;
-        let accepted = check_type(entry_type, mode, &name)?;
+        let mut accepted = check_type(entry_type, mode, &name)?;
         if rel.as_os_str().is_empty() && accepted != Accepted::Dir {
             return Err(ArtifactError::EmptyPath { path: name });
+        }
+        if let Some(link) = rel.ancestors().find(|at| links.contains(*at)) {
+            return Err(ArtifactError::ThroughLink { path: name, link: link.display().to_string() });
+        }
+        if let Accepted::Symlink { target } = &mut accepted {
+            let bytes = entry.link_name_bytes().map(|bytes| bytes.into_owned()).unwrap_or_default();
+            *target = PathBuf::from(OsStr::from_bytes(&bytes));
+            if !tree::link_stays_inside(&rel, target) {
+                let target = String::from_utf8_lossy(&bytes).into_owned();
+                return Err(ArtifactError::LinkOutside { path: name, target });
+            }
+            links.insert(rel.clone());
         }
         let size = entry.size();
         total = total
@@ -80,7 +99,7 @@ pub(crate) fn read(reader: impl Read, target: Target<'_>, limit: u64) -> Result<
         // Contents are bounded by the header's size, which was checked against `limit` above.
         budget.set(u64::MAX);
         match target {
-            Target::Unpack(dest) => unpack_entry(&mut entry, size, &dest.join(&rel), accepted, &name)?,
+            Target::Unpack(dest) => unpack_entry(&mut entry, size, &dest.join(&rel), &accepted, &name)?,
             Target::Verify => copy_contents(&mut entry, size, &mut io::sink(), &name, Path::new(""))?,
         }
         budget.set(METADATA_BUDGET);
@@ -107,13 +126,13 @@ fn check_path(raw_path: &[u8], name: &str) -> Result<PathBuf, ArtifactError> {
 
 fn check_type(entry_type: EntryType, mode: u32, name: &str) -> Result<Accepted, ArtifactError> {
     let special = |kind: &str| ArtifactError::SpecialEntry { path: name.to_owned(), kind: kind.to_owned() };
-    let link = |kind| ArtifactError::Link { path: name.to_owned(), kind };
     match entry_type {
         // Contiguous files are regular files to every modern tar.
         EntryType::Regular | EntryType::Continuous => Ok(Accepted::File { exec: mode & 0o111 != 0 }),
         EntryType::Directory => Ok(Accepted::Dir),
-        EntryType::Symlink => Err(link("symlink")),
-        EntryType::Link => Err(link("hard link")),
+        // The target is read and checked by the caller.
+        EntryType::Symlink => Ok(Accepted::Symlink { target: PathBuf::new() }),
+        EntryType::Link => Err(ArtifactError::HardLink { path: name.to_owned() }),
         EntryType::Char => Err(special("character device")),
         EntryType::Block => Err(special("block device")),
         EntryType::Fifo => Err(special("fifo")),
@@ -126,11 +145,23 @@ fn unpack_entry(
     entry: &mut impl Read,
     size: u64,
     path: &Path,
-    accepted: Accepted,
+    accepted: &Accepted,
     name: &str,
 ) -> Result<(), ArtifactError> {
     match accepted {
         Accepted::Dir => fs::create_dir_all(path).map_err(io_error("create directory", path)),
+        Accepted::Symlink { target } => {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(io_error("create directory", parent))?;
+            }
+            match symlink(target, path) {
+                Ok(()) => Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                    Err(ArtifactError::LinkOverEntry { path: name.to_owned() })
+                }
+                Err(error) => Err(io_error("create symlink", path)(error)),
+            }
+        }
         Accepted::File { exec } => {
             if let Some(parent) = path.parent() {
                 fs::create_dir_all(parent).map_err(io_error("create directory", parent))?;
@@ -144,7 +175,7 @@ fn unpack_entry(
                 .map_err(io_error("create", path))?;
             copy_contents(entry, size, &mut file, name, path)?;
             // Set explicitly rather than at creation, where the umask would apply.
-            tree::set_mode(path, if exec { 0o755 } else { 0o644 })
+            tree::set_mode(path, if *exec { 0o755 } else { 0o644 })
         }
     }
 }
@@ -209,7 +240,13 @@ pub(crate) fn pack<W: Write>(root: &Path, entries: &[Entry], out: W) -> Result<W
         header.set_mtime(0);
         header.set_uid(0);
         header.set_gid(0);
-        match entry.kind {
+        match &entry.kind {
+            tree::Kind::Symlink { target } => {
+                header.set_entry_type(EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                builder.append_link(&mut header, &entry.rel, target)
+            }
             tree::Kind::Dir => {
                 header.set_entry_type(EntryType::Directory);
                 header.set_mode(0o755);
@@ -220,7 +257,7 @@ pub(crate) fn pack<W: Write>(root: &Path, entries: &[Entry], out: W) -> Result<W
                 let file = File::open(&path).map_err(io_error("open", &path))?;
                 let len = file.metadata().map_err(io_error("inspect", &path))?.len();
                 header.set_entry_type(EntryType::Regular);
-                header.set_mode(if exec { 0o755 } else { 0o644 });
+                header.set_mode(if *exec { 0o755 } else { 0o644 });
                 header.set_size(len);
                 // `take` keeps the entry at the size in its header even if the file grows.
                 builder.append_data(&mut header, &entry.rel, file.take(len))

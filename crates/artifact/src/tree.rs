@@ -1,15 +1,17 @@
-//! Walking, copying, freezing and removing directory trees of plain files and directories.
+//! Walking, copying, freezing and removing directory trees of files, directories and symlinks.
 //!
 //! Source trees and build output are walked in one sorted order so that hashing and packing are
-//! deterministic. Links and special files are refused, never followed: following a link could
-//! pull a host file such as `/etc/shadow` into a slug, and a device has no place in one.
+//! deterministic. Links are never followed. A symlink is kept only when its target is relative
+//! and stays inside the tree ([`link_stays_inside`]), as `node_modules/.bin/*` links do; one
+//! pointing elsewhere, like any special file, is refused: following it later could pull a host
+//! file such as `/etc/shadow` into a slug, and a device has no place in one.
 
 use crate::error::{io_error, ArtifactError};
 use std::fs::{self, Permissions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{symlink, FileTypeExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
 
 /// Whether a walk descends into `.git` directories.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,10 +24,16 @@ pub(crate) enum Git {
 }
 
 /// What a tree entry is; the exec bit is the only part of a file's mode that matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Kind {
     Dir,
-    File { exec: bool },
+    File {
+        exec: bool,
+    },
+    /// A symlink whose target passed [`link_stays_inside`].
+    Symlink {
+        target: PathBuf,
+    },
 }
 
 /// One file or directory, relative to the tree's root.
@@ -62,11 +70,38 @@ fn walk_into(root: &Path, rel: &Path, git: Git, entries: &mut Vec<Entry>) -> Res
         } else if file_type.is_file() {
             let mode = item.metadata().map_err(io_error("inspect", &path))?.permissions().mode();
             entries.push(Entry { rel, kind: Kind::File { exec: mode & 0o111 != 0 } });
+        } else if file_type.is_symlink() {
+            let target = fs::read_link(&path).map_err(io_error("read link", &path))?;
+            if !link_stays_inside(&rel, &target) {
+                return Err(ArtifactError::LinkOutsideTree { path, target });
+            }
+            entries.push(Entry { rel, kind: Kind::Symlink { target } });
         } else {
             return Err(ArtifactError::UnsupportedFile { path, kind: kind_name(file_type) });
         }
     }
     Ok(())
+}
+
+/// Whether a symlink at `link` (relative to the tree's root) pointing to `target` resolves inside
+/// the tree, whatever other links in the tree point to: the target must be relative, climb with
+/// `..` only at its start and no higher than the root, then only descend. Descending from a
+/// directory in the tree stays in it when every link passed on the way obeys the same rule, so
+/// the check needs no look at the rest of the tree. `a/b/l -> ../c/x` passes; `l -> ../x`,
+/// `l -> /etc` and `a/l -> b/../../..` do not.
+pub(crate) fn link_stays_inside(link: &Path, target: &Path) -> bool {
+    let depth = link.components().count().saturating_sub(1);
+    let (mut ups, mut descended) = (0, false);
+    for component in target.components() {
+        match component {
+            Component::ParentDir if descended => return false,
+            Component::ParentDir => ups += 1,
+            Component::Normal(_) => descended = true,
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    !target.as_os_str().is_empty() && ups <= depth
 }
 
 pub(crate) fn kind_name(file_type: fs::FileType) -> &'static str {
@@ -90,9 +125,10 @@ pub(crate) fn kind_name(file_type: fs::FileType) -> &'static str {
 pub(crate) fn copy(src: &Path, dest: &Path, entries: &[Entry]) -> Result<(), ArtifactError> {
     for entry in entries {
         let to = dest.join(&entry.rel);
-        match entry.kind {
+        match &entry.kind {
             Kind::Dir => fs::create_dir(&to).map_err(io_error("create directory", &to))?,
             Kind::File { .. } => copy_file(&src.join(&entry.rel), &to)?,
+            Kind::Symlink { target } => symlink(target, &to).map_err(io_error("create symlink", &to))?,
         }
     }
     Ok(())
@@ -107,11 +143,13 @@ pub(crate) fn copy_file(from: &Path, to: &Path) -> Result<(), ArtifactError> {
 
 /// Makes the tree read-only for everyone: files 0444 (0555 if executable), directories 0555.
 /// Contents are frozen before their directory, which could not be entered for writing after.
+/// Symlinks are left alone: `chmod` would follow them, and their own mode means nothing.
 pub(crate) fn freeze(root: &Path, entries: &[Entry]) -> Result<(), ArtifactError> {
     for entry in entries.iter().rev() {
         let mode = match entry.kind {
             Kind::Dir | Kind::File { exec: true } => 0o555,
             Kind::File { exec: false } => 0o444,
+            Kind::Symlink { .. } => continue,
         };
         set_mode(&root.join(&entry.rel), mode)?;
     }
@@ -195,6 +233,33 @@ impl Drop for Scratch {
         }
         if let Err(error) = remove(&self.path) {
             tracing::warn!(path = %self.path.display(), %error, "cannot remove scratch directory");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::link_stays_inside;
+    use std::path::Path;
+
+    #[test]
+    fn links_must_resolve_inside_the_tree() {
+        let cases = [
+            ("l", "x", true),
+            ("l", "./x/y", true),
+            ("a/b/l", "../c/x", true),
+            ("a/b/l", "../../x", true),
+            ("a/b/l", "..", true),
+            ("node_modules/.bin/tsc", "../typescript/bin/tsc", true),
+            ("l", "../x", false),
+            ("a/b/l", "../../../x", false),
+            ("l", "/etc/passwd", false),
+            ("a/l", "b/../../..", false),
+            ("a/l", "b/..", false),
+            ("l", "", false),
+        ];
+        for (link, target, inside) in cases {
+            assert_eq!(link_stays_inside(Path::new(link), Path::new(target)), inside, "{link} -> {target}");
         }
     }
 }

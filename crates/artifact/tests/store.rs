@@ -170,6 +170,8 @@ fn list_into(root: &Path, dir: &Path, lines: &mut Vec<String>) {
         if metadata.is_dir() {
             lines.push(format!("{rel}/"));
             list_into(root, &path, lines);
+        } else if metadata.is_symlink() {
+            lines.push(format!("{rel} -> {}", fs::read_link(&path).unwrap().display()));
         } else {
             let mode = metadata.permissions().mode() & 0o7777;
             lines.push(format!("{rel} {mode:o} {}", fs::read_to_string(&path).unwrap().trim_end()));
@@ -221,6 +223,7 @@ fn tar_headers(bytes: &[u8]) -> Vec<String> {
         let kind = match header.entry_type() {
             EntryType::Directory => "d",
             EntryType::Regular => "f",
+            EntryType::Symlink => "l",
             other => panic!("unexpected entry type {other:?}"),
         };
         lines.push(format!(
@@ -285,15 +288,38 @@ fn unpack_source_rejects_unsafe_entries_and_leaves_nothing() {
         (vec![ok(), file("/etc/x", "evil")], r#"tarball entry "/etc/x": absolute paths are not allowed"#.to_owned()),
         (
             vec![ok(), Tar::Symlink("link".to_owned(), dir.path().display().to_string()), file("link/evil", "evil")],
-            r#"tarball entry "link" is a symlink: links are not allowed"#.to_owned(),
+            format!(
+                "tarball entry \"link\" is a symlink to {:?}: a link must be relative and stay inside the tree",
+                dir.path().display().to_string()
+            ),
         ),
         (
             vec![ok(), Tar::Symlink("ok/rel".to_owned(), "../../evil".to_owned())],
-            r#"tarball entry "ok/rel" is a symlink: links are not allowed"#.to_owned(),
+            r#"tarball entry "ok/rel" is a symlink to "../../evil": a link must be relative and stay inside the tree"#
+                .to_owned(),
+        ),
+        (
+            vec![ok(), Tar::Symlink("ok/rel".to_owned(), "a/../../..".to_owned())],
+            r#"tarball entry "ok/rel" is a symlink to "a/../../..": a link must be relative and stay inside the tree"#
+                .to_owned(),
+        ),
+        // A link inside the tree is fine, but nothing may be written through it: it could be
+        // swapped for one pointing out in a tarball made to look harmless.
+        (
+            vec![ok(), Tar::Symlink("up".to_owned(), "ok".to_owned()), file("up/evil", "evil")],
+            r#"tarball entry "up/evil" would be written through the symlink "up""#.to_owned(),
+        ),
+        (
+            vec![ok(), Tar::Symlink("up".to_owned(), "ok".to_owned()), file("up", "evil")],
+            r#"tarball entry "up" would be written through the symlink "up""#.to_owned(),
+        ),
+        (
+            vec![ok(), file("a", "a"), Tar::Symlink("a".to_owned(), "ok".to_owned())],
+            r#"tarball entry "a" is a symlink where another entry already is"#.to_owned(),
         ),
         (
             vec![ok(), Tar::Hardlink("hard".to_owned(), "/etc/passwd")],
-            r#"tarball entry "hard" is a hard link: links are not allowed"#.to_owned(),
+            r#"tarball entry "hard" is a hard link: hard links are not allowed"#.to_owned(),
         ),
         (
             vec![ok(), Tar::Fifo("pipe".to_owned())],
@@ -350,6 +376,23 @@ fn unpack_source_writes_files_and_directories() {
     );
     // As with any tar, a later entry for the same path wins.
     check_unpacks(&[file("a", "first"), file("a", "second")], u64::MAX, &["a 644 second"]);
+    // Symlinks that stay inside the tree, as in `node_modules/.bin`, are kept as links.
+    check_unpacks(
+        &[
+            file("node_modules/tool/cli.js", "cli"),
+            Tar::Symlink("node_modules/.bin/tool".to_owned(), "../tool/cli.js".to_owned()),
+            Tar::Symlink("current".to_owned(), "node_modules".to_owned()),
+        ],
+        u64::MAX,
+        &[
+            "current -> node_modules",
+            "node_modules/",
+            "node_modules/.bin/",
+            "node_modules/.bin/tool -> ../tool/cli.js",
+            "node_modules/tool/",
+            "node_modules/tool/cli.js 644 cli",
+        ],
+    );
 }
 
 #[test]
@@ -604,16 +647,32 @@ fn failing_build_command_names_the_command_and_leaves_nothing() {
 }
 
 #[test]
-fn links_in_source_or_output_are_refused() {
+fn links_inside_the_tree_are_kept_and_links_out_refused() {
     let dir = TempDir::new().unwrap();
     let src = app(&dir.path().join("src"));
     let store = open_store(dir.path(), "store");
     let mut on_line = |_: &str| {};
 
-    let error = store.build(&src, &commands(&["ln -s Procfile alias"]), &BTreeMap::new(), &mut on_line).unwrap_err();
+    // As `npm ci` leaves them in node_modules/.bin: kept as links, in the slug and unpacked.
+    let steps = commands(&["mkdir -p tools/.bin && ln -s ../../bin/web tools/.bin/web && ln -s lib here"]);
+    let built = store.build(&src, &steps, &BTreeMap::new(), &mut on_line).unwrap();
+    let headers = tar_headers(&slug_bytes(&dir.path().join("store"), &built.digest));
+    assert!(headers.contains(&"tools/.bin/web l 777 0:0 0".to_owned()), "{headers:?}");
+    let unpacked = store.unpacked(&built.digest).unwrap();
+    let listed = listing(&unpacked);
+    assert!(listed.contains(&"here -> lib".to_owned()), "{listed:?}");
+    assert!(listed.contains(&"tools/.bin/web -> ../../bin/web".to_owned()), "{listed:?}");
+    assert_eq!(fs::read_to_string(unpacked.join("tools/.bin/web")).unwrap(), "#!/bin/sh\necho hi\n");
+    // The same tree, built again elsewhere, gives the same bytes.
+    let again = open_store(dir.path(), "again").build(&src, &steps, &BTreeMap::new(), &mut on_line).unwrap();
+    assert_eq!(again.digest, built.digest);
+
+    let error = store.build(&src, &commands(&["ln -s ../../.. escape"]), &BTreeMap::new(), &mut on_line).unwrap_err();
     let message = error.to_string();
     assert!(
-        message.ends_with("/alias is a symlink: only files and directories are allowed in a source or build tree"),
+        message.ends_with(
+            "/escape is a symlink to ../../..: a link must be relative and stay inside the source or build tree"
+        ),
         "{message}"
     );
 
@@ -622,7 +681,7 @@ fn links_in_source_or_output_are_refused() {
     assert_eq!(
         error.to_string(),
         format!(
-            "{} is a symlink: only files and directories are allowed in a source or build tree",
+            "{} is a symlink to /etc/passwd: a link must be relative and stay inside the source or build tree",
             src.join("passwd").display()
         )
     );
@@ -742,7 +801,7 @@ fn layer_mistakes_are_named_and_leave_nothing() {
         ),
         (
             vec![step("mkdir deps && ln -s /etc/passwd deps/passwd", &["bin"], &["deps"])],
-            "/deps/passwd is a symlink: only files and directories are allowed in a source or build tree".to_owned(),
+            "/deps/passwd is a symlink to /etc/passwd: a link must be relative and stay inside the source or build tree".to_owned(),
         ),
     ];
     for (steps, expected) in cases {
@@ -872,12 +931,16 @@ fn import_slug_rejects_unsafe_entries_and_keeps_nothing() {
         (vec![file("ok", "ok"), file("../x", "evil")], r#"tarball entry "../x": `..` components are not allowed"#),
         (vec![file("/etc/x", "evil")], r#"tarball entry "/etc/x": absolute paths are not allowed"#),
         (
-            vec![Tar::Symlink("link".to_owned(), "/".to_owned())],
-            r#"tarball entry "link" is a symlink: links are not allowed"#,
+            vec![Tar::Symlink("link".to_owned(), "/etc".to_owned())],
+            r#"tarball entry "link" is a symlink to "/etc": a link must be relative and stay inside the tree"#,
+        ),
+        (
+            vec![Tar::Symlink("link".to_owned(), "..".to_owned())],
+            r#"tarball entry "link" is a symlink to "..": a link must be relative and stay inside the tree"#,
         ),
         (
             vec![Tar::Hardlink("hard".to_owned(), "/etc/passwd")],
-            r#"tarball entry "hard" is a hard link: links are not allowed"#,
+            r#"tarball entry "hard" is a hard link: hard links are not allowed"#,
         ),
         (
             vec![Tar::PaxPath { header: "harmless".to_owned(), pax: "/etc/x".to_owned() }],

@@ -368,11 +368,12 @@ fn parse_release(text: &str) -> anyhow::Result<u64> {
     text.trim_start_matches('v').parse().with_context(|| format!("{text:?} is not a release such as v3"))
 }
 
-/// Packs `dir` as a gzip'd tarball, leaving out version-control metadata.
+/// Packs `dir` as a gzip'd tarball, leaving out version-control metadata. Symlinks stay links,
+/// as `git push` keeps them; the server refuses one that points out of the tree.
 fn pack(dir: &Path) -> anyhow::Result<Vec<u8>> {
     let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut builder = tar::Builder::new(encoder);
-    builder.follow_symlinks(true);
+    builder.follow_symlinks(false);
     let mut entries: Vec<_> =
         std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
@@ -382,7 +383,8 @@ fn pack(dir: &Path) -> anyhow::Result<Vec<u8>> {
             continue;
         }
         let path = entry.path();
-        if path.is_dir() { builder.append_dir_all(&name, &path) } else { builder.append_path_with_name(&path, &name) }
+        let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+        if is_dir { builder.append_dir_all(&name, &path) } else { builder.append_path_with_name(&path, &name) }
             .with_context(|| format!("packing {}", path.display()))?;
     }
     Ok(builder.into_inner()?.finish()?)

@@ -144,6 +144,14 @@ fn bad_input_is_rejected_before_anything_changes() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("health.path"), "{stderr}");
 
+    // A symlink out of the app's directory is refused by name; it is sent as a link, not followed.
+    write_config(app.path(), "good", "");
+    std::os::unix::fs::symlink("/etc/passwd", app.path().join("passwd")).unwrap();
+    let out = drover.run(&["deploy", app.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains(r#""passwd" is a symlink to "/etc/passwd""#), "{stderr}");
+    std::fs::remove_file(app.path().join("passwd")).unwrap();
+
     // A tarball with a path-traversal entry, posted straight to the API.
     let header = tar_header(b"../escape.txt");
     let mut archive = Vec::new();
