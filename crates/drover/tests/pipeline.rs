@@ -50,6 +50,27 @@ fn run_json(drover: &Drover, run: &str) -> serde_json::Value {
     drover.json(&["run", "show", run])
 }
 
+/// A run's steps as `name status`, in order; every step has its times and a duration.
+fn steps(run: &serde_json::Value) -> Vec<String> {
+    let steps = run["steps"].as_array().unwrap_or_else(|| panic!("no steps in {run}"));
+    steps
+        .iter()
+        .map(|step| {
+            assert!(step["started_at_ms"].is_u64() && step["duration_ms"].is_u64(), "{step}");
+            let open = matches!(step["status"].as_str(), Some("running" | "waiting"));
+            assert_eq!(step["finished_at_ms"].is_null(), open, "{step}");
+            format!("{} {}", step["name"].as_str().unwrap(), step["status"].as_str().unwrap())
+        })
+        .collect()
+}
+
+/// The message of the run's step `name`.
+fn step_message(run: &serde_json::Value, name: &str) -> String {
+    let steps = run["steps"].as_array().unwrap();
+    let step = steps.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no step {name} in {run}"));
+    step["message"].as_str().unwrap().to_owned()
+}
+
 #[test]
 fn push_test_preview_staging_approval_production() {
     let drover = Drover::new();
@@ -81,10 +102,19 @@ fn push_test_preview_staging_approval_production() {
     assert!(logs.contains("tests passed: 2 tests"), "{logs}");
     assert!(logs.contains("test sees ***") && !logs.contains(SECRET), "{logs}");
     assert!(logs.contains("stage preview: deploying"), "{logs}");
-    for step in ["checkout", "build", "test", "stage preview"] {
-        assert!(logs.contains(&format!("step {step} took ")), "no duration for {step}: {logs}");
+    for step in ["checkout", "build", "test", "deploy:preview"] {
+        assert!(logs.contains(&format!("step {step} succeeded in ")), "no end of {step}: {logs}");
     }
-    assert_eq!(run_json(&drover, &run)["tests"]["tests"], 2);
+    let green = run_json(&drover, &run);
+    assert_eq!(green["tests"]["tests"], 2);
+    assert_eq!(
+        steps(&green),
+        ["checkout succeeded", "build succeeded", "test succeeded", "deploy:preview succeeded"],
+        "{green}"
+    );
+    assert_eq!(step_message(&green, "build"), green["digest"].as_str().unwrap());
+    assert_eq!(step_message(&green, "test"), "2 tests, 0 failures, 0 skipped");
+    assert_eq!(step_message(&green, "deploy:preview"), "v1 of feature-login-shop is live");
     let (status, body) = drover.get("feature-login-shop", "/");
     assert_eq!(status, 200, "{body}");
 
@@ -100,6 +130,21 @@ fn push_test_preview_staging_approval_production() {
     let waiting = run_json(&drover, &run);
     assert_eq!(waiting["status"], "waiting", "{waiting}");
     assert_eq!(waiting["stage"], "production");
+    assert_eq!(
+        steps(&waiting),
+        [
+            "checkout succeeded",
+            "build succeeded",
+            "test succeeded",
+            "deploy:staging succeeded",
+            "approval:production waiting"
+        ],
+        "{waiting}"
+    );
+    // The same source as the feature branch: the build is a cache hit.
+    assert!(step_message(&waiting, "build").starts_with("cached: inputs unchanged, sha256:"), "{waiting}");
+    let table = drover.ok(&["run", "show", &run]);
+    assert!(table.contains("STEP") && table.contains("approval:production"), "{table}");
     let (status, body) = drover.get("shop-staging", "/");
     assert_eq!(status, 200);
     assert!(body.contains("\"staged\""), "staging has its own config: {body}");
@@ -108,6 +153,12 @@ fn push_test_preview_staging_approval_production() {
     drover.ok(&["approve", &run]);
     let logs = drover.ok(&["run", "logs", &run, "-f"]);
     assert!(logs.contains("stage production: deploying"), "{logs}");
+    let approved = run_json(&drover, &run);
+    assert_eq!(
+        steps(&approved)[4..],
+        ["approval:production succeeded", "checkout succeeded", "deploy:production succeeded"],
+        "{approved}"
+    );
     let (status, body) = drover.get("shop", "/");
     assert_eq!(status, 200);
     assert!(body.contains("\"hello\""), "staging's config stays in staging: {body}");
@@ -128,6 +179,11 @@ fn push_test_preview_staging_approval_production() {
     assert_eq!(failed["status"], "failed");
     assert!(failed["message"].as_str().unwrap().contains("tests failed: 2 tests, 1 failed"), "{failed}");
     assert!(failed["message"].as_str().unwrap().contains("test_root_shows_greeting_and_release"), "{failed}");
+    assert_eq!(steps(&failed), ["checkout succeeded", "build succeeded", "test failed"], "{failed}");
+    assert!(step_message(&failed, "test").starts_with("tests failed: 2 tests, 1 failed"), "{failed}");
+    assert_eq!(failed["tests"]["failures"], 1, "the report of a red run is kept: {failed}");
+    let table = drover.ok(&["run", "show", &run]);
+    assert!(table.contains("failed: AppTest.test_root_shows_greeting_and_release"), "{table}");
     assert_eq!(drover.json(&["releases", "shop"]), production);
     assert_eq!(drover.json(&["releases", "shop-staging"]), staging);
 
