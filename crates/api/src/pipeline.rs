@@ -60,6 +60,7 @@ pub(crate) async fn test_artifact(
                     log(&masked);
                 }
             },
+            &mut |_| {},
             &cancel,
         );
         for masked in masks.flush() {

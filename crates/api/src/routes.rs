@@ -330,11 +330,17 @@ pub(crate) async fn build(
         let masker = secrets::Masker::new(secrets.iter().map(|(_, v)| v.as_str()));
         env.extend(secrets);
         let mut masks = masker.stream();
-        let built = ctx.artifacts.build(&src, &spec.build, &env, &mut |line| {
-            for masked in masks.push(line) {
-                log(&masked);
-            }
-        });
+        let built = ctx.artifacts.build(
+            &src,
+            &spec.build,
+            &env,
+            &mut |line| {
+                for masked in masks.push(line) {
+                    log(&masked);
+                }
+            },
+            &mut |_| {},
+        );
         for masked in masks.flush() {
             log(&masked);
         }

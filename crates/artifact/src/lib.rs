@@ -120,12 +120,18 @@ impl ArtifactStore {
     /// The first failing command ends the build with an error naming it and its exit status.
     /// The resulting tree is packed deterministically, so the same inputs give a byte-identical
     /// slug, and stored; the build directory is removed either way.
+    ///
+    /// Each command runs in its own process group, led by its shell. `on_spawn` gets the shell's
+    /// pid (the group's id) as soon as it started, so a caller can record the group and kill it
+    /// should the caller die. The group is killed before the next command starts and before this
+    /// returns.
     pub fn build(
         &self,
         src: &Path,
         build: &[String],
         env: &BTreeMap<String, String>,
         on_line: &mut dyn FnMut(&str),
+        on_spawn: &mut dyn FnMut(u32),
     ) -> Result<Built, ArtifactError> {
         let entries = tree::walk(src, Git::Skip)?;
         let input = digest::input(src, &entries, build, env)?;
@@ -136,7 +142,7 @@ impl ArtifactStore {
         let work = Scratch::new_in(&self.root.join(TMP), "build-")?;
         tree::copy(src, work.path(), &entries)?;
         for command in build {
-            command::run(command, work.path(), env, on_line)?;
+            command::run(command, work.path(), env, on_line, on_spawn)?;
         }
         let output = tree::walk(work.path(), Git::Keep)?;
         let (digest, size) = self.store(|file, _| tarball::pack(work.path(), &output, file).map(drop))?;

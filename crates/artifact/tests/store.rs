@@ -199,7 +199,7 @@ fn open_store(dir: &Path, name: &str) -> ArtifactStore {
 
 fn build(store: &ArtifactStore, src: &Path, build: &[&str], env: &BTreeMap<String, String>) -> (Built, Vec<String>) {
     let mut lines = Vec::new();
-    let built = store.build(src, &commands(build), env, &mut |line| lines.push(line.to_owned())).unwrap();
+    let built = store.build(src, &commands(build), env, &mut |line| lines.push(line.to_owned()), &mut |_| {}).unwrap();
     (built, lines)
 }
 
@@ -586,6 +586,7 @@ fn failing_build_command_names_the_command_and_leaves_nothing() {
             &commands(&["echo before", "echo oops >&2; exit 3", "echo never"]),
             &BTreeMap::new(),
             &mut |line| lines.push(line.to_owned()),
+            &mut |_| {},
         )
         .unwrap_err();
     assert_eq!(error.to_string(), r#"build command "echo oops >&2; exit 3" failed: exit status: 3"#);
@@ -602,7 +603,9 @@ fn links_in_source_or_output_are_refused() {
     let store = open_store(dir.path(), "store");
     let mut on_line = |_: &str| {};
 
-    let error = store.build(&src, &commands(&["ln -s Procfile alias"]), &BTreeMap::new(), &mut on_line).unwrap_err();
+    let error = store
+        .build(&src, &commands(&["ln -s Procfile alias"]), &BTreeMap::new(), &mut on_line, &mut |_| {})
+        .unwrap_err();
     let message = error.to_string();
     assert!(
         message.ends_with("/alias is a symlink: only files and directories are allowed in a source or build tree"),
@@ -610,7 +613,7 @@ fn links_in_source_or_output_are_refused() {
     );
 
     std::os::unix::fs::symlink("/etc/passwd", src.join("passwd")).unwrap();
-    let error = store.build(&src, &[], &BTreeMap::new(), &mut on_line).unwrap_err();
+    let error = store.build(&src, &[], &BTreeMap::new(), &mut on_line, &mut |_| {}).unwrap_err();
     assert_eq!(
         error.to_string(),
         format!(
@@ -776,4 +779,25 @@ fn import_slug_reports_a_failing_reader() {
     let error = store.import_slug(Failing).unwrap_err();
     assert_eq!(error.to_string(), "cannot read tarball");
     assert_eq!(std::error::Error::source(&error).unwrap().to_string(), "connection reset");
+}
+
+#[test]
+fn each_build_command_reports_its_process_group_as_it_starts() {
+    let dir = TempDir::new().unwrap();
+    let src = app(&dir.path().join("src"));
+    let store = open_store(dir.path(), "store");
+    // Field 5 of /proc/PID/stat is the process group; `(sh)` has no space in it.
+    let report = "echo $$ $(cut -d' ' -f5 /proc/$$/stat)";
+    let (mut lines, mut spawned) = (Vec::new(), Vec::new());
+    store
+        .build(
+            &src,
+            &commands(&[report, report]),
+            &BTreeMap::new(),
+            &mut |line| lines.push(line.to_owned()),
+            &mut |pid| spawned.push(format!("{pid} {pid}")),
+        )
+        .unwrap();
+    assert_eq!(spawned.len(), 2);
+    assert_eq!(lines, spawned, "each command's shell leads its group, and is what on_spawn names");
 }
