@@ -34,6 +34,7 @@ pub(crate) async fn test_artifact(
     let ctx2 = ctx.clone();
     let spec2 = spec.clone();
     let digest2 = digest.clone();
+    let what = format!("tests of {} ({source})", spec.name);
     let outcome = tokio::task::spawn_blocking(move || -> Result<pipeline::TestOutcome, String> {
         let artifact_dir = ctx2.artifacts.unpacked(&digest2).map_err(|e| crate::routes::chain(&e))?;
         let work = tempfile::Builder::new()
@@ -53,6 +54,7 @@ pub(crate) async fn test_artifact(
             timeout: test.timeout,
         };
         let mut masks = masker.stream();
+        let mut groups = crate::groups::GroupRecorder::new(&ctx2.store, what);
         let outcome = pipeline::run_tests(
             &step,
             &mut |line| {
@@ -60,9 +62,10 @@ pub(crate) async fn test_artifact(
                     log(&masked);
                 }
             },
-            &mut |_| {},
+            &mut |pid| groups.spawned(pid),
             &cancel,
         );
+        drop(groups);
         for masked in masks.flush() {
             log(&masked);
         }

@@ -330,6 +330,7 @@ pub(crate) async fn build(
         let masker = secrets::Masker::new(secrets.iter().map(|(_, v)| v.as_str()));
         env.extend(secrets);
         let mut masks = masker.stream();
+        let mut groups = crate::groups::GroupRecorder::new(&ctx.store, format!("build of {}", spec.name));
         let built = ctx.artifacts.build(
             &src,
             &spec.build,
@@ -339,8 +340,9 @@ pub(crate) async fn build(
                     log(&masked);
                 }
             },
-            &mut |_| {},
+            &mut |pid| groups.spawned(pid),
         );
+        drop(groups);
         for masked in masks.flush() {
             log(&masked);
         }

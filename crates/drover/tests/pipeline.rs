@@ -7,6 +7,7 @@ use common::*;
 use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
+use std::time::Duration;
 
 const SECRET: &str = "tok-9f8e7d6c5b4a";
 
@@ -262,4 +263,63 @@ fn a_cancelled_run_stops_its_tests_and_a_newer_push_supersedes_a_queued_one() {
     });
     assert_eq!(run_json(&drover, &slow)["status"], "cancelled");
     drover.ok(&["cancel", &newest]);
+}
+
+#[test]
+fn a_server_killed_during_a_test_leaves_no_test_process_behind() {
+    let drover = Drover::new();
+    drover.start();
+    let repo = Repo::new();
+    write_app(repo.path());
+    // The test step leaves a `sleep` in its process group and says where it is; the shell waits
+    // for it, so the step runs until someone stops it.
+    let pids = tempfile::tempdir().unwrap();
+    let (shell_file, sleep_file) = (pids.path().join("shell"), pids.path().join("sleep"));
+    let yaml = std::fs::read_to_string(repo.path().join("drover.yml")).unwrap();
+    let slow = format!(
+        "- sleep 300 & echo $! > {sleep}.tmp; mv {sleep}.tmp {sleep}; echo $$ > {shell}; wait",
+        sleep = sleep_file.display(),
+        shell = shell_file.display()
+    );
+    std::fs::write(repo.path().join("drover.yml"), yaml.replace("- python3 test_app.py", &slow)).unwrap();
+    repo.commit_all("slow tests");
+    let token = std::fs::read_to_string(drover.path("token")).unwrap();
+    repo.ok(&[
+        "remote",
+        "add",
+        "drover",
+        &format!("http://drover:{}@{}/git/shop.git", token.trim(), api_addr(&drover)),
+    ]);
+    let run = push(&repo, "main");
+    let read_pid = |path: &Path| std::fs::read_to_string(path).ok()?.trim().parse::<u32>().ok();
+    wait_until("the slow test to start", Duration::from_secs(60), || {
+        read_pid(&sleep_file).is_some() && read_pid(&shell_file).is_some()
+    });
+    let processes: Vec<(u32, u64)> = [&sleep_file, &shell_file]
+        .into_iter()
+        .map(|path| {
+            let pid = read_pid(path).unwrap();
+            (pid, runtime::procfs::start_time(pid).unwrap_or_else(|| panic!("test process {pid} is not running")))
+        })
+        .collect();
+
+    let server = drover.server_pid();
+    assert!(std::process::Command::new("kill").args(["-9", &server.to_string()]).status().unwrap().success());
+    wait_until("the killed server to be gone", Duration::from_secs(10), || {
+        runtime::procfs::stat(server).is_none_or(|stat| stat.is_dead())
+    });
+    // Nobody stops a dead server's test processes by themselves.
+    for &(pid, start_time) in &processes {
+        assert!(runtime::procfs::is_alive(pid, start_time), "test process {pid} ended with the server");
+    }
+
+    drover.start();
+    wait_until("the test processes a dead server left to be killed", Duration::from_secs(30), || {
+        processes.iter().all(|&(pid, start_time)| !runtime::procfs::is_alive(pid, start_time))
+    });
+    let failed = run_json(&drover, &run);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["message"].as_str().unwrap().contains("interrupted"), "{failed}");
+    assert_eq!(steps(&failed), ["checkout succeeded", "build succeeded", "test failed"], "{failed}");
+    assert_eq!(step_message(&failed, "test"), "interrupted by a server stop");
 }

@@ -308,6 +308,21 @@ fn row_step(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunStep> {
     })
 }
 
+/// The process group of a build or test command, recorded from just after it started until it
+/// is gone, so a server that died meanwhile can kill what it left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepGroup {
+    /// The group's id: the pid of its leader, the command's shell.
+    pub pgid: u32,
+    /// The leader's start time, in clock ticks since boot (`/proc/PID/stat` field 22).
+    pub leader_start_time: u64,
+    /// The boot the group ran in: pids and start times mean nothing in another.
+    pub boot_id: String,
+    /// What ran, for logs: `build of shop`, `tests of shop (run 4)`.
+    pub what: String,
+    pub recorded_at_ms: u64,
+}
+
 /// A test record of an artifact: what was tested is what may ship.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attestation {
@@ -483,6 +498,16 @@ CREATE TABLE run_steps (
     finished_at_ms INTEGER,
     message TEXT NOT NULL,
     PRIMARY KEY (run, seq)
+);
+"#,
+    r#"
+CREATE TABLE step_groups (
+    pgid INTEGER NOT NULL,
+    leader_start_time INTEGER NOT NULL,
+    boot_id TEXT NOT NULL,
+    what TEXT NOT NULL,
+    recorded_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (pgid, leader_start_time, boot_id)
 );
 "#,
 ];
@@ -1063,6 +1088,42 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    // ----- build and test process groups -----
+
+    pub fn record_step_group(&self, group: &StepGroup) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO step_groups (pgid, leader_start_time, boot_id, what, recorded_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![group.pgid, group.leader_start_time, group.boot_id, group.what, group.recorded_at_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn forget_step_group(&self, group: &StepGroup) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM step_groups WHERE pgid = ?1 AND leader_start_time = ?2 AND boot_id = ?3",
+            params![group.pgid, group.leader_start_time, group.boot_id],
+        )?;
+        Ok(())
+    }
+
+    /// The recorded groups, oldest first.
+    pub fn step_groups(&self) -> Result<Vec<StepGroup>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT pgid, leader_start_time, boot_id, what, recorded_at_ms FROM step_groups ORDER BY recorded_at_ms, pgid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StepGroup {
+                pgid: r.get(0)?,
+                leader_start_time: r.get(1)?,
+                boot_id: r.get(2)?,
+                what: r.get(3)?,
+                recorded_at_ms: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     // ----- sources and webhook deliveries -----
 
     pub fn set_source(&self, source: &Source) -> Result<()> {
@@ -1348,6 +1409,27 @@ mod tests {
         assert_eq!(render(&store, waiting), ["1 approval:production waiting 16..- "]);
         store.queue_run(&app, "main", "eee", "push", 20).unwrap();
         assert_eq!(render(&store, waiting), ["1 approval:production cancelled 16..20 superseded by a newer push"]);
+    }
+
+    #[test]
+    fn step_groups_are_kept_until_forgotten() {
+        let store = Store::open_in_memory().unwrap();
+        let group = |pgid: u32, what: &str, at: u64| StepGroup {
+            pgid,
+            leader_start_time: 1000 + u64::from(pgid),
+            boot_id: "boot".to_owned(),
+            what: what.to_owned(),
+            recorded_at_ms: at,
+        };
+        store.record_step_group(&group(7, "build of a", 2)).unwrap();
+        store.record_step_group(&group(5, "tests of b", 1)).unwrap();
+        // Recorded twice (it cannot be, but a retry must not fail): one row.
+        store.record_step_group(&group(7, "build of a", 2)).unwrap();
+        assert_eq!(store.step_groups().unwrap(), [group(5, "tests of b", 1), group(7, "build of a", 2)]);
+        store.forget_step_group(&group(5, "tests of b", 1)).unwrap();
+        // Another boot's group of the same id is another group.
+        store.forget_step_group(&StepGroup { boot_id: "other".to_owned(), ..group(7, "build of a", 2) }).unwrap();
+        assert_eq!(store.step_groups().unwrap(), [group(7, "build of a", 2)]);
     }
 
     #[test]
