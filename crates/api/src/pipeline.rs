@@ -84,10 +84,10 @@ pub(crate) async fn test_artifact(
 
 /// `Err("tests failed: ...")`, with the first failures, unless the test step passed.
 pub(crate) fn require_pass(outcome: &TestOutcome) -> Result<(), String> {
-    match outcome.passed() {
-        true => Ok(()),
-        false => Err(format!("tests failed: {}", summarize(outcome))),
+    if outcome.passed() {
+        return Ok(());
     }
+    Err(format!("tests failed: {}", summarize(outcome)))
 }
 
 /// A short line on a test step that passed, e.g. `12 tests, 0 failures, 1 skipped`.

@@ -257,9 +257,10 @@ async fn steps(ctx: &Arc<Ctx>, run: &Run, cancel: &Arc<AtomicBool>) -> Result<St
         None => {
             let built =
                 in_step(ctx, run.id, cancel, "build", build(ctx, &spec, src.clone(), logger.clone()), |built| {
-                    match built.cached {
-                        true => format!("cached: inputs unchanged, {}", built.digest),
-                        false => built.digest.to_string(),
+                    if built.cached {
+                        format!("cached: inputs unchanged, {}", built.digest)
+                    } else {
+                        built.digest.to_string()
                     }
                 })
                 .await?;
