@@ -5,6 +5,7 @@
 
 pub mod datadir;
 mod git;
+mod groups;
 mod pipeline;
 mod routes;
 mod runs;

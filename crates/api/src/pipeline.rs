@@ -6,7 +6,7 @@ use crate::server::Ctx;
 use deploy::reconciler::now_ms;
 use model::pipeline::{preview_app_name, StageSpec};
 use model::{AppName, AppSpec, Digest};
-use pipeline::{TestReport, TestStep};
+use pipeline::{TestOutcome, TestStep};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -20,7 +20,8 @@ pub(crate) enum Gate {
 }
 
 /// Runs the app's test step inside the unpacked artifact `digest` and records an attestation
-/// from `source`. `Ok(None)` when the app declares no tests.
+/// from `source`, passed or not. `Ok(None)` when the app declares no tests; `Err` when the step
+/// could not run at all. Whether it passed is [`require_pass`]'s question.
 pub(crate) async fn test_artifact(
     ctx: &Arc<Ctx>,
     spec: &AppSpec,
@@ -28,11 +29,12 @@ pub(crate) async fn test_artifact(
     source: &str,
     log: impl Fn(&str) + Send + 'static,
     cancel: Arc<AtomicBool>,
-) -> Result<Option<TestReport>, String> {
+) -> Result<Option<TestOutcome>, String> {
     let Some(test) = spec.pipeline.test.clone() else { return Ok(None) };
     let ctx2 = ctx.clone();
     let spec2 = spec.clone();
     let digest2 = digest.clone();
+    let what = format!("tests of {} ({source})", spec.name);
     let outcome = tokio::task::spawn_blocking(move || -> Result<pipeline::TestOutcome, String> {
         let artifact_dir = ctx2.artifacts.unpacked(&digest2).map_err(|e| crate::routes::chain(&e))?;
         let work = tempfile::Builder::new()
@@ -52,6 +54,7 @@ pub(crate) async fn test_artifact(
             timeout: test.timeout,
         };
         let mut masks = masker.stream();
+        let mut groups = crate::groups::GroupRecorder::new(&ctx2.store, what);
         let outcome = pipeline::run_tests(
             &step,
             &mut |line| {
@@ -59,8 +62,10 @@ pub(crate) async fn test_artifact(
                     log(&masked);
                 }
             },
+            &mut |pid| groups.spawned(pid),
             &cancel,
         );
+        drop(groups);
         for masked in masks.flush() {
             log(&masked);
         }
@@ -74,11 +79,24 @@ pub(crate) async fn test_artifact(
     ctx.store()
         .record_attestation(digest, source, passed, report_json.as_deref(), now_ms())
         .map_err(|e| e.to_string())?;
-    let summary = summarize(&outcome);
-    if passed {
-        Ok(Some(outcome.report.unwrap_or_default()))
-    } else {
-        Err(format!("tests failed: {summary}"))
+    Ok(Some(outcome))
+}
+
+/// `Err("tests failed: ...")`, with the first failures, unless the test step passed.
+pub(crate) fn require_pass(outcome: &TestOutcome) -> Result<(), String> {
+    if outcome.passed() {
+        return Ok(());
+    }
+    Err(format!("tests failed: {}", summarize(outcome)))
+}
+
+/// A short line on a test step that passed, e.g. `12 tests, 0 failures, 1 skipped`.
+pub(crate) fn pass_summary(outcome: &TestOutcome) -> String {
+    match &outcome.report {
+        Some(report) => {
+            format!("{} tests, {} failures, {} skipped", report.tests, report.failures + report.errors, report.skipped)
+        }
+        None => "every test command succeeded (no JUnit report)".to_owned(),
     }
 }
 

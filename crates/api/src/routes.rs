@@ -292,11 +292,15 @@ async fn build_and_release(
     if gate == Gate::RequireTests {
         let source = format!("deploy {deploy_id}");
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        match crate::pipeline::test_artifact(&ctx, &spec, &built.digest, &source, log.clone(), cancel).await {
-            Ok(Some(report)) => log(&format!(
-                "tests passed: {} tests, {} skipped; attested {}",
-                report.tests, report.skipped, built.digest
-            )),
+        let tested = crate::pipeline::test_artifact(&ctx, &spec, &built.digest, &source, log.clone(), cancel).await;
+        let passed = tested.and_then(|outcome| match outcome {
+            Some(outcome) => crate::pipeline::require_pass(&outcome).map(|()| Some(outcome)),
+            None => Ok(None),
+        });
+        match passed {
+            Ok(Some(outcome)) => {
+                log(&format!("tests passed: {}; attested {}", crate::pipeline::pass_summary(&outcome), built.digest))
+            }
             Ok(None) => {}
             Err(e) => {
                 fail_deploy(&ctx, deploy_id, &spec.name, &e);
@@ -326,11 +330,19 @@ pub(crate) async fn build(
         let masker = secrets::Masker::new(secrets.iter().map(|(_, v)| v.as_str()));
         env.extend(secrets);
         let mut masks = masker.stream();
-        let built = ctx.artifacts.build(&src, &spec.build, &env, &mut |line| {
-            for masked in masks.push(line) {
-                log(&masked);
-            }
-        });
+        let mut groups = crate::groups::GroupRecorder::new(&ctx.store, format!("build of {}", spec.name));
+        let built = ctx.artifacts.build(
+            &src,
+            &spec.build,
+            &env,
+            &mut |line| {
+                for masked in masks.push(line) {
+                    log(&masked);
+                }
+            },
+            &mut |pid| groups.spawned(pid),
+        );
+        drop(groups);
         for masked in masks.flush() {
             log(&masked);
         }

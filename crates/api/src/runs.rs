@@ -1,11 +1,13 @@
-//! Pipeline runs: a pushed commit goes through checkout, build and release, one run per app at a
-//! time, oldest first. Runs are queued by `git push` (through the post-receive hook) and their
-//! progress is stored line by line, so `drover run logs -f` can follow them.
+//! Pipeline runs: a pushed commit goes through checkout, build, test and release, one run per app
+//! at a time, oldest first. Runs are queued by `git push` (through the post-receive hook). Each
+//! step (`checkout`, `build`, `test`, `deploy:STAGE`, `approval:STAGE`) is a record with a status,
+//! its times and a message, and the run's progress is stored line by line, so
+//! `drover run logs -f` can follow it.
 
 use crate::pipeline::Gate;
 use crate::routes::{build, chain, release, ApiError, ApiResult};
 use crate::server::Ctx;
-use crate::wire::{PushRequest, PushResponse, RunView};
+use crate::wire::{PushRequest, PushResponse, RunView, StepView};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -13,10 +15,11 @@ use deploy::reconciler::now_ms;
 use model::AppName;
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use store::{DeployStatus, Run, RunStatus};
+use store::{DeployStatus, Run, RunStatus, StepStatus};
 use tracing::{info, warn};
 
 /// Runs executing at once across all apps (each app runs one at a time).
@@ -108,9 +111,73 @@ fn log(ctx: &Ctx, run: u64, line: &str) {
     }
 }
 
-/// Records how long a step took, as a line of the run's log.
-fn step_done(ctx: &Ctx, run: u64, step: &str, started: Instant) {
-    log(ctx, run, &format!("step {step} took {:.2}s", started.elapsed().as_secs_f64()));
+/// Runs `work` as step `name` of run `run`: the step is recorded as running when it starts and
+/// finished with its outcome, succeeded with `describe(&value)` as its message, or failed with
+/// the error (cancelled if the run was). Its end is also a line of the run's log, so
+/// `drover run logs` shows progress.
+async fn in_step<T>(
+    ctx: &Ctx,
+    run: u64,
+    cancel: &AtomicBool,
+    name: &str,
+    work: impl Future<Output = Result<T, String>>,
+    describe: impl FnOnce(&T) -> String,
+) -> Result<T, String> {
+    let step = StepRecord::start(ctx, run, name, StepStatus::Running, "");
+    let result = work.await;
+    match &result {
+        Ok(value) => step.finish(ctx, StepStatus::Succeeded, &describe(value)),
+        Err(_) if cancel.load(Ordering::SeqCst) => step.finish(ctx, StepStatus::Cancelled, "cancelled"),
+        Err(message) => step.finish(ctx, StepStatus::Failed, message),
+    }
+    result
+}
+
+/// A step of a run in progress, as recorded in the store.
+struct StepRecord {
+    run: u64,
+    name: String,
+    /// `None` if the run ended before the step could be added (a cancel): nothing to finish.
+    seq: Option<u64>,
+    started: Instant,
+}
+
+impl StepRecord {
+    /// Records step `name` as begun now, `Running` or `Waiting`.
+    fn start(ctx: &Ctx, run: u64, name: &str, status: StepStatus, message: &str) -> Self {
+        let seq = match ctx.store().add_run_step(run, name, status, message, now_ms()) {
+            Ok(seq) => seq,
+            Err(e) => {
+                warn!(run, step = name, error = %e, "could not record a step");
+                None
+            }
+        };
+        Self { run, name: name.to_owned(), seq, started: Instant::now() }
+    }
+
+    /// Records a step that had nothing to do.
+    fn skip(ctx: &Ctx, run: u64, name: &str, message: &str) {
+        StepRecord::start(ctx, run, name, StepStatus::Skipped, message);
+        log(ctx, run, &format!("step {name} skipped: {message}"));
+    }
+
+    fn finish(self, ctx: &Ctx, status: StepStatus, message: &str) {
+        if let Some(seq) = self.seq {
+            if let Err(e) = ctx.store().finish_run_step(self.run, seq, status, message, now_ms()) {
+                warn!(run = self.run, step = %self.name, error = %e, "could not record the end of a step");
+            }
+        }
+        let took = self.started.elapsed().as_secs_f64();
+        // A failure's message ends the run's log as the run's own message; not said twice.
+        let line = match status {
+            StepStatus::Failed | StepStatus::Cancelled => {
+                format!("step {} {} after {took:.2}s", self.name, status.as_str())
+            }
+            _ if message.is_empty() => format!("step {} {} in {took:.2}s", self.name, status.as_str()),
+            _ => format!("step {} {} in {took:.2}s: {message}", self.name, status.as_str()),
+        };
+        log(ctx, self.run, &line);
+    }
 }
 
 fn check_cancel(cancel: &AtomicBool) -> Result<(), String> {
@@ -179,9 +246,7 @@ async fn steps(ctx: &Arc<Ctx>, run: &Run, cancel: &Arc<AtomicBool>) -> Result<St
     if resume.is_none() {
         log(ctx, run.id, &format!("checkout {short} of branch {:?}", run.branch));
     }
-    let started = Instant::now();
-    let spec = checkout(ctx, run, &src).await?;
-    step_done(ctx, run.id, "checkout", started);
+    let spec = in_step(ctx, run.id, cancel, "checkout", checkout(ctx, run, &src), |_| short.to_owned()).await?;
     check_cancel(cancel)?;
 
     let digest = match resume.as_ref() {
@@ -190,25 +255,24 @@ async fn steps(ctx: &Arc<Ctx>, run: &Run, cancel: &Arc<AtomicBool>) -> Result<St
             digest.clone()
         }
         None => {
-            let started = Instant::now();
-            let built = build(ctx, &spec, src.clone(), logger.clone()).await?;
-            step_done(ctx, run.id, "build", started);
+            let built =
+                in_step(ctx, run.id, cancel, "build", build(ctx, &spec, src.clone(), logger.clone()), |built| {
+                    if built.cached {
+                        format!("cached: inputs unchanged, {}", built.digest)
+                    } else {
+                        built.digest.to_string()
+                    }
+                })
+                .await?;
             ctx.store().set_run_digest(run.id, &built.digest).map_err(|e| e.to_string())?;
             check_cancel(cancel)?;
-            let source = format!("run {}", run.id);
-            let started = Instant::now();
-            let report =
-                crate::pipeline::test_artifact(ctx, &spec, &built.digest, &source, logger.clone(), cancel.clone())
-                    .await;
-            if let Ok(Some(report)) = &report {
-                let json = serde_json::to_string(report).expect("reports serialize");
-                ctx.store().set_run_tests(run.id, &json).map_err(|e| e.to_string())?;
-                log(ctx, run.id, &format!("tests passed: {} tests, {} skipped", report.tests, report.skipped));
+            match spec.pipeline.test {
+                Some(_) => {
+                    let tests = test(ctx, run, &spec, &built.digest, logger.clone(), cancel.clone());
+                    in_step(ctx, run.id, cancel, "test", tests, crate::pipeline::pass_summary).await?;
+                }
+                None => StepRecord::skip(ctx, run.id, "test", "no tests declared"),
             }
-            if spec.pipeline.test.is_some() {
-                step_done(ctx, run.id, "test", started);
-            }
-            report?;
             check_cancel(cancel)?;
             built.digest
         }
@@ -219,9 +283,10 @@ async fn steps(ctx: &Arc<Ctx>, run: &Run, cancel: &Arc<AtomicBool>) -> Result<St
         if !DEFAULT_BRANCHES.contains(&run.branch.as_str()) {
             return Ok(Step::Done(format!("built {digest}; branch {:?} deploys nowhere", run.branch)));
         }
-        let started = Instant::now();
-        let release = deploy_to(ctx, run, &spec, &spec.name, &digest).await?;
-        step_done(ctx, run.id, "deploy", started);
+        let deploy = deploy_to(ctx, run, &spec, &spec.name, &digest);
+        let release =
+            in_step(ctx, run.id, cancel, "deploy", deploy, |release| format!("{release} of {} is live", spec.name))
+                .await?;
         return Ok(Step::Done(format!("{release} of {} is live", spec.name)));
     }
     let stages = spec.pipeline.stages_for(&run.branch);
@@ -236,19 +301,45 @@ async fn steps(ctx: &Arc<Ctx>, run: &Run, cancel: &Arc<AtomicBool>) -> Result<St
     for (idx, stage) in stages.iter().enumerate().skip(start) {
         let approved = resume.is_some() && idx == start;
         if stage.approval == model::pipeline::Approval::Required && !approved {
+            let waiting = format!("waiting for `drover approve {}` or `drover reject {}`", run.id, run.id);
+            StepRecord::start(ctx, run.id, &format!("approval:{}", stage.name), StepStatus::Waiting, &waiting);
             return Ok(Step::AwaitApproval(stage.name.clone()));
         }
         let app = crate::pipeline::stage_app(&spec.name, stage, &run.branch)?;
         log(ctx, run.id, &format!("stage {}: deploying {digest} to {app}", stage.name));
-        let started = Instant::now();
         let mut staged = spec.clone();
         staged.vars_from = Some(model::VarScope { app: spec.name.clone(), stage: stage.name.clone() });
-        let release = deploy_to(ctx, run, &staged, &app, &digest).await?;
-        step_done(ctx, run.id, &format!("stage {}", stage.name), started);
+        let deploy = deploy_to(ctx, run, &staged, &app, &digest);
+        let name = format!("deploy:{}", stage.name);
+        let release =
+            in_step(ctx, run.id, cancel, &name, deploy, |release| format!("{release} of {app} is live")).await?;
         live.push(format!("{}: {app} {release}", stage.name));
         check_cancel(cancel)?;
     }
     Ok(Step::Done(format!("live on {}", live.join(", "))))
+}
+
+/// The test step of a run: tests the built artifact, keeps the report with the run (passed or
+/// not, so `drover run show` lists the failures) and fails unless the tests passed.
+async fn test(
+    ctx: &Arc<Ctx>,
+    run: &Run,
+    spec: &model::AppSpec,
+    digest: &model::Digest,
+    logger: impl Fn(&str) + Send + 'static,
+    cancel: Arc<AtomicBool>,
+) -> Result<pipeline::TestOutcome, String> {
+    let source = format!("run {}", run.id);
+    let outcome = crate::pipeline::test_artifact(ctx, spec, digest, &source, logger, cancel)
+        .await?
+        .ok_or("the app declares no tests")?;
+    if let Some(report) = &outcome.report {
+        let json = serde_json::to_string(report).expect("reports serialize");
+        ctx.store().set_run_tests(run.id, &json).map_err(|e| e.to_string())?;
+    }
+    crate::pipeline::require_pass(&outcome)?;
+    log(ctx, run.id, &format!("tests passed: {}", crate::pipeline::pass_summary(&outcome)));
+    Ok(outcome)
 }
 
 /// Releases `digest` as app `target` (the spec's app, or a stage's) and waits for the rollout.
@@ -299,8 +390,23 @@ async fn wait_for_deploy(ctx: &Ctx, run: u64, deploy_id: u64) -> Result<(), Stri
 }
 
 fn run_view(ctx: &Ctx, run: Run, after: u64) -> ApiResult<RunView> {
-    let log =
-        ctx.store().run_log(run.id, after)?.into_iter().map(|(seq, line)| crate::wire::LogLine { seq, line }).collect();
+    let (log, steps) = {
+        let store = ctx.store();
+        (store.run_log(run.id, after)?, store.run_steps(run.id)?)
+    };
+    let log = log.into_iter().map(|(seq, line)| crate::wire::LogLine { seq, line }).collect();
+    let now = now_ms();
+    let steps = steps
+        .into_iter()
+        .map(|step| StepView {
+            duration_ms: step.finished_at_ms.unwrap_or(now).saturating_sub(step.started_at_ms),
+            name: step.name,
+            status: step.status.as_str().to_owned(),
+            message: step.message,
+            started_at_ms: step.started_at_ms,
+            finished_at_ms: step.finished_at_ms,
+        })
+        .collect();
     Ok(RunView {
         id: run.id,
         app: run.app.to_string(),
@@ -315,6 +421,7 @@ fn run_view(ctx: &Ctx, run: Run, after: u64) -> ApiResult<RunView> {
         finished_at_ms: run.finished_at_ms,
         stage: run.stage,
         tests: run.test_json.and_then(|json| serde_json::from_str(&json).ok()),
+        steps,
         log,
     })
 }
@@ -413,12 +520,13 @@ async fn decide(ctx: &Arc<Ctx>, id: u64, next: RunStatus) -> ApiResult<Json<RunV
         return Err(ApiError::bad_request(format!("run {id} is {}, not waiting for approval", run.status.as_str())));
     }
     let stage = run.stage.clone().unwrap_or_default();
-    let (kind, message) = match next {
-        RunStatus::Queued => ("run.approved", format!("approved deploy to {stage}")),
-        _ => ("run.rejected", format!("rejected deploy to {stage}")),
+    let (kind, message, step, step_message) = match next {
+        RunStatus::Queued => ("run.approved", format!("approved deploy to {stage}"), StepStatus::Succeeded, "approved"),
+        _ => ("run.rejected", format!("rejected deploy to {stage}"), StepStatus::Failed, "rejected"),
     };
     {
         let store = ctx.store();
+        store.finish_open_run_steps(id, step, step_message, now_ms())?;
         store.set_run_status(id, next, &message, now_ms())?;
         store.append_run_log(id, &message)?;
         store.add_event(Some(&run.app), kind, &format!("run {id}: {message}"), now_ms())?;

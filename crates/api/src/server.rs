@@ -217,6 +217,11 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     let settings = settings(&data, &opts.overrides)?;
     let token = token(&data)?;
     let store = Store::open(&data.db()).context("opening state.db")?;
+    // Before anything is marked interrupted or started anew: a server killed with -9 left its
+    // build and test commands running.
+    if let Err(e) = crate::groups::kill_leftovers(&store).await {
+        error!(error = %format!("{e:#}"), "could not kill the build and test processes a stopped server left");
+    }
     let interrupted = store.fail_interrupted_builds(deploy::reconciler::now_ms())?;
     if interrupted > 0 {
         warn!(interrupted, "marked builds interrupted by the last stop as failed");

@@ -128,7 +128,8 @@ pub struct RunView {
     pub branch: String,
     pub commit: String,
     pub trigger: String,
-    /// `queued`, `running`, `succeeded`, `failed`, `cancelled` or `superseded`.
+    /// `queued`, `running`, `waiting`, `succeeded`, `failed`, `cancelled`, `rejected` or
+    /// `superseded`.
     pub status: String,
     pub message: String,
     pub digest: Option<String>,
@@ -137,9 +138,26 @@ pub struct RunView {
     pub finished_at_ms: Option<u64>,
     /// The stage a waiting run waits to deploy to.
     pub stage: Option<String>,
-    /// The JUnit results of the run's test step.
+    /// The JUnit results of the run's test step, passed or not.
     pub tests: Option<serde_json::Value>,
+    /// The steps so far, in the order they started.
+    #[serde(default)]
+    pub steps: Vec<StepView>,
     pub log: Vec<LogLine>,
+}
+
+/// One step of a run: `checkout`, `build`, `test`, `deploy`, `deploy:STAGE` or `approval:STAGE`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepView {
+    pub name: String,
+    /// `running`, `waiting`, `succeeded`, `failed`, `cancelled` or `skipped`.
+    pub status: String,
+    /// A digest, a test summary, an error.
+    pub message: String,
+    pub started_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+    /// Until now for a step that still runs or waits.
+    pub duration_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

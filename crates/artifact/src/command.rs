@@ -26,11 +26,14 @@ const MAX_LINE: u64 = 64 * 1024;
 
 /// Runs `command` in `cwd` with stdin from `/dev/null`, calling `on_line` with each line of its
 /// output (without the line ending; invalid UTF-8 replaced). `env` overrides [`SERVER_ENV`].
+/// `on_spawn` gets the shell's pid, which is also its process group's id, as soon as it started;
+/// the group is killed before this returns.
 pub(crate) fn run(
     command: &str,
     cwd: &Path,
     env: &BTreeMap<String, String>,
     on_line: &mut dyn FnMut(&str),
+    on_spawn: &mut dyn FnMut(u32),
 ) -> Result<(), ArtifactError> {
     let spawn_error = |source| ArtifactError::Spawn { command: command.to_owned(), source };
     let (reader, writer) = io::pipe().map_err(spawn_error)?;
@@ -54,6 +57,8 @@ pub(crate) fn run(
     // once they are closed and every process holding the other copies has exited.
     drop(sh);
     let group = Pid::from_raw(i32::try_from(child.id()).expect("pids fit in pid_t"));
+    // Not reaped yet, so the pid (and the group id) still names this command.
+    on_spawn(child.id());
 
     let (status, read) = std::thread::scope(|scope| {
         let waiter = scope.spawn(move || {

@@ -15,6 +15,7 @@ use crate::command;
 use crate::digest::{self, Purpose};
 use crate::error::{io_error, ArtifactError};
 use crate::tree::{self, Git, Scratch};
+use crate::{LAYERS, TMP};
 use model::{BuildStep, Digest};
 use std::collections::BTreeMap;
 use std::fs;
@@ -29,17 +30,17 @@ pub(crate) enum Outcome {
 }
 
 /// Runs layer step number `number` (1-based, for messages) of a build in `work`, or reuses its
-/// stored outputs, leaving the outputs in `work` either way. `layers` and `tmp` are the store's
-/// directories; `tmp` must be on the same filesystem as `layers`.
+/// stored outputs, leaving the outputs in `work` either way. `root` is the store's root.
 pub(crate) fn apply(
-    layers: &Path,
-    tmp: &Path,
+    root: &Path,
     number: usize,
     step: &BuildStep,
     work: &Path,
     env: &BTreeMap<String, String>,
     on_line: &mut dyn FnMut(&str),
+    on_spawn: &mut dyn FnMut(u32),
 ) -> Result<(Digest, Outcome), ArtifactError> {
+    let (layers, tmp) = (&root.join(LAYERS), &root.join(TMP));
     // Checked first, so a clash is reported before minutes of `npm ci`, not after.
     for output in &step.outputs {
         if exists(&work.join(output))? {
@@ -59,7 +60,7 @@ pub(crate) fn apply(
     let outcome = if stored.is_dir() {
         Outcome::Reused
     } else {
-        command::run(&step.run, scratch.path(), env, on_line)?;
+        command::run(&step.run, scratch.path(), env, on_line, on_spawn)?;
         let out = Scratch::new_in(tmp, "layer-out-")?;
         for output in &step.outputs {
             let from = scratch.path().join(output);

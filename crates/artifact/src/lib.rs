@@ -44,8 +44,8 @@ use tempfile::NamedTempFile;
 const SLUGS: &str = "slugs";
 const UNPACKED: &str = "unpacked";
 const CACHE: &str = "cache";
-const LAYERS: &str = "layers";
-const TMP: &str = "tmp";
+pub(crate) const LAYERS: &str = "layers";
+pub(crate) const TMP: &str = "tmp";
 
 /// The outcome of [`ArtifactStore::build`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,12 +134,18 @@ impl ArtifactStore {
     /// The first failing command ends the build with an error naming it and its exit status.
     /// The resulting tree is packed deterministically, so the same inputs give a byte-identical
     /// slug, and stored; the build directory is removed either way.
+    ///
+    /// Each command runs in its own process group, led by its shell. `on_spawn` gets the shell's
+    /// pid (the group's id) as soon as it started, so a caller can record the group and kill it
+    /// should the caller die. The group is killed before the next command starts and before this
+    /// returns.
     pub fn build(
         &self,
         src: &Path,
         build: &[BuildStep],
         env: &BTreeMap<String, String>,
         on_line: &mut dyn FnMut(&str),
+        on_spawn: &mut dyn FnMut(u32),
     ) -> Result<Built, ArtifactError> {
         let entries = tree::walk(src, Git::Skip)?;
         let input = digest::input(Purpose::Build, src, &entries, build, env)?;
@@ -153,11 +159,10 @@ impl ArtifactStore {
         let (mut layers_reused, mut layers_built) = (0, 0);
         for (idx, step) in build.iter().enumerate() {
             if !step.is_layer() {
-                command::run(&step.run, work.path(), env, on_line)?;
+                command::run(&step.run, work.path(), env, on_line, on_spawn)?;
                 continue;
             }
-            let layers = self.root.join(LAYERS);
-            let (key, outcome) = layer::apply(&layers, &tmp, idx + 1, step, work.path(), env, on_line)?;
+            let (key, outcome) = layer::apply(&self.root, idx + 1, step, work.path(), env, on_line, on_spawn)?;
             let (inputs, outputs) = (step.inputs.join(", "), step.outputs.join(", "));
             match outcome {
                 layer::Outcome::Reused => {

@@ -201,7 +201,7 @@ fn open_store(dir: &Path, name: &str) -> ArtifactStore {
 
 fn build(store: &ArtifactStore, src: &Path, build: &[&str], env: &BTreeMap<String, String>) -> (Built, Vec<String>) {
     let mut lines = Vec::new();
-    let built = store.build(src, &commands(build), env, &mut |line| lines.push(line.to_owned())).unwrap();
+    let built = store.build(src, &commands(build), env, &mut |line| lines.push(line.to_owned()), &mut |_| {}).unwrap();
     (built, lines)
 }
 
@@ -637,6 +637,7 @@ fn failing_build_command_names_the_command_and_leaves_nothing() {
             &commands(&["echo before", "echo oops >&2; exit 3", "echo never"]),
             &BTreeMap::new(),
             &mut |line| lines.push(line.to_owned()),
+            &mut |_| {},
         )
         .unwrap_err();
     assert_eq!(error.to_string(), r#"build command "echo oops >&2; exit 3" failed: exit status: 3"#);
@@ -655,7 +656,7 @@ fn links_inside_the_tree_are_kept_and_links_out_refused() {
 
     // As `npm ci` leaves them in node_modules/.bin: kept as links, in the slug and unpacked.
     let steps = commands(&["mkdir -p tools/.bin && ln -s ../../bin/web tools/.bin/web && ln -s lib here"]);
-    let built = store.build(&src, &steps, &BTreeMap::new(), &mut on_line).unwrap();
+    let built = store.build(&src, &steps, &BTreeMap::new(), &mut on_line, &mut |_| {}).unwrap();
     let headers = tar_headers(&slug_bytes(&dir.path().join("store"), &built.digest));
     assert!(headers.contains(&"tools/.bin/web l 777 0:0 0".to_owned()), "{headers:?}");
     let unpacked = store.unpacked(&built.digest).unwrap();
@@ -664,10 +665,13 @@ fn links_inside_the_tree_are_kept_and_links_out_refused() {
     assert!(listed.contains(&"tools/.bin/web -> ../../bin/web".to_owned()), "{listed:?}");
     assert_eq!(fs::read_to_string(unpacked.join("tools/.bin/web")).unwrap(), "#!/bin/sh\necho hi\n");
     // The same tree, built again elsewhere, gives the same bytes.
-    let again = open_store(dir.path(), "again").build(&src, &steps, &BTreeMap::new(), &mut on_line).unwrap();
+    let again =
+        open_store(dir.path(), "again").build(&src, &steps, &BTreeMap::new(), &mut on_line, &mut |_| {}).unwrap();
     assert_eq!(again.digest, built.digest);
 
-    let error = store.build(&src, &commands(&["ln -s ../../.. escape"]), &BTreeMap::new(), &mut on_line).unwrap_err();
+    let error = store
+        .build(&src, &commands(&["ln -s ../../.. escape"]), &BTreeMap::new(), &mut on_line, &mut |_| {})
+        .unwrap_err();
     let message = error.to_string();
     assert!(
         message.ends_with(
@@ -677,7 +681,7 @@ fn links_inside_the_tree_are_kept_and_links_out_refused() {
     );
 
     std::os::unix::fs::symlink("/etc/passwd", src.join("passwd")).unwrap();
-    let error = store.build(&src, &[], &BTreeMap::new(), &mut on_line).unwrap_err();
+    let error = store.build(&src, &[], &BTreeMap::new(), &mut on_line, &mut |_| {}).unwrap_err();
     assert_eq!(
         error.to_string(),
         format!(
@@ -705,7 +709,7 @@ fn layered(runs: &Path) -> (Vec<BuildStep>, BTreeMap<String, String>) {
 }
 
 fn build_steps(store: &ArtifactStore, src: &Path, steps: &[BuildStep], env: &BTreeMap<String, String>) -> Built {
-    store.build(src, steps, env, &mut |_| {}).unwrap()
+    store.build(src, steps, env, &mut |_| {}, &mut |_| {}).unwrap()
 }
 
 #[test]
@@ -718,7 +722,7 @@ fn a_layer_is_reused_while_its_inputs_are_unchanged() {
     let (steps, env) = layered(&runs);
 
     let mut lines = Vec::new();
-    let first = store.build(&src, &steps, &env, &mut |line| lines.push(line.to_owned())).unwrap();
+    let first = store.build(&src, &steps, &env, &mut |line| lines.push(line.to_owned()), &mut |_| {}).unwrap();
     assert_eq!((first.layers_built, first.layers_reused), (1, 0));
     assert!(lines.iter().any(|line| line.starts_with("step 1: stored layer sha256:")), "{lines:?}");
     let unpacked = store.unpacked(&first.digest).unwrap();
@@ -729,7 +733,7 @@ fn a_layer_is_reused_while_its_inputs_are_unchanged() {
     // Only app code changed: a new slug, the dependency step does not run again.
     write(&src, "bin/web", "#!/bin/sh\necho changed\n", 0o755);
     let mut lines = Vec::new();
-    let second = store.build(&src, &steps, &env, &mut |line| lines.push(line.to_owned())).unwrap();
+    let second = store.build(&src, &steps, &env, &mut |line| lines.push(line.to_owned()), &mut |_| {}).unwrap();
     assert_eq!((second.cached, second.layers_built, second.layers_reused), (false, 0, 1));
     assert_ne!(second.digest, first.digest);
     assert_eq!(fs::read_to_string(&runs).unwrap(), "run\n");
@@ -805,7 +809,7 @@ fn layer_mistakes_are_named_and_leave_nothing() {
         ),
     ];
     for (steps, expected) in cases {
-        let error = store.build(&src, &steps, &BTreeMap::new(), &mut |_| {}).unwrap_err().to_string();
+        let error = store.build(&src, &steps, &BTreeMap::new(), &mut |_| {}, &mut |_| {}).unwrap_err().to_string();
         assert!(error.ends_with(&expected), "{error}\nexpected: {expected}");
         for sub in ["tmp", "slugs", "cache", "layers"] {
             assert_eq!(names(&dir.path().join("store").join(sub)), Vec::<String>::new(), "{sub} after {expected}");
@@ -972,4 +976,25 @@ fn import_slug_reports_a_failing_reader() {
     let error = store.import_slug(Failing).unwrap_err();
     assert_eq!(error.to_string(), "cannot read tarball");
     assert_eq!(std::error::Error::source(&error).unwrap().to_string(), "connection reset");
+}
+
+#[test]
+fn each_build_command_reports_its_process_group_as_it_starts() {
+    let dir = TempDir::new().unwrap();
+    let src = app(&dir.path().join("src"));
+    let store = open_store(dir.path(), "store");
+    // Field 5 of /proc/PID/stat is the process group; `(sh)` has no space in it.
+    let report = "echo $$ $(cut -d' ' -f5 /proc/$$/stat)";
+    let (mut lines, mut spawned) = (Vec::new(), Vec::new());
+    store
+        .build(
+            &src,
+            &commands(&[report, report]),
+            &BTreeMap::new(),
+            &mut |line| lines.push(line.to_owned()),
+            &mut |pid| spawned.push(format!("{pid} {pid}")),
+        )
+        .unwrap();
+    assert_eq!(spawned.len(), 2);
+    assert_eq!(lines, spawned, "each command's shell leads its group, and is what on_spawn names");
 }

@@ -174,11 +174,30 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
                 if let Some(digest) = &view.digest {
                     println!("artifact: {digest}");
                 }
+                if !view.steps.is_empty() {
+                    println!("{:<24} {:<10} {:>8}  MESSAGE", "STEP", "STATUS", "TIME");
+                    for step in &view.steps {
+                        let time = format_duration(step.duration_ms);
+                        println!("{:<24} {:<10} {time:>8}  {}", step.name, step.status, step.message);
+                    }
+                }
                 if let Some(tests) = &view.tests {
                     println!(
                         "tests: {} run, {} failed, {} errors, {} skipped, {} ms",
                         tests["tests"], tests["failures"], tests["errors"], tests["skipped"], tests["duration_ms"]
                     );
+                    let cases = tests["cases"].as_array().map(Vec::as_slice).unwrap_or_default();
+                    for case in cases {
+                        let outcome = &case["outcome"];
+                        if let Some(kind @ ("failed" | "error")) = outcome["kind"].as_str() {
+                            let name = match (case["classname"].as_str(), case["name"].as_str()) {
+                                (Some(class), Some(name)) if !class.is_empty() => format!("{class}.{name}"),
+                                (_, name) => name.unwrap_or_default().to_owned(),
+                            };
+                            let message = outcome["message"].as_str().unwrap_or_default();
+                            println!("  {kind}: {name}: {message}");
+                        }
+                    }
                 }
                 for line in &view.log {
                     println!("  {}", line.line);
@@ -558,8 +577,31 @@ async fn logs(client: &Client, app: &str, follow: bool, tail: usize, out: &Outpu
     Ok(0)
 }
 
+/// `0.42s`, `12.30s`, `3m07s`, `1h02m`: short, for a table column.
+fn format_duration(ms: u64) -> String {
+    let secs = ms / 1000;
+    match secs {
+        0..60 => format!("{}.{:02}s", secs, (ms % 1000) / 10),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, (secs / 60) % 60),
+    }
+}
+
 /// `HH:MM:SS.mmm` UTC, enough to read a log.
 fn format_ts(ms: u64) -> String {
     let secs = ms / 1000;
     format!("{:02}:{:02}:{:02}.{:03}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60, ms % 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_fit_a_column() {
+        let table = [(0, "0.00s"), (420, "0.42s"), (12_305, "12.30s"), (187_000, "3m07s"), (3_720_000, "1h02m")];
+        for (ms, expected) in table {
+            assert_eq!(format_duration(ms), expected, "{ms} ms");
+        }
+    }
 }

@@ -37,6 +37,18 @@ fn a_push_to_main_builds_and_deploys_and_bad_pushes_are_refused() {
     let run = run_id(&out);
     let logs = drover.ok(&["run", "logs", &run, "-f"]);
     assert!(logs.contains("is live") && logs.contains("run succeeded"), "{logs}");
+    let shown = drover.json(&["run", "show", &run]);
+    let steps: Vec<String> = shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{} {} {}", s["name"].as_str().unwrap(), s["status"].as_str().unwrap(), s["message"]))
+        .collect();
+    assert_eq!(
+        steps[2..],
+        ["test skipped \"no tests declared\"", "deploy succeeded \"v1 of pushed is live\""],
+        "{shown}"
+    );
     let (status, body) = drover.get("pushed", "/");
     assert_eq!(status, 200);
     assert!(body.contains("\"pushed\""), "{body}");

@@ -7,6 +7,7 @@ use common::*;
 use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
+use std::time::Duration;
 
 const SECRET: &str = "tok-9f8e7d6c5b4a";
 
@@ -50,6 +51,27 @@ fn run_json(drover: &Drover, run: &str) -> serde_json::Value {
     drover.json(&["run", "show", run])
 }
 
+/// A run's steps as `name status`, in order; every step has its times and a duration.
+fn steps(run: &serde_json::Value) -> Vec<String> {
+    let steps = run["steps"].as_array().unwrap_or_else(|| panic!("no steps in {run}"));
+    steps
+        .iter()
+        .map(|step| {
+            assert!(step["started_at_ms"].is_u64() && step["duration_ms"].is_u64(), "{step}");
+            let open = matches!(step["status"].as_str(), Some("running" | "waiting"));
+            assert_eq!(step["finished_at_ms"].is_null(), open, "{step}");
+            format!("{} {}", step["name"].as_str().unwrap(), step["status"].as_str().unwrap())
+        })
+        .collect()
+}
+
+/// The message of the run's step `name`.
+fn step_message(run: &serde_json::Value, name: &str) -> String {
+    let steps = run["steps"].as_array().unwrap();
+    let step = steps.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no step {name} in {run}"));
+    step["message"].as_str().unwrap().to_owned()
+}
+
 #[test]
 fn push_test_preview_staging_approval_production() {
     let drover = Drover::new();
@@ -81,10 +103,19 @@ fn push_test_preview_staging_approval_production() {
     assert!(logs.contains("tests passed: 2 tests"), "{logs}");
     assert!(logs.contains("test sees ***") && !logs.contains(SECRET), "{logs}");
     assert!(logs.contains("stage preview: deploying"), "{logs}");
-    for step in ["checkout", "build", "test", "stage preview"] {
-        assert!(logs.contains(&format!("step {step} took ")), "no duration for {step}: {logs}");
+    for step in ["checkout", "build", "test", "deploy:preview"] {
+        assert!(logs.contains(&format!("step {step} succeeded in ")), "no end of {step}: {logs}");
     }
-    assert_eq!(run_json(&drover, &run)["tests"]["tests"], 2);
+    let green = run_json(&drover, &run);
+    assert_eq!(green["tests"]["tests"], 2);
+    assert_eq!(
+        steps(&green),
+        ["checkout succeeded", "build succeeded", "test succeeded", "deploy:preview succeeded"],
+        "{green}"
+    );
+    assert_eq!(step_message(&green, "build"), green["digest"].as_str().unwrap());
+    assert_eq!(step_message(&green, "test"), "2 tests, 0 failures, 0 skipped");
+    assert_eq!(step_message(&green, "deploy:preview"), "v1 of feature-login-shop is live");
     let (status, body) = drover.get("feature-login-shop", "/");
     assert_eq!(status, 200, "{body}");
 
@@ -100,6 +131,21 @@ fn push_test_preview_staging_approval_production() {
     let waiting = run_json(&drover, &run);
     assert_eq!(waiting["status"], "waiting", "{waiting}");
     assert_eq!(waiting["stage"], "production");
+    assert_eq!(
+        steps(&waiting),
+        [
+            "checkout succeeded",
+            "build succeeded",
+            "test succeeded",
+            "deploy:staging succeeded",
+            "approval:production waiting"
+        ],
+        "{waiting}"
+    );
+    // The same source as the feature branch: the build is a cache hit.
+    assert!(step_message(&waiting, "build").starts_with("cached: inputs unchanged, sha256:"), "{waiting}");
+    let table = drover.ok(&["run", "show", &run]);
+    assert!(table.contains("STEP") && table.contains("approval:production"), "{table}");
     let (status, body) = drover.get("shop-staging", "/");
     assert_eq!(status, 200);
     assert!(body.contains("\"staged\""), "staging has its own config: {body}");
@@ -108,6 +154,12 @@ fn push_test_preview_staging_approval_production() {
     drover.ok(&["approve", &run]);
     let logs = drover.ok(&["run", "logs", &run, "-f"]);
     assert!(logs.contains("stage production: deploying"), "{logs}");
+    let approved = run_json(&drover, &run);
+    assert_eq!(
+        steps(&approved)[4..],
+        ["approval:production succeeded", "checkout succeeded", "deploy:production succeeded"],
+        "{approved}"
+    );
     let (status, body) = drover.get("shop", "/");
     assert_eq!(status, 200);
     assert!(body.contains("\"hello\""), "staging's config stays in staging: {body}");
@@ -128,6 +180,11 @@ fn push_test_preview_staging_approval_production() {
     assert_eq!(failed["status"], "failed");
     assert!(failed["message"].as_str().unwrap().contains("tests failed: 2 tests, 1 failed"), "{failed}");
     assert!(failed["message"].as_str().unwrap().contains("test_root_shows_greeting_and_release"), "{failed}");
+    assert_eq!(steps(&failed), ["checkout succeeded", "build succeeded", "test failed"], "{failed}");
+    assert!(step_message(&failed, "test").starts_with("tests failed: 2 tests, 1 failed"), "{failed}");
+    assert_eq!(failed["tests"]["failures"], 1, "the report of a red run is kept: {failed}");
+    let table = drover.ok(&["run", "show", &run]);
+    assert!(table.contains("failed: AppTest.test_root_shows_greeting_and_release"), "{table}");
     assert_eq!(drover.json(&["releases", "shop"]), production);
     assert_eq!(drover.json(&["releases", "shop-staging"]), staging);
 
@@ -206,4 +263,63 @@ fn a_cancelled_run_stops_its_tests_and_a_newer_push_supersedes_a_queued_one() {
     });
     assert_eq!(run_json(&drover, &slow)["status"], "cancelled");
     drover.ok(&["cancel", &newest]);
+}
+
+#[test]
+fn a_server_killed_during_a_test_leaves_no_test_process_behind() {
+    let drover = Drover::new();
+    drover.start();
+    let repo = Repo::new();
+    write_app(repo.path());
+    // The test step leaves a `sleep` in its process group and says where it is; the shell waits
+    // for it, so the step runs until someone stops it.
+    let pids = tempfile::tempdir().unwrap();
+    let (shell_file, sleep_file) = (pids.path().join("shell"), pids.path().join("sleep"));
+    let yaml = std::fs::read_to_string(repo.path().join("drover.yml")).unwrap();
+    let slow = format!(
+        "- sleep 300 & echo $! > {sleep}.tmp; mv {sleep}.tmp {sleep}; echo $$ > {shell}; wait",
+        sleep = sleep_file.display(),
+        shell = shell_file.display()
+    );
+    std::fs::write(repo.path().join("drover.yml"), yaml.replace("- python3 test_app.py", &slow)).unwrap();
+    repo.commit_all("slow tests");
+    let token = std::fs::read_to_string(drover.path("token")).unwrap();
+    repo.ok(&[
+        "remote",
+        "add",
+        "drover",
+        &format!("http://drover:{}@{}/git/shop.git", token.trim(), api_addr(&drover)),
+    ]);
+    let run = push(&repo, "main");
+    let read_pid = |path: &Path| std::fs::read_to_string(path).ok()?.trim().parse::<u32>().ok();
+    wait_until("the slow test to start", Duration::from_secs(60), || {
+        read_pid(&sleep_file).is_some() && read_pid(&shell_file).is_some()
+    });
+    let processes: Vec<(u32, u64)> = [&sleep_file, &shell_file]
+        .into_iter()
+        .map(|path| {
+            let pid = read_pid(path).unwrap();
+            (pid, runtime::procfs::start_time(pid).unwrap_or_else(|| panic!("test process {pid} is not running")))
+        })
+        .collect();
+
+    let server = drover.server_pid();
+    assert!(std::process::Command::new("kill").args(["-9", &server.to_string()]).status().unwrap().success());
+    wait_until("the killed server to be gone", Duration::from_secs(10), || {
+        runtime::procfs::stat(server).is_none_or(|stat| stat.is_dead())
+    });
+    // Nobody stops a dead server's test processes by themselves.
+    for &(pid, start_time) in &processes {
+        assert!(runtime::procfs::is_alive(pid, start_time), "test process {pid} ended with the server");
+    }
+
+    drover.start();
+    wait_until("the test processes a dead server left to be killed", Duration::from_secs(30), || {
+        processes.iter().all(|&(pid, start_time)| !runtime::procfs::is_alive(pid, start_time))
+    });
+    let failed = run_json(&drover, &run);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["message"].as_str().unwrap().contains("interrupted"), "{failed}");
+    assert_eq!(steps(&failed), ["checkout succeeded", "build succeeded", "test failed"], "{failed}");
+    assert_eq!(step_message(&failed, "test"), "interrupted by a server stop");
 }

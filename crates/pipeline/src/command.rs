@@ -65,10 +65,13 @@ pub(crate) struct Invocation<'a> {
 }
 
 /// Runs `invocation.command` with `sh -c` and stdin from `/dev/null`, calling `on_line` with each
-/// line of its output (without the line ending; invalid UTF-8 replaced).
+/// line of its output (without the line ending; invalid UTF-8 replaced). `on_spawn` gets the
+/// shell's pid, which is also its process group's id, as soon as it started; the group is killed
+/// and its leader reaped before this returns.
 pub(crate) fn run(
     invocation: &Invocation<'_>,
     on_line: &mut dyn FnMut(&str),
+    on_spawn: &mut dyn FnMut(u32),
     cancel: &AtomicBool,
 ) -> Result<Ending, PipelineError> {
     let command = invocation.command;
@@ -91,6 +94,7 @@ pub(crate) fn run(
     // they are closed and every process holding the other copies has exited.
     drop(sh);
     let mut group = Group::new(child);
+    on_spawn(group.child.id());
     tracing::debug!(pid = group.leader.as_raw(), command, "test command started");
     let ending = watch(&mut group, reader, invocation, on_line, cancel).map_err(error("watch"))?;
     let status = group.reap().map_err(error("wait for"))?;

@@ -134,20 +134,26 @@ impl fmt::Display for CommandStatus {
 /// leaves running in its group are killed when its shell exits. Blocks until all of that is
 /// done: call it from a blocking task.
 ///
+/// Each command's process group is led by its shell; `on_spawn` gets the shell's pid (the
+/// group's id) as soon as it started, so a caller can record the group and kill it should the
+/// caller die. The group is killed before the next command starts and before this returns.
+///
 /// Errors are for a step that could not be run at all (the artifact directory is missing, the
 /// work directory cannot be created, `sh` cannot be started). Commands that fail and reports
 /// that are malformed are part of the [`TestOutcome`].
 pub fn run_tests(
     step: &TestStep,
     on_line: &mut dyn FnMut(&str),
+    on_spawn: &mut dyn FnMut(u32),
     cancel: &AtomicBool,
 ) -> Result<TestOutcome, PipelineError> {
-    run_with_grace(step, on_line, cancel, STOP_GRACE)
+    run_with_grace(step, on_line, on_spawn, cancel, STOP_GRACE)
 }
 
 pub(crate) fn run_with_grace(
     step: &TestStep,
     on_line: &mut dyn FnMut(&str),
+    on_spawn: &mut dyn FnMut(u32),
     cancel: &AtomicBool,
     grace: Duration,
 ) -> Result<TestOutcome, PipelineError> {
@@ -181,7 +187,7 @@ pub(crate) fn run_with_grace(
             break;
         }
         let invocation = Invocation { command: &command, cwd: &artifact_dir, env: &env, deadline, grace };
-        let status = match command::run(&invocation, on_line, cancel)? {
+        let status = match command::run(&invocation, on_line, on_spawn, cancel)? {
             Ending::Exited(status) => status,
             Ending::TimedOut => {
                 exit = ExitSummary::TimedOut { command_idx, command };
@@ -270,6 +276,7 @@ mod tests {
                 }
                 lines.push(line.to_owned());
             },
+            &mut |_| {},
             &cancel,
             Duration::from_millis(50),
         )

@@ -46,7 +46,8 @@ impl Fixture {
     /// Runs `step`, returning its outcome and every line it printed.
     fn run(&self, step: &TestStep) -> (TestOutcome, Vec<String>) {
         let mut lines = Vec::new();
-        let outcome = run_tests(step, &mut |line| lines.push(line.to_owned()), &AtomicBool::new(false)).unwrap();
+        let outcome =
+            run_tests(step, &mut |line| lines.push(line.to_owned()), &mut |_| {}, &AtomicBool::new(false)).unwrap();
         (outcome, lines)
     }
 
@@ -300,7 +301,7 @@ fn cancelling_stops_the_running_command() {
         }
         lines.push(line.to_owned());
     };
-    let outcome = run_tests(&step, on_line, &cancel).unwrap();
+    let outcome = run_tests(&step, on_line, &mut |_| {}, &cancel).unwrap();
     assert_eq!(lines, ["ready"]);
     assert_eq!(outcome.exit, ExitSummary::Cancelled { command_idx: 0, command: command(&step, 0) });
     assert!(!fixture.work().join("tmp/second-ran").exists());
@@ -310,9 +311,27 @@ fn cancelling_stops_the_running_command() {
     // Cancelled before it starts, nothing runs.
     let fixture = Fixture::new();
     let step = fixture.step(&["touch \"$TMPDIR/ran\""]);
-    let outcome = run_tests(&step, &mut |_| {}, &AtomicBool::new(true)).unwrap();
+    let outcome = run_tests(&step, &mut |_| {}, &mut |_| {}, &AtomicBool::new(true)).unwrap();
     assert_eq!(outcome.exit, ExitSummary::Cancelled { command_idx: 0, command: command(&step, 0) });
     assert!(!fixture.work().join("tmp/ran").exists());
+}
+
+#[test]
+fn each_command_reports_its_process_group_as_it_starts() {
+    let fixture = Fixture::new();
+    // Field 5 of /proc/PID/stat is the process group; `(sh)` has no space in it.
+    let report = "echo $$ $(cut -d' ' -f5 /proc/$$/stat)";
+    let step = fixture.step(&[report, report]);
+    let (mut lines, mut spawned) = (Vec::new(), Vec::new());
+    let outcome = run_tests(
+        &step,
+        &mut |line| lines.push(line.to_owned()),
+        &mut |pid| spawned.push(format!("{pid} {pid}")),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert!(outcome.passed(), "{outcome:?}");
+    assert_eq!(lines, spawned, "each command's shell leads its group, and is what on_spawn names");
 }
 
 /// Names, sizes and modification times of everything under `dir`.
@@ -364,7 +383,7 @@ fn a_missing_artifact_is_an_error_before_anything_runs() {
     let fixture = Fixture::new();
     let mut step = fixture.step(&["touch \"$TMPDIR/ran\""]);
     step.artifact_dir = fixture.dir.path().join("missing");
-    let error = run_tests(&step, &mut |_| {}, &AtomicBool::new(false)).unwrap_err();
+    let error = run_tests(&step, &mut |_| {}, &mut |_| {}, &AtomicBool::new(false)).unwrap_err();
     assert!(matches!(error, PipelineError::Io { action: "open artifact directory", .. }), "{error:?}");
     assert!(error.to_string().starts_with("cannot open artifact directory /"), "{error}");
     assert!(!fixture.work().join("tmp/ran").exists());

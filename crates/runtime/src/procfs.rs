@@ -1,5 +1,5 @@
-//! What `/proc` says about processes: state, process group and start time, and the liveness
-//! check that guards against pid reuse.
+//! What `/proc` says about processes: state, process group and start time, the liveness check
+//! that guards against pid reuse, and which boot we are in.
 //!
 //! A pid alone does not identify a process across time: after it exits the kernel may hand the
 //! same number to an unrelated process. A pid together with its start time (field 22 of
@@ -7,9 +7,9 @@
 
 use std::fs;
 
-/// The fields of `/proc/<pid>/stat` this crate needs.
+/// The fields of `/proc/<pid>/stat` Drover needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ProcStat {
+pub struct ProcStat {
     /// One letter: `R`, `S`, `D`, `Z` (zombie), `X` (dead), ...
     pub state: char,
     pub pgrp: i32,
@@ -19,7 +19,7 @@ pub(crate) struct ProcStat {
 
 impl ProcStat {
     /// Exited but not yet reaped by its parent: nothing runs any more.
-    pub(crate) fn is_dead(&self) -> bool {
+    pub fn is_dead(&self) -> bool {
         matches!(self.state, 'Z' | 'X' | 'x')
     }
 }
@@ -36,8 +36,8 @@ pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
     Some(ProcStat { state, pgrp, start_time })
 }
 
-/// The status of process `pid`, or `None` if there is no such process.
-pub(crate) fn stat(pid: u32) -> Option<ProcStat> {
+/// The status of process `pid`, zombie or not, or `None` if there is no such process.
+pub fn stat(pid: u32) -> Option<ProcStat> {
     parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
@@ -68,6 +68,18 @@ pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| stat(pid).is_some_and(|stat| stat.pgrp == pgid && !stat.is_dead()))
         .collect()
+}
+
+/// The live (non-zombie) processes of process group `pgid` that started at `since` (clock ticks
+/// since boot) or later. Given the start time of the group's leader, this leaves out processes
+/// that cannot be its descendants.
+pub fn group_members_since(pgid: u32, since: u64) -> Vec<u32> {
+    group_members(pgid).into_iter().filter(|&pid| stat(pid).is_some_and(|stat| stat.start_time >= since)).collect()
+}
+
+/// This boot's random id. Pids and start times only mean something within one boot.
+pub fn boot_id() -> Option<String> {
+    Some(fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?.trim().to_owned())
 }
 
 /// Whether process `pid`'s initial environment contains the entry `entry` (`NAME=value`).

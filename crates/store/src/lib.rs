@@ -1,4 +1,5 @@
-//! Drover's durable state in SQLite: apps, releases, instances, deploys and events.
+//! Drover's durable state in SQLite: apps, releases, instances, deploys, pipeline runs and their
+//! steps, and events.
 //!
 //! This is the only crate that writes SQL. Every write that changes more than one row runs in
 //! one transaction, and the database runs in WAL mode, so a `kill -9` of the control plane leaves
@@ -217,6 +218,111 @@ fn row_run(row: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
     })
 }
 
+/// Where a step of a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepStatus {
+    Running,
+    /// An approval step: the run waits for `drover approve` or `drover reject`.
+    Waiting,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// Nothing to do, e.g. a test step of an app that declares no tests.
+    Skipped,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Running => "running",
+            StepStatus::Waiting => "waiting",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Cancelled => "cancelled",
+            StepStatus::Skipped => "skipped",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "running" => StepStatus::Running,
+            "waiting" => StepStatus::Waiting,
+            "succeeded" => StepStatus::Succeeded,
+            "cancelled" => StepStatus::Cancelled,
+            "skipped" => StepStatus::Skipped,
+            _ => StepStatus::Failed,
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        !matches!(self, StepStatus::Running | StepStatus::Waiting)
+    }
+
+    /// What an open step of a run that moved to `run` becomes; `None` while the run goes on.
+    fn closed_by(run: RunStatus) -> Option<Self> {
+        match run {
+            RunStatus::Succeeded => Some(StepStatus::Succeeded),
+            RunStatus::Cancelled | RunStatus::Superseded => Some(StepStatus::Cancelled),
+            RunStatus::Failed | RunStatus::Rejected => Some(StepStatus::Failed),
+            RunStatus::Queued | RunStatus::Running | RunStatus::Waiting => None,
+        }
+    }
+}
+
+/// One step of a run (`checkout`, `build`, `test`, `deploy:STAGE`, `approval:STAGE`), in the
+/// order the steps started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunStep {
+    pub run: u64,
+    /// 1, 2, ... within the run.
+    pub seq: u64,
+    pub name: String,
+    pub status: StepStatus,
+    pub started_at_ms: u64,
+    /// `None` while the step runs or waits.
+    pub finished_at_ms: Option<u64>,
+    /// What came of it: a digest, a test summary, an error.
+    pub message: String,
+}
+
+const STEP_COLUMNS: &str = "run, seq, name, status, started_at_ms, finished_at_ms, message";
+
+/// Finishes the steps of run `run` that still run or wait; returns how many there were.
+fn close_open_steps(conn: &Connection, run: u64, status: StepStatus, message: &str, now_ms: u64) -> Result<usize> {
+    Ok(conn.execute(
+        "UPDATE run_steps SET status = ?1, message = ?2, finished_at_ms = ?3 WHERE run = ?4 AND finished_at_ms IS NULL",
+        params![status.as_str(), message, now_ms, run],
+    )?)
+}
+
+fn row_step(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunStep> {
+    Ok(RunStep {
+        run: row.get(0)?,
+        seq: row.get(1)?,
+        name: row.get(2)?,
+        status: StepStatus::parse(&row.get::<_, String>(3)?),
+        started_at_ms: row.get(4)?,
+        finished_at_ms: row.get(5)?,
+        message: row.get(6)?,
+    })
+}
+
+/// The process group of a build or test command, recorded from just after it started until it
+/// is gone, so a server that died meanwhile can kill what it left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepGroup {
+    /// The group's id: the pid of its leader, the command's shell.
+    pub pgid: u32,
+    /// The leader's start time, in clock ticks since boot (`/proc/PID/stat` field 22).
+    pub leader_start_time: u64,
+    /// The boot the group ran in: pids and start times mean nothing in another.
+    pub boot_id: String,
+    /// What ran, for logs: `build of shop`, `tests of shop (run 4)`.
+    pub what: String,
+    pub recorded_at_ms: u64,
+}
+
 /// A test record of an artifact: what was tested is what may ship.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attestation {
@@ -381,6 +487,28 @@ ALTER TABLE runs ADD COLUMN test_json TEXT;
 "#,
     r#"
 ALTER TABLE apps ADD COLUMN destroyed INTEGER NOT NULL DEFAULT 0;
+"#,
+    r#"
+CREATE TABLE run_steps (
+    run INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    finished_at_ms INTEGER,
+    message TEXT NOT NULL,
+    PRIMARY KEY (run, seq)
+);
+"#,
+    r#"
+CREATE TABLE step_groups (
+    pgid INTEGER NOT NULL,
+    leader_start_time INTEGER NOT NULL,
+    boot_id TEXT NOT NULL,
+    what TEXT NOT NULL,
+    recorded_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (pgid, leader_start_time, boot_id)
+);
 "#,
 ];
 
@@ -758,6 +886,9 @@ impl Store {
              WHERE app = ?1 AND branch = ?2 AND status IN ('queued', 'waiting')",
             params![app.as_str(), branch, now_ms],
         )?;
+        for &run in &superseded {
+            close_open_steps(&tx, run, StepStatus::Cancelled, "superseded by a newer push", now_ms)?;
+        }
         tx.execute(
             "INSERT INTO runs (app, branch, commit_sha, trigger, status, message, created_at_ms)
              VALUES (?1, ?2, ?3, ?4, 'queued', 'queued', ?5)",
@@ -802,16 +933,75 @@ impl Store {
     }
 
     /// Moves a run to `status`; only an unfinished run changes, so a cancel cannot be undone by
-    /// a step finishing late. Returns whether it changed.
+    /// a step finishing late. A run that ends closes its open steps (a cancelled run's as
+    /// cancelled, a failed or rejected run's as failed) with `message`, in the same transaction.
+    /// Returns whether it changed.
     pub fn set_run_status(&self, id: u64, status: RunStatus, message: &str, now_ms: u64) -> Result<bool> {
-        let n = self.conn.execute(
+        let tx = self.conn.unchecked_transaction()?;
+        let n = tx.execute(
             "UPDATE runs SET status = ?1, message = ?2,
                 started_at_ms = CASE WHEN ?1 = 'running' THEN ?3 ELSE started_at_ms END,
                 finished_at_ms = CASE WHEN ?1 IN ('queued', 'running') THEN NULL ELSE ?3 END
              WHERE id = ?4 AND status IN ('queued', 'running', 'waiting')",
             params![status.as_str(), message, now_ms, id],
         )?;
+        if n > 0 {
+            if let Some(closed) = StepStatus::closed_by(status) {
+                close_open_steps(&tx, id, closed, message, now_ms)?;
+            }
+        }
+        tx.commit()?;
         Ok(n > 0)
+    }
+
+    /// Adds step `name` to run `id` with `status`: `Running` or `Waiting` for a step that begins
+    /// now, a finished status for one that is over as it is recorded (a skipped step). Steps
+    /// are only added to a running run, so a run that was cancelled or failed meanwhile gets no
+    /// step that nothing would finish; `None` then. Returns the step's number.
+    pub fn add_run_step(
+        &self,
+        id: u64,
+        name: &str,
+        status: StepStatus,
+        message: &str,
+        now_ms: u64,
+    ) -> Result<Option<u64>> {
+        let finished_at_ms = status.is_finished().then_some(now_ms);
+        Ok(self
+            .conn
+            .query_row(
+                "INSERT INTO run_steps (run, seq, name, status, started_at_ms, finished_at_ms, message)
+                 SELECT ?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM run_steps WHERE run = ?1), ?2, ?3, ?4, ?5, ?6
+                 WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?1 AND status = 'running')
+                 RETURNING seq",
+                params![id, name, status.as_str(), now_ms, finished_at_ms, message],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Finishes step `seq` of run `id`. Only an open step changes, so a step closed by a cancel
+    /// stays cancelled. Returns whether it changed.
+    pub fn finish_run_step(&self, id: u64, seq: u64, status: StepStatus, message: &str, now_ms: u64) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE run_steps SET status = ?1, message = ?2, finished_at_ms = ?3
+             WHERE run = ?4 AND seq = ?5 AND finished_at_ms IS NULL",
+            params![status.as_str(), message, now_ms, id, seq],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Finishes every open step of run `id`, e.g. the approval it waited for. Returns how many.
+    pub fn finish_open_run_steps(&self, id: u64, status: StepStatus, message: &str, now_ms: u64) -> Result<usize> {
+        close_open_steps(&self.conn, id, status, message, now_ms)
+    }
+
+    /// The steps of run `id`, in the order they started.
+    pub fn run_steps(&self, id: u64) -> Result<Vec<RunStep>> {
+        let mut stmt =
+            self.conn.prepare(&format!("SELECT {STEP_COLUMNS} FROM run_steps WHERE run = ?1 ORDER BY seq"))?;
+        let rows = stmt.query_map([id], row_step)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub fn set_run_stage(&self, id: u64, stage: Option<&str>) -> Result<()> {
@@ -866,13 +1056,22 @@ impl Store {
         Ok(())
     }
 
-    /// Runs left running by a control plane that died are failed, never left running forever.
+    /// Runs left running by a control plane that died are failed, never left running forever,
+    /// and so are the steps they were in. Approval steps of waiting runs keep waiting.
     pub fn fail_interrupted_runs(&self, now_ms: u64) -> Result<usize> {
-        Ok(self.conn.execute(
+        let tx = self.conn.unchecked_transaction()?;
+        let n = tx.execute(
             "UPDATE runs SET status = 'failed', message = 'interrupted: the server stopped during the run', finished_at_ms = ?1
              WHERE status = 'running'",
             [now_ms],
-        )?)
+        )?;
+        tx.execute(
+            "UPDATE run_steps SET status = 'failed', message = 'interrupted by a server stop', finished_at_ms = ?1
+             WHERE status = 'running' AND finished_at_ms IS NULL",
+            [now_ms],
+        )?;
+        tx.commit()?;
+        Ok(n)
     }
 
     pub fn append_run_log(&self, id: u64, line: &str) -> Result<()> {
@@ -886,6 +1085,42 @@ impl Store {
     pub fn run_log(&self, id: u64, after: u64) -> Result<Vec<(u64, String)>> {
         let mut stmt = self.conn.prepare("SELECT seq, line FROM run_log WHERE run = ?1 AND seq > ?2 ORDER BY seq")?;
         let rows = stmt.query_map(params![id, after], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    // ----- build and test process groups -----
+
+    pub fn record_step_group(&self, group: &StepGroup) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO step_groups (pgid, leader_start_time, boot_id, what, recorded_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![group.pgid, group.leader_start_time, group.boot_id, group.what, group.recorded_at_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn forget_step_group(&self, group: &StepGroup) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM step_groups WHERE pgid = ?1 AND leader_start_time = ?2 AND boot_id = ?3",
+            params![group.pgid, group.leader_start_time, group.boot_id],
+        )?;
+        Ok(())
+    }
+
+    /// The recorded groups, oldest first.
+    pub fn step_groups(&self) -> Result<Vec<StepGroup>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT pgid, leader_start_time, boot_id, what, recorded_at_ms FROM step_groups ORDER BY recorded_at_ms, pgid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StepGroup {
+                pgid: r.get(0)?,
+                leader_start_time: r.get(1)?,
+                boot_id: r.get(2)?,
+                what: r.get(3)?,
+                recorded_at_ms: r.get(4)?,
+            })
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -1093,6 +1328,95 @@ mod tests {
         store.append_run_log(third, "a").unwrap();
         store.append_run_log(third, "b").unwrap();
         assert_eq!(store.run_log(third, 1).unwrap(), vec![(2, "b".to_owned())]);
+    }
+
+    #[test]
+    fn steps_are_recorded_in_order_and_never_left_open_by_a_finished_run() {
+        let mut store = Store::open_in_memory().unwrap();
+        let app = AppName::parse("hello").unwrap();
+        let render = |store: &Store, run: u64| -> Vec<String> {
+            let steps = store.run_steps(run).unwrap();
+            steps
+                .iter()
+                .map(|s| {
+                    let end = s.finished_at_ms.map_or("-".to_owned(), |t| t.to_string());
+                    format!("{} {} {} {}..{end} {}", s.seq, s.name, s.status.as_str(), s.started_at_ms, s.message)
+                })
+                .collect()
+        };
+
+        // A queued run gets no steps: nothing would finish them.
+        let (green, _) = store.queue_run(&app, "main", "aaa", "push", 1).unwrap();
+        assert_eq!(store.add_run_step(green, "checkout", StepStatus::Running, "", 2).unwrap(), None);
+        store.set_run_status(green, RunStatus::Running, "checking out", 2).unwrap();
+        let checkout = store.add_run_step(green, "checkout", StepStatus::Running, "", 3).unwrap().unwrap();
+        assert!(store.finish_run_step(green, checkout, StepStatus::Succeeded, "", 4).unwrap());
+        assert!(!store.finish_run_step(green, checkout, StepStatus::Failed, "late", 5).unwrap(), "finished once");
+        store.add_run_step(green, "test", StepStatus::Skipped, "no tests declared", 5).unwrap();
+        store.add_run_step(green, "approval:production", StepStatus::Waiting, "", 6).unwrap();
+        store.set_run_status(green, RunStatus::Waiting, "waiting", 6).unwrap();
+        assert_eq!(
+            render(&store, green),
+            [
+                "1 checkout succeeded 3..4 ",
+                "2 test skipped 5..5 no tests declared",
+                "3 approval:production waiting 6..- ",
+            ]
+        );
+        // Approved: the approval succeeds and the run goes on where it waited.
+        assert_eq!(store.finish_open_run_steps(green, StepStatus::Succeeded, "approved", 7).unwrap(), 1);
+        store.set_run_status(green, RunStatus::Queued, "approved", 7).unwrap();
+        store.set_run_status(green, RunStatus::Running, "resumed", 8).unwrap();
+        let deploy = store.add_run_step(green, "deploy:production", StepStatus::Running, "", 9).unwrap().unwrap();
+        assert_eq!(deploy, 4);
+        store.finish_run_step(green, deploy, StepStatus::Succeeded, "v1 of hello is live", 10).unwrap();
+        store.set_run_status(green, RunStatus::Succeeded, "live", 10).unwrap();
+        assert_eq!(render(&store, green)[2], "3 approval:production succeeded 6..7 approved");
+
+        // A cancelled run's step is cancelled, and a late finish does not undo it.
+        let (cancelled, _) = store.queue_run(&app, "main", "bbb", "push", 11).unwrap();
+        store.set_run_status(cancelled, RunStatus::Running, "x", 12).unwrap();
+        let test = store.add_run_step(cancelled, "test", StepStatus::Running, "", 12).unwrap().unwrap();
+        store.set_run_status(cancelled, RunStatus::Cancelled, "cancelled", 13).unwrap();
+        assert!(!store.finish_run_step(cancelled, test, StepStatus::Failed, "tests failed", 14).unwrap());
+        assert_eq!(render(&store, cancelled), ["1 test cancelled 12..13 cancelled"]);
+        assert_eq!(store.add_run_step(cancelled, "deploy", StepStatus::Running, "", 14).unwrap(), None);
+
+        // A newer push supersedes a waiting run and cancels the approval it waited for.
+        let (waiting, _) = store.queue_run(&app, "main", "ccc", "push", 15).unwrap();
+        store.set_run_status(waiting, RunStatus::Running, "x", 15).unwrap();
+        store.add_run_step(waiting, "approval:production", StepStatus::Waiting, "", 16).unwrap();
+        store.set_run_status(waiting, RunStatus::Waiting, "waiting", 16).unwrap();
+        // A server stop interrupts running steps, not waiting ones.
+        let (interrupted, _) = store.queue_run(&app, "feature", "ddd", "push", 17).unwrap();
+        store.set_run_status(interrupted, RunStatus::Running, "x", 17).unwrap();
+        store.add_run_step(interrupted, "build", StepStatus::Running, "", 18).unwrap();
+        assert_eq!(store.fail_interrupted_runs(19).unwrap(), 1);
+        assert_eq!(render(&store, interrupted), ["1 build failed 18..19 interrupted by a server stop"]);
+        assert_eq!(render(&store, waiting), ["1 approval:production waiting 16..- "]);
+        store.queue_run(&app, "main", "eee", "push", 20).unwrap();
+        assert_eq!(render(&store, waiting), ["1 approval:production cancelled 16..20 superseded by a newer push"]);
+    }
+
+    #[test]
+    fn step_groups_are_kept_until_forgotten() {
+        let store = Store::open_in_memory().unwrap();
+        let group = |pgid: u32, what: &str, at: u64| StepGroup {
+            pgid,
+            leader_start_time: 1000 + u64::from(pgid),
+            boot_id: "boot".to_owned(),
+            what: what.to_owned(),
+            recorded_at_ms: at,
+        };
+        store.record_step_group(&group(7, "build of a", 2)).unwrap();
+        store.record_step_group(&group(5, "tests of b", 1)).unwrap();
+        // Recorded twice (it cannot be, but a retry must not fail): one row.
+        store.record_step_group(&group(7, "build of a", 2)).unwrap();
+        assert_eq!(store.step_groups().unwrap(), [group(5, "tests of b", 1), group(7, "build of a", 2)]);
+        store.forget_step_group(&group(5, "tests of b", 1)).unwrap();
+        // Another boot's group of the same id is another group.
+        store.forget_step_group(&StepGroup { boot_id: "other".to_owned(), ..group(7, "build of a", 2) }).unwrap();
+        assert_eq!(store.step_groups().unwrap(), [group(7, "build of a", 2)]);
     }
 
     #[test]
