@@ -305,7 +305,7 @@ impl<R: Runtime> Reconciler<R> {
             command: spec.processes.get(process).cloned().unwrap_or_default(),
             env,
             port,
-            slug_dir,
+            artifact: runtime::Artifact::Slug(slug_dir),
             stop_grace: spec.deploy.stop_grace,
             sealed_env,
         };

@@ -14,7 +14,7 @@
 //! crash) never sees half a file.
 
 use crate::isolation::IsolationRequest;
-use crate::{InstanceSpec, Isolation, RuntimeError};
+use crate::{Artifact, InstanceSpec, Isolation, RuntimeError};
 use model::{AppName, InstanceId, ProcessType, ReleaseId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -55,6 +55,7 @@ pub(crate) struct SpecFile {
 impl SpecFile {
     pub(crate) fn new(
         spec: &InstanceSpec,
+        slug_dir: &Path,
         logs_root: &Path,
         isolation: IsolationRequest,
         key_file: Option<&Path>,
@@ -67,7 +68,7 @@ impl SpecFile {
             command: spec.command.clone(),
             env: spec.env.clone(),
             port: spec.port,
-            slug_dir: spec.slug_dir.clone(),
+            slug_dir: slug_dir.to_owned(),
             stop_grace_ms: u64::try_from(spec.stop_grace.as_millis()).unwrap_or(u64::MAX),
             logs_root: logs_root.to_owned(),
             isolation,
@@ -89,7 +90,7 @@ impl SpecFile {
             command: self.command.clone(),
             env: self.env.clone(),
             port: self.port,
-            slug_dir: self.slug_dir.clone(),
+            artifact: Artifact::Slug(self.slug_dir.clone()),
             stop_grace: self.stop_grace(),
             sealed_env: self.sealed_env.clone(),
         }
@@ -188,11 +189,12 @@ mod tests {
             command: "exec ./server".to_owned(),
             env: BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]),
             port: Some(8080),
-            slug_dir: PathBuf::from("/srv/slugs/abc"),
+            artifact: Artifact::Slug(PathBuf::from("/srv/slugs/abc")),
             stop_grace: Duration::from_millis(2500),
             sealed_env: Vec::new(),
         };
-        let file = SpecFile::new(&spec, Path::new("/var/lib/drover/logs"), IsolationRequest::Off, None);
+        let slug_dir = Path::new("/srv/slugs/abc");
+        let file = SpecFile::new(&spec, slug_dir, Path::new("/var/lib/drover/logs"), IsolationRequest::Off, None);
         let json = serde_json::to_string(&file).unwrap();
         let back: SpecFile = serde_json::from_str(&json).unwrap();
         assert_eq!(back.to_spec(), spec);

@@ -46,14 +46,25 @@ pub struct InstanceSpec {
     pub env: BTreeMap<String, String>,
     /// Sets `$PORT`; the app is expected to listen on it.
     pub port: Option<u16>,
-    /// The unpacked artifact, used as the working directory. Treated as read-only: backends
-    /// that can enforce it do.
-    pub slug_dir: PathBuf,
+    /// What the instance runs: an unpacked slug or a container image.
+    pub artifact: Artifact,
     /// Time between SIGTERM and SIGKILL when the instance stops.
     pub stop_grace: Duration,
     /// Secret environment variables, sealed. Only the supervisor opens them, into the app's
     /// environment; every log line of the app is masked for their values.
     pub sealed_env: Vec<SealedVar>,
+}
+
+/// What an instance runs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Artifact {
+    /// An unpacked slug directory, absolute: the working directory of the app's processes and
+    /// treated as read-only (backends that can enforce it do). The process backend runs it in
+    /// place; the Docker backend mounts it read-only at `/app` in its stack image.
+    Slug(PathBuf),
+    /// A container image, by id (`sha256:...`) or reference. Only container backends run it.
+    Image(String),
 }
 
 /// One secret environment variable, sealed with the runtime's key file (see

@@ -13,7 +13,9 @@
 
 use crate::disk::{self, ShimFile, ShimState, SpecFile};
 use crate::isolation::IsolationRequest;
-use crate::{procfs, ExitCause, InstanceSpec, InstanceState, InstanceStatus, Isolation, Runtime, RuntimeError};
+use crate::{
+    procfs, Artifact, ExitCause, InstanceSpec, InstanceState, InstanceStatus, Isolation, Runtime, RuntimeError,
+};
 use model::InstanceId;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -97,7 +99,8 @@ impl ProcessRuntime {
         dir: &Path,
         launched: &mut Option<ShimProcess>,
     ) -> Result<InstanceStatus, RuntimeError> {
-        let spec_file = SpecFile::new(spec, &self.inner.logs_root, self.isolation, self.key_file.as_deref());
+        let spec_file =
+            SpecFile::new(spec, slug_dir(spec)?, &self.inner.logs_root, self.isolation, self.key_file.as_deref());
         disk::write_json(&dir.join(disk::SPEC_FILE), &spec_file)?;
         let shim = spawn_shim(&spec.id, &self.inner.shim_exe, dir).await?;
         *launched = Some(shim);
@@ -329,13 +332,25 @@ fn validate(spec: &InstanceSpec) -> Result<(), RuntimeError> {
             return invalid(format!("environment variable {name} contains a NUL byte"));
         }
     }
-    if !spec.slug_dir.is_absolute() {
-        return invalid(format!("slug directory {} is not an absolute path", spec.slug_dir.display()));
+    slug_dir(spec).map(drop)
+}
+
+/// The slug an instance runs from: an existing directory, by absolute path.
+fn slug_dir(spec: &InstanceSpec) -> Result<&Path, RuntimeError> {
+    let invalid = |reason: String| Err(RuntimeError::InvalidSpec { id: spec.id.clone(), reason });
+    let slug_dir = match &spec.artifact {
+        Artifact::Slug(dir) => dir,
+        Artifact::Image(image) => {
+            return invalid(format!("image {image} needs a container runtime; the process runtime runs slugs"))
+        }
+    };
+    if !slug_dir.is_absolute() {
+        return invalid(format!("slug directory {} is not an absolute path", slug_dir.display()));
     }
-    if !spec.slug_dir.is_dir() {
-        return invalid(format!("slug directory {} does not exist or is not a directory", spec.slug_dir.display()));
+    if !slug_dir.is_dir() {
+        return invalid(format!("slug directory {} does not exist or is not a directory", slug_dir.display()));
     }
-    Ok(())
+    Ok(slug_dir)
 }
 
 /// What an instance's files say, given whether its shim is alive.
@@ -548,7 +563,7 @@ mod tests {
             command: "true".to_owned(),
             env: BTreeMap::new(),
             port: None,
-            slug_dir: PathBuf::from("/"),
+            artifact: Artifact::Slug(PathBuf::from("/")),
             stop_grace: Duration::from_secs(1),
             sealed_env: Vec::new(),
         }
@@ -606,8 +621,9 @@ mod tests {
             (InstanceSpec { env: env("A=B", "x"), ..spec() }, false),
             (InstanceSpec { env: env("", "x"), ..spec() }, false),
             (InstanceSpec { env: env("A", "x\0"), ..spec() }, false),
-            (InstanceSpec { slug_dir: PathBuf::from("relative"), ..spec() }, false),
-            (InstanceSpec { slug_dir: PathBuf::from("/definitely/not/here"), ..spec() }, false),
+            (InstanceSpec { artifact: Artifact::Slug(PathBuf::from("relative")), ..spec() }, false),
+            (InstanceSpec { artifact: Artifact::Slug(PathBuf::from("/definitely/not/here")), ..spec() }, false),
+            (InstanceSpec { artifact: Artifact::Image("busybox".to_owned()), ..spec() }, false),
         ];
         for (spec, ok) in table {
             assert_eq!(validate(&spec).is_ok(), ok, "{spec:?}");

@@ -5,7 +5,7 @@
 use logs::{LogRecord, ReadOptions, Stream};
 use model::{AppName, InstanceId, ProcessType, ReleaseId};
 use runtime::{
-    ExitCause, InstanceSpec, InstanceState, InstanceStatus, Isolation, ProcessRuntime, Runtime, RuntimeError,
+    Artifact, ExitCause, InstanceSpec, InstanceState, InstanceStatus, Isolation, ProcessRuntime, Runtime, RuntimeError,
 };
 use std::collections::BTreeMap;
 use std::fs;
@@ -52,7 +52,7 @@ impl Fixture {
             command: command.to_owned(),
             env: BTreeMap::new(),
             port: None,
-            slug_dir: self.slug(),
+            artifact: Artifact::Slug(self.slug()),
             stop_grace: Duration::from_secs(5),
             sealed_env: Vec::new(),
         }
@@ -424,7 +424,7 @@ async fn bad_requests_are_rejected_without_side_effects() {
     let runtime = &fixture.runtime;
 
     let mut missing_slug = fixture.spec("k11", "true");
-    missing_slug.slug_dir = fixture.dir.path().join("no-such-slug");
+    missing_slug.artifact = Artifact::Slug(fixture.dir.path().join("no-such-slug"));
     assert!(matches!(runtime.start(missing_slug).await, Err(RuntimeError::InvalidSpec { .. })));
     assert!(runtime.list().await.unwrap().is_empty());
 
