@@ -4,11 +4,12 @@
 
 use crate::server::Ctx;
 use deploy::reconciler::now_ms;
-use model::pipeline::{preview_app_name, StageSpec};
+use model::pipeline::{preview_app_name, preview_app_name_hashed, StageSpec};
 use model::{AppName, AppSpec, Digest};
 use pipeline::{TestOutcome, TestStep};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use store::{Claim, StageOwner};
 
 /// Whether a release must have a passing test record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,12 +150,40 @@ pub(crate) fn check_gate(ctx: &Ctx, spec: &AppSpec, digest: &Digest, gate: Gate)
     }
 }
 
-/// The app a stage deploys to: `production` is the app itself, `preview` an app per branch,
-/// any other stage `APP-STAGE`.
-pub(crate) fn stage_app(app: &AppName, stage: &StageSpec, branch: &str) -> Result<AppName, String> {
-    match stage.name.as_str() {
-        "production" => Ok(app.clone()),
-        "preview" => preview_app_name(app, branch).ok_or_else(|| format!("branch {branch:?} has no preview name")),
-        other => AppName::parse(&format!("{app}-{other}")).map_err(|e| format!("stage {other}: {e}")),
+/// The app a stage deploys to, claimed for this pipeline in the store: `production` is the app
+/// itself, `preview` an app per branch, any other stage `APP-STAGE`. An app that exists without
+/// being this stage's (deployed by hand, another pipeline's stage, another branch's preview) is
+/// never taken over: a preview then gets its hashed name, any other stage fails naming the app.
+pub(crate) fn claim_stage_app(ctx: &Ctx, app: &AppName, stage: &StageSpec, branch: &str) -> Result<AppName, String> {
+    let preview = stage.name == "preview";
+    if stage.name == "production" {
+        return Ok(app.clone());
     }
+    let owner = StageOwner {
+        pipeline_app: app.clone(),
+        stage: stage.name.clone(),
+        branch: if preview { branch.to_owned() } else { String::new() },
+    };
+    let mut candidates = Vec::new();
+    // The app this stage had before comes first, so a branch keeps its preview app.
+    candidates.extend(ctx.store().stage_app(&owner).map_err(|e| e.to_string())?);
+    if preview {
+        candidates.extend(preview_app_name(app, branch));
+        candidates.extend(preview_app_name_hashed(app, branch));
+    } else {
+        candidates
+            .push(AppName::parse(&format!("{app}-{}", stage.name)).map_err(|e| format!("stage {}: {e}", stage.name))?);
+    }
+    candidates.dedup();
+    if candidates.is_empty() {
+        return Err(format!("branch {branch:?} has no preview name"));
+    }
+    let mut taken = Vec::new();
+    for candidate in candidates {
+        match ctx.store().claim_stage_app(&candidate, &owner).map_err(|e| e.to_string())? {
+            Claim::Ours => return Ok(candidate),
+            Claim::Taken(why) => taken.push(format!("{candidate} is taken: {why}")),
+        }
+    }
+    Err(format!("stage {} has no app to deploy to: {}", stage.name, taken.join("; ")))
 }

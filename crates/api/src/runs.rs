@@ -305,7 +305,7 @@ async fn steps(ctx: &Arc<Ctx>, run: &Run, cancel: &Arc<AtomicBool>) -> Result<St
             StepRecord::start(ctx, run.id, &format!("approval:{}", stage.name), StepStatus::Waiting, &waiting);
             return Ok(Step::AwaitApproval(stage.name.clone()));
         }
-        let app = crate::pipeline::stage_app(&spec.name, stage, &run.branch)?;
+        let app = crate::pipeline::claim_stage_app(ctx, &spec.name, stage, &run.branch)?;
         log(ctx, run.id, &format!("stage {}: deploying {digest} to {app}", stage.name));
         let mut staged = spec.clone();
         staged.vars_from = Some(model::VarScope { app: spec.name.clone(), stage: stage.name.clone() });
@@ -538,10 +538,12 @@ async fn decide(ctx: &Arc<Ctx>, id: u64, next: RunStatus) -> ApiResult<Json<RunV
 
 /// A deleted branch takes its preview app with it: the app stops running and says why.
 pub(crate) fn destroy_preview(ctx: &Ctx, app: &AppName, branch: &str) -> String {
-    let Some(preview) = model::pipeline::preview_app_name(app, branch) else {
+    let owner = store::StageOwner { pipeline_app: app.clone(), stage: "preview".to_owned(), branch: branch.to_owned() };
+    let store = ctx.store();
+    let Ok(Some(preview)) = store.stage_app(&owner) else {
         return format!("branch {branch:?} deleted");
     };
-    let store = ctx.store();
+    let _ = store.release_stage_app(&preview);
     match store.app(&preview) {
         Ok(state) if !state.destroyed => {
             let _ = store.destroy_app(&preview);

@@ -323,3 +323,72 @@ fn a_server_killed_during_a_test_leaves_no_test_process_behind() {
     assert_eq!(steps(&failed), ["checkout succeeded", "build succeeded", "test failed"], "{failed}");
     assert_eq!(step_message(&failed, "test"), "interrupted by a server stop");
 }
+
+#[test]
+fn a_stage_never_takes_over_an_app_that_is_not_its_own() {
+    let drover = Drover::new();
+    drover.start();
+    // Apps deployed by hand whose names a stage of `shop` would pick.
+    for (name, greeting) in [("prod-shop", "untouchable"), ("shop-staging", "mine")] {
+        let app = app_dir(name, &format!("env: {{GREETING: {greeting}}}"));
+        drover.ok(&["deploy", app.path().to_str().unwrap()]);
+    }
+
+    let repo = Repo::new();
+    write_app(repo.path());
+    repo.commit_all("shop");
+    let token = std::fs::read_to_string(drover.path("token")).unwrap();
+    repo.ok(&[
+        "remote",
+        "add",
+        "drover",
+        &format!("http://drover:{}@{}/git/shop.git", token.trim(), api_addr(&drover)),
+    ]);
+    let pushed = |branch: &str| {
+        repo.ok(&["checkout", "--quiet", "-B", branch]);
+        let run = push(&repo, branch);
+        // Exits non-zero for a failed run, which is one of the cases.
+        drover.run(&["run", "logs", &run, "-f"]);
+        run_json(&drover, &run)
+    };
+    let preview_of = |run: &serde_json::Value| {
+        // "vN of APP is live"
+        let message = step_message(run, "deploy:preview");
+        message.split(' ').nth(2).unwrap_or_else(|| panic!("{message}")).to_owned()
+    };
+
+    // Branch `prod` would be `prod-shop`, which is taken: the preview gets its hashed name.
+    let prod = pushed("prod");
+    assert_eq!(prod["status"], "succeeded", "{prod}");
+    let preview = preview_of(&prod);
+    assert!(preview.starts_with("prod-") && preview.ends_with("-shop") && preview != "prod-shop", "{preview}");
+    let (_, body) = drover.get("prod-shop", "/");
+    assert!(body.contains("untouchable"), "{body}");
+    assert_eq!(drover.json(&["releases", "prod-shop"]).as_array().unwrap().len(), 1);
+
+    // Two branches with the same plain name get two apps; deleting one leaves the other.
+    let slash = preview_of(&pushed("feature/login"));
+    let dash = preview_of(&pushed("feature-login"));
+    assert_eq!(slash, "feature-login-shop");
+    assert_ne!(dash, slash);
+    repo.ok(&["checkout", "--quiet", "main"]);
+    let out = repo.ok(&["push", "drover", "--delete", "feature-login"]);
+    assert!(out.contains(&format!("preview app {dash} destroyed")), "{out}");
+    let (status, _) = drover.get(&slash, "/");
+    assert_eq!(status, 200);
+    // A branch pushed again keeps its preview app.
+    std::fs::write(repo.path().join("more.txt"), "more").unwrap();
+    repo.commit_all("more");
+    assert_eq!(preview_of(&pushed("prod")), preview);
+
+    // Staging has no fallback name: the run fails, saying whose the app is.
+    let main = pushed("main");
+    assert_eq!(main["status"], "failed", "{main}");
+    let message = main["message"].as_str().unwrap();
+    assert!(
+        message.contains("shop-staging is taken: an app of that name exists and belongs to no pipeline stage"),
+        "{message}"
+    );
+    let (_, body) = drover.get("shop-staging", "/");
+    assert!(body.contains("mine"), "{body}");
+}

@@ -303,20 +303,32 @@ const HASH_LEN: usize = 6;
 ///
 /// Two branches that differ only in punctuation or case (`feature/login`, `Feature-Login`) get
 /// the same name, and so can an app and another app's preview (`login` of app `hello` and app
-/// `login-hello`): callers must check that a preview name is not taken by something else.
+/// `login-hello`): callers must check that a preview name is not taken by something else, and
+/// then fall back to [`preview_app_name_hashed`].
 pub fn preview_app_name(app: &AppName, branch: &str) -> Option<AppName> {
     if branch.is_empty() {
         return None;
     }
     let slug = slug(branch);
-    let app = app.as_str();
     let plain = format!("{slug}-{app}");
     if slug.starts_with(|c: char| c.is_ascii_lowercase()) && plain.len() <= AppName::MAX_LEN {
         return Some(
             AppName::parse(&plain).expect("a slug starting with a letter, '-' and an app name make an app name"),
         );
     }
+    preview_app_name_hashed(app, branch)
+}
 
+/// The name of `app`'s preview app for `branch` with the hash always in it,
+/// `<slug-prefix>-<hash>-<app>`: the name to use when [`preview_app_name`] is taken. Distinct
+/// branches get distinct names but for a hash collision (6 hex digits). `None` for an empty
+/// branch name.
+pub fn preview_app_name_hashed(app: &AppName, branch: &str) -> Option<AppName> {
+    if branch.is_empty() {
+        return None;
+    }
+    let slug = slug(branch);
+    let app = app.as_str();
     let mut hasher = Sha256::new();
     hasher.update(app.as_bytes());
     hasher.update([0]);

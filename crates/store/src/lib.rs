@@ -308,6 +308,32 @@ fn row_step(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunStep> {
     })
 }
 
+/// Whose stage an app is: a stage of a pipeline app's pipeline, and for previews one branch
+/// (empty for other stages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageOwner {
+    pub pipeline_app: AppName,
+    pub stage: String,
+    pub branch: String,
+}
+
+/// The outcome of [`Store::claim_stage_app`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The app is the owner's: claimed now or before.
+    Ours,
+    /// The app is someone else's; says whose.
+    Taken(String),
+}
+
+fn branch_note(branch: &str) -> String {
+    if branch.is_empty() {
+        String::new()
+    } else {
+        format!(" for branch {branch:?}")
+    }
+}
+
 /// The process group of a build or test command, recorded from just after it started until it
 /// is gone, so a server that died meanwhile can kill what it left behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -509,6 +535,15 @@ CREATE TABLE step_groups (
     recorded_at_ms INTEGER NOT NULL,
     PRIMARY KEY (pgid, leader_start_time, boot_id)
 );
+"#,
+    r#"
+CREATE TABLE stage_apps (
+    app TEXT PRIMARY KEY,
+    pipeline_app TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    branch TEXT NOT NULL
+);
+CREATE INDEX stage_apps_by_owner ON stage_apps (pipeline_app, stage, branch);
 "#,
 ];
 
@@ -1124,6 +1159,68 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    // ----- the apps of pipeline stages -----
+
+    /// Claims `app` for a stage of `owner.pipeline_app`'s pipeline (and, for previews, one
+    /// branch), in one transaction. An app claimed by the same owner before is theirs again; one
+    /// claimed by another owner, or existing without a claim (deployed by hand, or the app of
+    /// another pipeline), is not taken.
+    pub fn claim_stage_app(&mut self, app: &AppName, owner: &StageOwner) -> Result<Claim> {
+        let tx = self.conn.transaction()?;
+        let claimed: Option<(String, String, String)> = tx
+            .query_row("SELECT pipeline_app, stage, branch FROM stage_apps WHERE app = ?1", [app.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        let claim = match claimed {
+            Some((pipeline_app, stage, branch)) => {
+                let same =
+                    pipeline_app == owner.pipeline_app.as_str() && stage == owner.stage && branch == owner.branch;
+                if same {
+                    Claim::Ours
+                } else {
+                    Claim::Taken(format!("it is the {stage} app of {pipeline_app}{}", branch_note(&branch)))
+                }
+            }
+            None => {
+                let live: bool = tx
+                    .query_row("SELECT destroyed = 0 FROM apps WHERE name = ?1", [app.as_str()], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(false);
+                if live {
+                    Claim::Taken("an app of that name exists and belongs to no pipeline stage".to_owned())
+                } else {
+                    tx.execute(
+                        "INSERT INTO stage_apps (app, pipeline_app, stage, branch) VALUES (?1, ?2, ?3, ?4)",
+                        params![app.as_str(), owner.pipeline_app.as_str(), owner.stage, owner.branch],
+                    )?;
+                    Claim::Ours
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(claim)
+    }
+
+    /// The app claimed for `owner`, if any.
+    pub fn stage_app(&self, owner: &StageOwner) -> Result<Option<AppName>> {
+        let name: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT app FROM stage_apps WHERE pipeline_app = ?1 AND stage = ?2 AND branch = ?3",
+                params![owner.pipeline_app.as_str(), owner.stage, owner.branch],
+                |r| r.get(0),
+            )
+            .optional()?;
+        name.map(|name| AppName::parse(&name).map_err(|e| StoreError::Sql(sql_err(0, e)))).transpose()
+    }
+
+    /// Lets go of a stage's app, when it is destroyed.
+    pub fn release_stage_app(&self, app: &AppName) -> Result<()> {
+        self.conn.execute("DELETE FROM stage_apps WHERE app = ?1", [app.as_str()])?;
+        Ok(())
+    }
+
     // ----- sources and webhook deliveries -----
 
     pub fn set_source(&self, source: &Source) -> Result<()> {
@@ -1286,6 +1383,32 @@ mod tests {
 
     fn spec(name: &str) -> AppSpec {
         AppSpec::new(AppName::parse(name).unwrap(), [(ProcessType::web(), "python3 app.py".to_owned())].into())
+    }
+
+    #[test]
+    fn a_stage_app_is_claimed_once_and_never_over_an_app_that_is_not_a_stage() {
+        let mut store = Store::open_in_memory().unwrap();
+        let name = |n: &str| AppName::parse(n).unwrap();
+        let owner = |stage: &str, branch: &str| StageOwner {
+            pipeline_app: name("shop"),
+            stage: stage.to_owned(),
+            branch: branch.to_owned(),
+        };
+        let login = owner("preview", "feature/login");
+        assert_eq!(store.claim_stage_app(&name("feature-login-shop"), &login).unwrap(), Claim::Ours);
+        assert_eq!(store.claim_stage_app(&name("feature-login-shop"), &login).unwrap(), Claim::Ours);
+        assert_eq!(store.stage_app(&login).unwrap(), Some(name("feature-login-shop")));
+        assert_eq!(
+            store.claim_stage_app(&name("feature-login-shop"), &owner("preview", "feature-login")).unwrap(),
+            Claim::Taken("it is the preview app of shop for branch \"feature/login\"".to_owned())
+        );
+        store.create_release(&spec("shop-staging"), &Digest::from_sha256(&[1; 32]), "by hand", 1).unwrap();
+        assert_eq!(
+            store.claim_stage_app(&name("shop-staging"), &owner("staging", "")).unwrap(),
+            Claim::Taken("an app of that name exists and belongs to no pipeline stage".to_owned())
+        );
+        store.release_stage_app(&name("feature-login-shop")).unwrap();
+        assert_eq!(store.stage_app(&login).unwrap(), None);
     }
 
     #[test]

@@ -313,3 +313,15 @@ fn preview_names_are_always_valid_and_distinct_when_cut() {
     let two = preview_app_name(&hello, &format!("{base}-two")).unwrap();
     assert_ne!(one, two);
 }
+
+#[test]
+fn hashed_preview_names_keep_branches_apart_that_plain_names_merge() {
+    let hello = AppName::parse("hello").unwrap();
+    let plain = |branch| preview_app_name(&hello, branch).unwrap().to_string();
+    let hashed = |branch| preview_app_name_hashed(&hello, branch).unwrap().to_string();
+    assert_eq!(plain("feature/login"), plain("feature-login"));
+    assert_ne!(hashed("feature/login"), hashed("feature-login"));
+    let name = hashed("feature/login");
+    assert!(name.starts_with("feature-login-") && name.ends_with("-hello") && name.len() == 26, "{name}");
+    assert_eq!(preview_app_name_hashed(&hello, ""), None);
+}
