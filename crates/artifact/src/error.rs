@@ -42,7 +42,7 @@ pub enum ArtifactError {
     #[error("tarball entry {path:?} is a symlink where another entry already is")]
     LinkOverEntry { path: String },
     /// Devices, fifos, sparse files and entry types we do not know.
-    #[error("tarball entry {path:?} is a {kind}: only files and directories are allowed")]
+    #[error("tarball entry {path:?} is a {kind}: only files, directories and symlinks are allowed")]
     SpecialEntry { path: String, kind: String },
     #[error("tarball entry {path:?}: unpacked size exceeds the limit of {limit} bytes")]
     TooLarge { path: String, limit: u64 },

@@ -111,28 +111,18 @@ impl From<ArtifactError> for Missing {
     }
 }
 
-/// Copies the file or directory tree `rel` from under `from` to the same place under `to`,
-/// creating its parent directories. Files get modes 0644 or 0755, whatever they had.
+/// Copies what is at `rel` under `from` (a file, a symlink or a directory tree) to the same
+/// place under `to`, creating its parent directories. Links are checked against the whole tree
+/// at `from`, as a walk of it would. Files get modes 0644 or 0755, whatever they had.
 fn copy_path(from: &Path, to: &Path, rel: &str) -> Result<(), Missing> {
-    let source = from.join(rel);
-    let dest = to.join(rel);
-    let metadata = match fs::symlink_metadata(&source) {
-        Ok(metadata) => metadata,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(Missing::Absent),
-        Err(error) => return Err(io_error("inspect", &source)(error).into()),
+    let Some(entries) = tree::walk_under(from, Path::new(rel), Git::Keep)? else {
+        return Err(Missing::Absent);
     };
+    let dest = to.join(rel);
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).map_err(io_error("create directory", parent))?;
     }
-    if metadata.is_dir() {
-        let entries = tree::walk(&source, Git::Keep)?;
-        fs::create_dir(&dest).map_err(io_error("create directory", &dest))?;
-        tree::copy(&source, &dest, &entries)?;
-    } else if metadata.is_file() {
-        tree::copy_file(&source, &dest)?;
-    } else {
-        return Err(ArtifactError::UnsupportedFile { path: source, kind: tree::kind_name(metadata.file_type()) }.into());
-    }
+    tree::copy(from, to, &entries)?;
     Ok(())
 }
 

@@ -43,13 +43,36 @@ pub(crate) struct Entry {
     pub(crate) kind: Kind,
 }
 
-/// Lists every file and directory under `root`, sorted by path bytes, so a directory comes
-/// before its contents and reversing the list visits contents before their directory.
+/// Lists every file, directory and symlink under `root`, sorted by path bytes, so a directory
+/// comes before its contents and reversing the list visits contents before their directory.
+/// An entry that is refused is named by its path relative to `root`.
 pub(crate) fn walk(root: &Path, git: Git) -> Result<Vec<Entry>, ArtifactError> {
     let mut entries = Vec::new();
     walk_into(root, Path::new(""), git, &mut entries)?;
-    entries.sort_by(|a, b| a.rel.as_os_str().as_bytes().cmp(b.rel.as_os_str().as_bytes()));
+    sort(&mut entries);
     Ok(entries)
+}
+
+/// The entry at `rel` under `root` and, if it is a directory, everything below it, listed as
+/// [`walk`] of `root` would list them (a link is checked against the whole tree at `root`).
+/// `None` if there is nothing at `rel`.
+pub(crate) fn walk_under(root: &Path, rel: &Path, git: Git) -> Result<Option<Vec<Entry>>, ArtifactError> {
+    let path = root.join(rel);
+    let file_type = match fs::symlink_metadata(&path) {
+        Ok(metadata) => metadata.file_type(),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error("inspect", &path)(error)),
+    };
+    let mut entries = vec![classify(root, rel, file_type)?];
+    if entries[0].kind == Kind::Dir {
+        walk_into(root, rel, git, &mut entries)?;
+    }
+    sort(&mut entries);
+    Ok(Some(entries))
+}
+
+fn sort(entries: &mut [Entry]) {
+    entries.sort_by(|a, b| a.rel.as_os_str().as_bytes().cmp(b.rel.as_os_str().as_bytes()));
 }
 
 fn walk_into(root: &Path, rel: &Path, git: Git, entries: &mut Vec<Entry>) -> Result<(), ArtifactError> {
@@ -61,26 +84,37 @@ fn walk_into(root: &Path, rel: &Path, git: Git, entries: &mut Vec<Entry>) -> Res
             continue;
         }
         let rel = rel.join(&name);
-        let path = item.path();
-        // `DirEntry::file_type` and `DirEntry::metadata` do not follow symlinks.
-        let file_type = item.file_type().map_err(io_error("inspect", &path))?;
-        if file_type.is_dir() {
-            entries.push(Entry { rel: rel.clone(), kind: Kind::Dir });
+        // `DirEntry::file_type` does not follow symlinks.
+        let file_type = item.file_type().map_err(io_error("inspect", &item.path()))?;
+        let entry = classify(root, &rel, file_type)?;
+        let is_dir = entry.kind == Kind::Dir;
+        entries.push(entry);
+        if is_dir {
             walk_into(root, &rel, git, entries)?;
-        } else if file_type.is_file() {
-            let mode = item.metadata().map_err(io_error("inspect", &path))?.permissions().mode();
-            entries.push(Entry { rel, kind: Kind::File { exec: mode & 0o111 != 0 } });
-        } else if file_type.is_symlink() {
-            let target = fs::read_link(&path).map_err(io_error("read link", &path))?;
-            if !link_stays_inside(&rel, &target) {
-                return Err(ArtifactError::LinkOutsideTree { path, target });
-            }
-            entries.push(Entry { rel, kind: Kind::Symlink { target } });
-        } else {
-            return Err(ArtifactError::UnsupportedFile { path, kind: kind_name(file_type) });
         }
     }
     Ok(())
+}
+
+/// What the entry at `rel` under `root`, of type `file_type`, is; an error if it may not be in
+/// a tree.
+fn classify(root: &Path, rel: &Path, file_type: fs::FileType) -> Result<Entry, ArtifactError> {
+    let path = root.join(rel);
+    let kind = if file_type.is_dir() {
+        Kind::Dir
+    } else if file_type.is_file() {
+        let mode = fs::symlink_metadata(&path).map_err(io_error("inspect", &path))?.permissions().mode();
+        Kind::File { exec: mode & 0o111 != 0 }
+    } else if file_type.is_symlink() {
+        let target = fs::read_link(&path).map_err(io_error("read link", &path))?;
+        if !link_stays_inside(rel, &target) {
+            return Err(ArtifactError::LinkOutsideTree { path: rel.to_owned(), target });
+        }
+        Kind::Symlink { target }
+    } else {
+        return Err(ArtifactError::UnsupportedFile { path: rel.to_owned(), kind: kind_name(file_type) });
+    };
+    Ok(Entry { rel: rel.to_owned(), kind })
 }
 
 /// Whether a symlink at `link` (relative to the tree's root) pointing to `target` resolves inside

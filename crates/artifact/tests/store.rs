@@ -323,11 +323,12 @@ fn unpack_source_rejects_unsafe_entries_and_leaves_nothing() {
         ),
         (
             vec![ok(), Tar::Fifo("pipe".to_owned())],
-            r#"tarball entry "pipe" is a fifo: only files and directories are allowed"#.to_owned(),
+            r#"tarball entry "pipe" is a fifo: only files, directories and symlinks are allowed"#.to_owned(),
         ),
         (
             vec![ok(), Tar::CharDevice("null".to_owned())],
-            r#"tarball entry "null" is a character device: only files and directories are allowed"#.to_owned(),
+            r#"tarball entry "null" is a character device: only files, directories and symlinks are allowed"#
+                .to_owned(),
         ),
         (
             vec![ok(), Tar::PaxPath { header: "harmless".to_owned(), pax: "../pax-evil".to_owned() }],
@@ -674,9 +675,7 @@ fn links_inside_the_tree_are_kept_and_links_out_refused() {
         .unwrap_err();
     let message = error.to_string();
     assert!(
-        message.ends_with(
-            "/escape is a symlink to ../../..: a link must be relative and stay inside the source or build tree"
-        ),
+        message == "escape is a symlink to ../../..: a link must be relative and stay inside the source or build tree",
         "{message}"
     );
 
@@ -684,10 +683,7 @@ fn links_inside_the_tree_are_kept_and_links_out_refused() {
     let error = store.build(&src, &[], &BTreeMap::new(), &mut on_line, &mut |_| {}).unwrap_err();
     assert_eq!(
         error.to_string(),
-        format!(
-            "{} is a symlink to /etc/passwd: a link must be relative and stay inside the source or build tree",
-            src.join("passwd").display()
-        )
+        "passwd is a symlink to /etc/passwd: a link must be relative and stay inside the source or build tree"
     );
     assert_eq!(names(&dir.path().join("store/tmp")), Vec::<String>::new());
 }
@@ -777,6 +773,31 @@ fn later_steps_may_change_a_reused_layer_without_touching_it() {
 }
 
 #[test]
+fn layers_keep_links_checked_against_the_whole_tree() {
+    let dir = TempDir::new().unwrap();
+    let src = app(&dir.path().join("src"));
+    write(&src, "reqs/base.txt", "flask\n", 0o644);
+    std::os::unix::fs::symlink("reqs/base.txt", src.join("requirements.txt")).unwrap();
+    let store = open_store(dir.path(), "store");
+    // The input is a link and the step sees it as one, with what it points to also an input;
+    // an output holds a link out of the output (but inside the tree) to an input.
+    let step = BuildStep {
+        run: "mkdir -p vendor/bin && cp requirements.txt vendor/ && ln -s ../../reqs/base.txt vendor/bin/up".to_owned(),
+        inputs: vec!["requirements.txt".to_owned(), "reqs".to_owned()],
+        outputs: vec!["vendor".to_owned()],
+    };
+    let steps = [step];
+    let first = build_steps(&store, &src, &steps, &BTreeMap::new());
+    write(&src, "Procfile", "web: ./bin/web --changed\n", 0o644);
+    let second = build_steps(&store, &src, &steps, &BTreeMap::new());
+    assert_eq!((first.layers_built, second.layers_reused), (1, 1));
+    let unpacked = store.unpacked(&second.digest).unwrap();
+    assert_eq!(fs::read_to_string(unpacked.join("vendor/requirements.txt")).unwrap(), "flask\n");
+    assert_eq!(fs::read_link(unpacked.join("vendor/bin/up")).unwrap(), Path::new("../../reqs/base.txt"));
+    assert_eq!(fs::read_to_string(unpacked.join("vendor/bin/up")).unwrap(), "flask\n");
+}
+
+#[test]
 fn layer_mistakes_are_named_and_leave_nothing() {
     let dir = TempDir::new().unwrap();
     let src = app(&dir.path().join("src"));
@@ -805,7 +826,7 @@ fn layer_mistakes_are_named_and_leave_nothing() {
         ),
         (
             vec![step("mkdir deps && ln -s /etc/passwd deps/passwd", &["bin"], &["deps"])],
-            "/deps/passwd is a symlink to /etc/passwd: a link must be relative and stay inside the source or build tree".to_owned(),
+            "deps/passwd is a symlink to /etc/passwd: a link must be relative and stay inside the source or build tree".to_owned(),
         ),
     ];
     for (steps, expected) in cases {
