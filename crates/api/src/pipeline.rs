@@ -42,10 +42,7 @@ pub(crate) async fn test_artifact(
             .prefix("test-")
             .tempdir_in(ctx2.data.tmp())
             .map_err(|e| format!("creating the test work dir: {e}"))?;
-        let mut env = spec2.run_env();
-        let secrets = crate::vars::open_secrets(&ctx2, &spec2.var_scope())?;
-        let masker = secrets::Masker::new(secrets.iter().map(|(_, v)| v.as_str()));
-        env.extend(secrets);
+        let (env, masker) = crate::vars::step_env(&ctx2, &spec2)?;
         log(&format!("testing {digest2} inside the artifact ({} command(s))", test.run.len()));
         let step = TestStep {
             commands: test.run.clone(),

@@ -325,10 +325,7 @@ pub(crate) async fn build(
     let spec = spec.clone();
     tokio::task::spawn_blocking(move || {
         log(&format!("building {} ({} build step(s))", spec.name, spec.build.len()));
-        let mut env = spec.run_env();
-        let secrets = crate::vars::open_secrets(&ctx, &spec.var_scope())?;
-        let masker = secrets::Masker::new(secrets.iter().map(|(_, v)| v.as_str()));
-        env.extend(secrets);
+        let (env, masker) = crate::vars::step_env(&ctx, &spec)?;
         let mut masks = masker.stream();
         let mut groups = crate::groups::GroupRecorder::new(&ctx.store, format!("build of {}", spec.name));
         let built = ctx.artifacts.build(

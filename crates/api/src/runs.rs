@@ -91,7 +91,11 @@ async fn execute(ctx: Arc<Ctx>, run: Run, cancel: Arc<AtomicBool>) {
     };
     {
         let store = ctx.store();
-        let _ = store.append_run_log(run.id, &format!("run {}: {message}", status.as_str()));
+        let line = match message == status.as_str() {
+            true => format!("run {message}"),
+            false => format!("run {}: {message}", status.as_str()),
+        };
+        let _ = store.append_run_log(run.id, &line);
         let _ = store.set_run_status(run.id, status, &message, now_ms());
         let _ = store.add_event(
             Some(&run.app),
@@ -145,6 +149,10 @@ struct StepRecord {
 impl StepRecord {
     /// Records step `name` as begun now, `Running` or `Waiting`.
     fn start(ctx: &Ctx, run: u64, name: &str, status: StepStatus, message: &str) -> Self {
+        if status == StepStatus::Running {
+            // What `drover runs` shows while the run is in this step.
+            let _ = ctx.store().set_running_run_message(run, name);
+        }
         let seq = match ctx.store().add_run_step(run, name, status, message, now_ms()) {
             Ok(seq) => seq,
             Err(e) => {
@@ -178,6 +186,16 @@ impl StepRecord {
         };
         log(ctx, self.run, &line);
     }
+}
+
+/// `is queued`, `has failed`, `was cancelled`: a run's status as the end of a sentence.
+fn run_state(status: &RunStatus) -> String {
+    let verb = match status {
+        RunStatus::Queued | RunStatus::Running | RunStatus::Waiting => "is",
+        RunStatus::Succeeded | RunStatus::Failed => "has",
+        RunStatus::Cancelled | RunStatus::Superseded | RunStatus::Rejected => "was",
+    };
+    format!("{verb} {}", status.as_str())
 }
 
 fn check_cancel(cancel: &AtomicBool) -> Result<(), String> {
@@ -493,7 +511,7 @@ pub(crate) async fn show(
 pub(crate) async fn cancel(State(ctx): State<Arc<Ctx>>, Path(id): Path<u64>) -> ApiResult<(StatusCode, Json<RunView>)> {
     let run = ctx.store().run(id)?.ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
     if run.status.is_finished() {
-        return Err(ApiError::bad_request(format!("run {id} already {}", run.status.as_str())));
+        return Err(ApiError::bad_request(format!("run {id} {} already", run_state(&run.status))));
     }
     if let Some(flag) = ctx.runs.cancels.lock().expect("never poisoned").get(&id) {
         flag.store(true, Ordering::SeqCst);
@@ -517,7 +535,10 @@ pub(crate) async fn reject(State(ctx): State<Arc<Ctx>>, Path(id): Path<u64>) -> 
 async fn decide(ctx: &Arc<Ctx>, id: u64, next: RunStatus) -> ApiResult<Json<RunView>> {
     let run = ctx.store().run(id)?.ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
     if run.status != RunStatus::Waiting {
-        return Err(ApiError::bad_request(format!("run {id} is {}, not waiting for approval", run.status.as_str())));
+        return Err(ApiError::bad_request(format!(
+            "run {id} is not waiting for approval: it {}",
+            run_state(&run.status)
+        )));
     }
     let stage = run.stage.clone().unwrap_or_default();
     let (kind, message, step, step_message) = match next {

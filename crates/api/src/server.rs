@@ -208,6 +208,17 @@ async fn stop_proxy(info: &ProxyInfo) {
     }
 }
 
+/// Empties `tmp/` and the artifact store's scratch directory; what cannot be removed is logged
+/// and left for the next start.
+fn clear_scratch(data: &DataDir, artifacts: &ArtifactStore) {
+    if let Err(e) = artifacts.clear_scratch() {
+        warn!(error = %format!("{e:#}"), "could not clear the artifact store's scratch directory");
+    }
+    if let Err(e) = artifact::clear_directory(&data.tmp()) {
+        warn!(error = %e, "could not clear the data directory's tmp/");
+    }
+}
+
 /// Runs the server until SIGTERM, SIGINT or a shutdown request.
 pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     let data = opts.data;
@@ -235,6 +246,9 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot serve the API on {} (choose another with --api-addr)", settings.api_addr))?;
     let api_addr = listener.local_addr()?;
+    // The API address is this data dir's own, so holding it means no other server runs here:
+    // whatever is in the scratch directories was left by a server that died mid-build.
+    clear_scratch(&data, &artifacts);
     let pid = std::process::id();
     let info = ServerInfo {
         pid,

@@ -10,6 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use deploy::reconciler::{now_ms, secret_context};
 use model::{AppName, AppSpec, VarScope};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use store::{AppVar, Store};
 
@@ -44,6 +45,19 @@ pub(crate) fn apply_vars(store: &Store, spec: &mut AppSpec) -> Result<(), store:
         }
     }
     Ok(())
+}
+
+/// The environment of a build or test step of `spec`: its `env:`, the config vars and the
+/// secrets (in plain text, memory only) of its var scope as they are now, and a masker for
+/// those secrets' values.
+pub(crate) fn step_env(ctx: &Ctx, spec: &AppSpec) -> Result<(BTreeMap<String, String>, secrets::Masker), String> {
+    let mut spec = spec.clone();
+    apply_vars(&ctx.store(), &mut spec).map_err(|e| e.to_string())?;
+    let mut env = spec.run_env();
+    let secrets = open_secrets(ctx, &spec.var_scope())?;
+    let masker = secrets::Masker::new(secrets.iter().map(|(_, v)| v.as_str()));
+    env.extend(secrets);
+    Ok((env, masker))
 }
 
 /// The secrets of `scope` in plain text, for a build or test step's environment (memory only).

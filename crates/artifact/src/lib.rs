@@ -182,6 +182,13 @@ impl ArtifactStore {
         Ok(Built { digest, size, cached: false, layers_reused, layers_built })
     }
 
+    /// Removes whatever is left in `tmp/`: half-built slugs, layers and build directories of a
+    /// process that died. Only for a caller that knows no build is running on this store.
+    pub fn clear_scratch(&self) -> Result<(), ArtifactError> {
+        let tmp = self.root.join(TMP);
+        clear_directory(&tmp).map_err(io_error("clear", &tmp))
+    }
+
     /// Whether the store holds the slug `digest`.
     pub fn has(&self, digest: &Digest) -> bool {
         self.slug_path(digest).is_file()
@@ -320,6 +327,12 @@ impl ArtifactStore {
         tmp.persist(&path).map_err(|error| io_error("rename cache entry to", &path)(error.error))?;
         Ok(())
     }
+}
+
+/// Removes everything inside `dir`, keeping `dir`, including trees with read-only
+/// directories (unpacked slugs, build caches) and links, which are removed, never followed.
+pub fn clear_directory(dir: &Path) -> io::Result<()> {
+    tree::clear(dir)
 }
 
 /// Whether [`ArtifactStore::unpack_source`] created its destination, and so removes it on error.

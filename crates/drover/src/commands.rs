@@ -30,7 +30,7 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
                     info.pid, info.api_addr, info.http_addr
                 );
             }
-            let dir = dir.unwrap_or_else(default_example);
+            let dir = dir.unwrap_or_else(default_up_dir);
             deploy(&Client::connect(&data)?, &dir, name.as_deref(), true, Gate::RequireTests, &out).await
         }
         Command::Deploy { dir, name, no_wait, force } => {
@@ -205,13 +205,19 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
             }
             Ok(0)
         }
-        Command::Config(ConfigCommand::Show { app, stage }) | Command::Secrets(SecretsCommand::List { app, stage }) => {
-            let client = Client::connect(&data)?;
-            let mut request = client.request(reqwest::Method::GET, &format!("/apps/{app}/config"));
-            if let Some(stage) = stage {
-                request = request.query(&[("stage", stage)]);
+        Command::Secrets(SecretsCommand::List { app, stage }) => {
+            let view = config_view(&data, &app, stage).await?;
+            if out.json {
+                out.print_json(&view.secrets);
+            } else {
+                for key in &view.secrets {
+                    println!("{key}");
+                }
             }
-            let view: ConfigView = client.send(request).await?;
+            Ok(0)
+        }
+        Command::Config(ConfigCommand::Show { app, stage }) => {
+            let view = config_view(&data, &app, stage).await?;
             if out.json {
                 out.print_json(&view);
             } else {
@@ -356,6 +362,26 @@ async fn server(command: ServerCommand, data: &DataDir, out: &Output) -> anyhow:
 
 /// The bundled example: `examples/hello-python` under the current directory, else in the
 /// source tree this binary was built from.
+/// An app's config vars and secret names, shared by all stages or for `stage`.
+async fn config_view(data: &DataDir, app: &str, stage: Option<String>) -> anyhow::Result<ConfigView> {
+    let client = Client::connect(data)?;
+    let mut request = client.request(reqwest::Method::GET, &format!("/apps/{app}/config"));
+    if let Some(stage) = stage {
+        request = request.query(&[("stage", stage)]);
+    }
+    client.send(request).await
+}
+
+/// What `drover up` deploys without a directory: the app in the current directory if there is
+/// one, else the bundled example.
+fn default_up_dir() -> PathBuf {
+    let here = Path::new(".");
+    if here.join("drover.yml").is_file() || here.join("Procfile").is_file() {
+        return here.to_owned();
+    }
+    default_example()
+}
+
 fn default_example() -> PathBuf {
     let here = PathBuf::from("examples/hello-python");
     if here.join("drover.yml").exists() {

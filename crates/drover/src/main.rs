@@ -45,7 +45,8 @@ pub struct ServerFlags {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the server if needed and deploy an app directory (default: the bundled example).
+    /// Start the server if needed and deploy an app directory (default: the current directory if
+    /// it has a drover.yml or Procfile, else the bundled example).
     Up {
         dir: Option<PathBuf>,
         /// App name, when the directory has only a Procfile.
@@ -113,7 +114,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
-    /// Pipeline runs: list, show, follow, cancel.
+    /// Show a pipeline run, or print and follow its log (`drover runs` lists them).
     #[command(subcommand)]
     Run(RunCommand),
     /// List recent pipeline runs.
@@ -259,6 +260,17 @@ enum ServerCommand {
 
 fn main() {
     let cli = Cli::parse();
+    let serves = matches!(
+        cli.command,
+        Command::Proxy { .. } | Command::Shim { .. } | Command::Hook { .. } | Command::Server(ServerCommand::Run(_))
+    );
+    if !serves {
+        // A command's output piped into `head` ends quietly when `head` exits, as with any Unix
+        // tool, instead of failing to print. Processes that serve keep ignoring SIGPIPE: a
+        // client hanging up must not kill them.
+        // SAFETY: called before any thread is started; SIG_DFL is a valid disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -253,6 +253,25 @@ fn a_procfile_app_is_named_after_its_directory_and_logs_follow_live() {
     follower.kill().unwrap();
     follower.wait().unwrap();
     assert!(seen.iter().any(|l| l.contains("plain-app-web-v1-") && l.contains("[stdout]")), "{seen:?}");
+
+    // `drover up` inside an app directory deploys that app, not the bundled example.
+    let out = drover.command(&["up"]).current_dir(&dir).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("deployed plain-app v2"), "{stdout}");
+
+    // Output into a pipe whose reader is gone ends the command quietly, as `| head` would.
+    for args in [&["events", "plain-app"][..], &["releases", "plain-app"], &["apps"]] {
+        let mut child = drover
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+    }
 }
 
 #[test]

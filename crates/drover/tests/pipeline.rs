@@ -308,12 +308,15 @@ fn a_server_killed_during_a_test_leaves_no_test_process_behind() {
     wait_until("the killed server to be gone", Duration::from_secs(10), || {
         runtime::procfs::stat(server).is_none_or(|stat| stat.is_dead())
     });
-    // Nobody stops a dead server's test processes by themselves.
+    // Nobody stops a dead server's test processes by themselves, nor removes its scratch files.
     for &(pid, start_time) in &processes {
         assert!(runtime::procfs::is_alive(pid, start_time), "test process {pid} ended with the server");
     }
+    let scratch = |dir: &str| std::fs::read_dir(drover.path(dir)).unwrap().count();
+    assert!(scratch("tmp") > 0, "the run's work directories are in tmp/");
 
     drover.start();
+    assert_eq!((scratch("tmp"), scratch("artifacts/tmp")), (0, 0), "a restarted server clears the scratch dirs");
     wait_until("the test processes a dead server left to be killed", Duration::from_secs(30), || {
         processes.iter().all(|&(pid, start_time)| !runtime::procfs::is_alive(pid, start_time))
     });

@@ -30,6 +30,7 @@ fn secrets_are_sealed_injected_and_masked_and_config_makes_releases() {
         "vault",
         r#"build:
   - echo "build sees $DB_PASSWORD"
+  - echo "build sees config $GREETING"
   - printf %s "$DB_PASSWORD" | base64
   - echo "${DB_PASSWORD%%-*}"; echo "-${DB_PASSWORD#*-}"
 "#,
@@ -41,7 +42,7 @@ fn secrets_are_sealed_injected_and_masked_and_config_makes_releases() {
     )
     .unwrap();
     let out = drover.ok(&["deploy", app.path().to_str().unwrap()]);
-    assert!(out.contains("build sees ***"), "{out}");
+    assert!(out.contains("build sees ***") && out.contains("build sees config configured"), "{out}");
     assert!(!out.contains(SECRET) && !out.contains("c3dvcmRmaXNo") && !out.contains("swordfish"), "{out}");
     assert!(!out.contains("opens-the-door"), "the second half of a split secret leaked: {out}");
 
@@ -56,6 +57,9 @@ fn secrets_are_sealed_injected_and_masked_and_config_makes_releases() {
     let config = drover.json(&["config", "show", "vault"]);
     assert_eq!(config["vars"]["GREETING"], "configured");
     assert_eq!(config["secrets"], serde_json::json!(["DB_PASSWORD"]));
+    // `secrets list` names the secrets, and nothing else.
+    assert_eq!(drover.ok(&["secrets", "list", "vault"]), "DB_PASSWORD\n");
+    assert_eq!(drover.json(&["secrets", "list", "vault"]), serde_json::json!(["DB_PASSWORD"]));
 
     // Nothing in the data directory holds the secret in plain text: not the database, the
     // instances' spec files, the logs or the artifacts.

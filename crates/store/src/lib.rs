@@ -963,6 +963,12 @@ impl Store {
             .optional()?)
     }
 
+    /// Replaces the message of a run that is running, e.g. with the step it is in.
+    pub fn set_running_run_message(&self, id: u64, message: &str) -> Result<()> {
+        self.conn.execute("UPDATE runs SET message = ?1 WHERE id = ?2 AND status = 'running'", params![message, id])?;
+        Ok(())
+    }
+
     pub fn count_running_runs(&self) -> Result<usize> {
         Ok(self.conn.query_row("SELECT COUNT(*) FROM runs WHERE status = 'running'", [], |r| r.get(0))?)
     }
