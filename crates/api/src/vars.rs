@@ -169,6 +169,15 @@ pub(crate) async fn set(
     if req.set.is_empty() && req.unset.is_empty() {
         return Err(ApiError::bad_request("nothing to set or unset"));
     }
+    // A plain value must not silently replace a secret: it would show in `config show` and stop
+    // being masked.
+    let secrets = ctx.store().scoped_vars(&scope.app, &scope.stage)?;
+    if let Some(secret) = secrets.iter().find(|v| v.secret && v.stage == scope.stage && req.set.contains_key(&v.key)) {
+        return Err(ApiError::bad_request(format!(
+            "{} is a secret: set it with `drover secrets set`, or `drover config unset` it first",
+            secret.key
+        )));
+    }
     let mut what: Vec<String> = req.set.keys().map(|k| format!("set {k}")).collect();
     what.extend(req.unset.iter().map(|k| format!("unset {k}")));
     let set = req

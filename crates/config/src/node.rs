@@ -183,8 +183,15 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Node, ConfigError> {
     serde_saphyr::from_str_with_options(text, options).map_err(|err| {
         let err = err.without_snippet();
         // Messages come from the parser; keep control characters out of the user's terminal.
-        let message =
+        let message: String =
             UserMessageFormatter.format_message(err).chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        // The parser's budget (against alias bombs) reports in its own debug notation.
+        let message = match message.contains("limits breached") {
+            true => "the document is larger or more deeply nested than a drover.yml can be (too many nodes or \
+                     aliases)"
+                .to_owned(),
+            false => message,
+        };
         let pos = err.location().map_or(Pos { line: 1, column: 1 }, Pos::from);
         ConfigError::Malformed { at: pos.in_file(file), message }
     })

@@ -220,7 +220,7 @@ fn drover_yml_rejected() {
         (with("build:\n  - {run: make, inputs: [a/../../x], outputs: [b]}\n"), "drover.yml:5:26: build[0].inputs[0]: \"a/../../x\" has a `..` component: expected a plain relative path".into()),
         (with("build:\n  - {run: make, inputs: [.git/HEAD], outputs: [b]}\n"), "drover.yml:5:26: build[0].inputs[0]: \".git/HEAD\" has a `.git` component: expected a plain relative path".into()),
         (with("build:\n  - {run: make, inputs: [a//b], outputs: [b]}\n"), "drover.yml:5:26: build[0].inputs[0]: \"a//b\" has an empty component: expected a plain relative path".into()),
-        (with("build:\n  - {run: make, inputs: [], outputs: [b]}\n"), "drover.yml:5:25: build[0].inputs: expected a path or a non-empty list of paths, found a list".into()),
+        (with("build:\n  - {run: make, inputs: [], outputs: [b]}\n"), "drover.yml:5:25: build[0].inputs: expected at least one path, found an empty list".into()),
         (with("build:\n  - {run: make, inputs: [lib, lib/x], outputs: [b]}\n"), "drover.yml:5:31: build[0].inputs[1]: \"lib/x\" overlaps \"lib\", listed before it".into()),
         (with("build:\n  - {run: make, inputs: [src], outputs: [src/gen]}\n"), "drover.yml:5:42: build[0].outputs[0]: \"src/gen\" overlaps input \"src\": outputs are added to the tree, next to the inputs".into()),
 
@@ -423,4 +423,16 @@ fn errors_expose_position_and_field() {
     let at = err.position().expect("a contents error has a position");
     assert_eq!((at.file.as_str(), at.line, at.column), ("drover.yml", 5, 9));
     assert_eq!(err.field(), Some("health.path"));
+}
+
+#[test]
+fn an_alias_bomb_is_refused_in_plain_words() {
+    let mut text =
+        String::from("app: hello\nprocesses:\n  web: ./server\nenv:\n  L0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for level in 1..8 {
+        let prev = format!("*l{}", level - 1);
+        text.push_str(&format!("  L{level}: &l{level} [{}]\n", vec![prev.as_str(); 10].join(", ")));
+    }
+    let error = parse_yaml("drover.yml", &text).unwrap_err().to_string();
+    assert!(error.starts_with("drover.yml:") && error.contains("larger or more deeply nested"), "{error}");
 }

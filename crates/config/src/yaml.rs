@@ -333,8 +333,11 @@ impl Doc<'_> {
     fn tree_paths(&self, field: &Field<'_>) -> Result<Vec<String>, ConfigError> {
         let count = match &field.node.value {
             Value::Str(_) => 1,
-            Value::Seq(items) if !items.is_empty() => items.len(),
-            _ => return Err(self.expected(field, "a path or a non-empty list of paths")),
+            Value::Seq(items) if items.is_empty() => {
+                return Err(self.at_value(field, "expected at least one path, found an empty list".to_owned()))
+            }
+            Value::Seq(items) => items.len(),
+            _ => return Err(self.expected(field, "a path or a list of paths")),
         };
         let mut paths: Vec<String> = Vec::with_capacity(count);
         for idx in 0..count {

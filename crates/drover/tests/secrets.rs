@@ -57,6 +57,10 @@ fn secrets_are_sealed_injected_and_masked_and_config_makes_releases() {
     let config = drover.json(&["config", "show", "vault"]);
     assert_eq!(config["vars"]["GREETING"], "configured");
     assert_eq!(config["secrets"], serde_json::json!(["DB_PASSWORD"]));
+    // A plain value cannot silently replace a secret.
+    let out = drover.run(&["config", "set", "vault", "DB_PASSWORD=plain"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("DB_PASSWORD is a secret"), "{stderr}");
     // `secrets list` names the secrets, and nothing else.
     assert_eq!(drover.ok(&["secrets", "list", "vault"]), "DB_PASSWORD\n");
     assert_eq!(drover.json(&["secrets", "list", "vault"]), serde_json::json!(["DB_PASSWORD"]));
