@@ -431,7 +431,7 @@ fn an_alias_bomb_is_refused_in_plain_words() {
         String::from("app: hello\nprocesses:\n  web: ./server\nenv:\n  L0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
     for level in 1..8 {
         let prev = format!("*l{}", level - 1);
-        text.push_str(&format!("  L{level}: &l{level} [{}]\n", vec![prev.as_str(); 10].join(", ")));
+        text.push_str(&format!("  L{level}: &l{level} [{}]\n", [prev.as_str(); 10].join(", ")));
     }
     let error = parse_yaml("drover.yml", &text).unwrap_err().to_string();
     assert!(error.starts_with("drover.yml:") && error.contains("larger or more deeply nested"), "{error}");
