@@ -26,6 +26,13 @@ pub enum RuntimeError {
         #[source]
         source: io::Error,
     },
+    /// The Docker engine refused or failed a request.
+    #[error("docker: cannot {action}")]
+    Docker {
+        action: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
     #[error("cannot parse {}", path.display())]
     Corrupt {
         path: PathBuf,

@@ -16,12 +16,15 @@
 
 mod backoff;
 mod disk;
+pub mod docker;
 mod error;
 mod isolation;
 mod process;
 pub mod procfs;
+mod sealed;
 pub mod shim;
 
+pub use docker::DockerRuntime;
 pub use error::RuntimeError;
 pub use process::ProcessRuntime;
 
@@ -32,7 +35,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything needed to run one instance of one process type of one release.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InstanceSpec {
     pub id: InstanceId,
     pub app: AppName,
@@ -111,6 +114,8 @@ pub enum Isolation {
     /// A private mount namespace in which the slug directory is read-only; with `private_tmp`,
     /// `/tmp` is also a private, empty tmpfs.
     MountNamespace { private_tmp: bool },
+    /// A container: its own filesystem, process and network namespaces.
+    Container,
 }
 
 /// What a backend knows about one instance.

@@ -317,6 +317,13 @@ impl ShimProcess {
 
 /// Rejects specs that cannot run, before anything is created.
 fn validate(spec: &InstanceSpec) -> Result<(), RuntimeError> {
+    validate_command_and_env(spec)?;
+    slug_dir(spec).map(drop)
+}
+
+/// Rejects a command or environment that no backend can run: empty, or with NUL bytes or
+/// malformed variable names.
+pub(crate) fn validate_command_and_env(spec: &InstanceSpec) -> Result<(), RuntimeError> {
     let invalid = |reason: String| Err(RuntimeError::InvalidSpec { id: spec.id.clone(), reason });
     if spec.command.trim().is_empty() {
         return invalid("the command is empty".to_owned());
@@ -332,7 +339,7 @@ fn validate(spec: &InstanceSpec) -> Result<(), RuntimeError> {
             return invalid(format!("environment variable {name} contains a NUL byte"));
         }
     }
-    slug_dir(spec).map(drop)
+    Ok(())
 }
 
 /// The slug an instance runs from: an existing directory, by absolute path.

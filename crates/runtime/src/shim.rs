@@ -68,12 +68,8 @@ pub enum ShimError {
         #[source]
         source: io::Error,
     },
-    #[error("cannot open secret {name}")]
-    Secret {
-        name: String,
-        #[source]
-        source: secrets::SecretError,
-    },
+    #[error("cannot open the instance's secrets")]
+    Secrets(#[source] crate::sealed::OpenError),
     /// The app could not be started the first time; the instance is marked failed.
     #[error("cannot start the app")]
     Spawn(#[source] io::Error),
@@ -463,29 +459,7 @@ fn has_exited(pid: u32) -> bool {
 
 /// Opens the instance's sealed variables with the runtime's key file.
 fn open_secrets(spec: &SpecFile) -> Result<Vec<(String, String)>, ShimError> {
-    if spec.sealed_env.is_empty() {
-        return Ok(Vec::new());
-    }
-    let Some(key_file) = &spec.key_file else {
-        return Err(ShimError::Setup {
-            action: "open sealed variables without a key file",
-            source: io::Error::from(io::ErrorKind::NotFound),
-        });
-    };
-    let keyring = secrets::Keyring::load_or_create(key_file)
-        .map_err(|source| ShimError::Secret { name: "(key file)".to_owned(), source })?;
-    let mut out = Vec::with_capacity(spec.sealed_env.len());
-    for var in &spec.sealed_env {
-        let value = keyring
-            .open(&var.context, &var.sealed)
-            .map_err(|source| ShimError::Secret { name: var.name.clone(), source })?;
-        let text = value.expose_str().map(str::to_owned).ok_or_else(|| ShimError::Setup {
-            action: "use a secret that is not UTF-8 as an environment variable",
-            source: io::Error::from(io::ErrorKind::InvalidData),
-        })?;
-        out.push((var.name.clone(), text));
-    }
-    Ok(out)
+    crate::sealed::open(spec.key_file.as_deref(), &spec.sealed_env).map_err(ShimError::Secrets)
 }
 
 /// Reaps the app's main process and waits (a bounded time) for its output to be captured.

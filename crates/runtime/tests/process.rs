@@ -393,6 +393,7 @@ async fn slug_is_read_only_and_tmp_private_when_isolated() {
             assert_eq!(fixture.shim_json(&id)["isolation"], "none");
             assert!(fixture.has_line(&id, Stream::Stdout, "cwd-writable"));
         }
+        Isolation::Container => panic!("the process runtime made a container"),
     }
     let _ = fs::remove_file(on_host);
     fixture.runtime.stop(&id).await.unwrap();

@@ -1,0 +1,753 @@
+//! The Docker backend: each instance is a container of the local Docker engine.
+//!
+//! `start` writes `ROOT/<id>/spec.json`, then creates and starts the container
+//! `drover-<id>`, labelled with this runtime's root, the app, the release and the instance.
+//! Docker keeps it running (restart policy `unless-stopped`, with its own backoff) and keeps it
+//! through a restart of the control plane, so a new `DockerRuntime` on the same root re-adopts
+//! it from `spec.json` and the engine's state, as the process backend does from `shim.json`.
+//!
+//! - **Artifacts.** An [`Artifact::Image`] runs as is. An [`Artifact::Slug`] runs in the
+//!   runtime's stack image with the slug bind-mounted read-only at `/app`, its working
+//!   directory (Heroku's slug-on-a-stack model), so the same slugs run on either backend.
+//! - **Network.** The app listens on `$PORT` inside the container; the same port on 127.0.0.1 of
+//!   the host is published to it, which is where the proxy and the health checks reach it.
+//! - **Secrets.** They never go into the container's configuration, which the engine keeps on
+//!   disk in plain text. They are written to a file on a tmpfs (`/dev/shm`), mounted read-only
+//!   into the container and sourced by the command's shell.
+//! - **Logs.** The control plane pumps each container's output from the engine into the
+//!   instance's log file, masking secrets. The engine buffers output while no pump runs (the
+//!   control plane restarting); a new pump resumes after the last line written, by the
+//!   engine's timestamp of it, saved in `ROOT/<id>/log.cursor` after each line. No line is
+//!   lost; a crash between writing a line and saving the cursor repeats that one line.
+//! - **Stopping** is `docker stop` with the instance's grace period: SIGTERM to the container's
+//!   first process, then SIGKILL. A `stopped` marker written first keeps "stopped on request"
+//!   apart from "exited by itself" across restarts.
+
+use crate::{Artifact, ExitCause, InstanceSpec, InstanceState, InstanceStatus, Isolation, Runtime, RuntimeError};
+use bollard::container::LogOutput;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use logs::{LogSource, LogWriter, Stream};
+use model::InstanceId;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::task::JoinHandle;
+
+/// The label naming the runtime root a container belongs to; containers of other roots (other
+/// Drover installations, anything else on the engine) are never touched.
+const ROOT_LABEL: &str = "io.drover.root";
+const INSTANCE_LABEL: &str = "io.drover.instance";
+/// Where a slug is mounted in the stack image, and the secrets file in any container.
+const APP_DIR: &str = "/app";
+const SECRETS_PATH: &str = "/run/drover/secrets.env";
+const SPEC_FILE: &str = "spec.json";
+const STOPPED_FILE: &str = "stopped";
+const CURSOR_FILE: &str = "log.cursor";
+/// After this long without output, a line the masker holds back is written anyway.
+const QUIET: Duration = Duration::from_millis(100);
+/// How long `stop` waits for the log pump to write the container's last lines.
+const PUMP_DRAIN: Duration = Duration::from_secs(5);
+
+/// Runs instances as containers of the local Docker engine. See the module docs.
+#[derive(Clone)]
+pub struct DockerRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    docker: Docker,
+    root: PathBuf,
+    logs_root: PathBuf,
+    /// Where containers' secrets files are written: a directory on a tmpfs.
+    secrets_dir: PathBuf,
+    /// The image slugs run in.
+    stack_image: Option<String>,
+    key_file: Option<PathBuf>,
+    /// The value of [`ROOT_LABEL`] on this runtime's containers.
+    owner: String,
+    pumps: Mutex<HashMap<InstanceId, JoinHandle<()>>>,
+    /// Instances whose `start` is in progress: `list` skips them, `remove` refuses them.
+    starting: Mutex<HashSet<InstanceId>>,
+}
+
+/// What `spec.json` holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SpecFile {
+    spec: InstanceSpec,
+    created_at_ms: u64,
+}
+
+impl DockerRuntime {
+    /// Connects to the engine on its local socket (`DOCKER_HOST` or `/var/run/docker.sock`) and
+    /// agrees on an API version. Instances' files go under `root`, their logs under `logs_root`.
+    pub async fn connect(root: PathBuf, logs_root: PathBuf) -> Result<Self, RuntimeError> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|source| RuntimeError::Docker { action: "connect to the engine".to_owned(), source })?
+            .negotiate_version()
+            .await
+            .map_err(|source| RuntimeError::Docker { action: "reach the engine".to_owned(), source })?;
+        let absolute = |path: PathBuf| std::path::absolute(&path).unwrap_or(path);
+        let root = absolute(root);
+        let owner = root.display().to_string();
+        let secrets_dir = Path::new("/dev/shm").join(format!("drover-{}", short_hash(&owner)));
+        let inner = Inner {
+            docker,
+            root,
+            logs_root: absolute(logs_root),
+            secrets_dir,
+            stack_image: None,
+            key_file: None,
+            owner,
+            pumps: Mutex::new(HashMap::new()),
+            starting: Mutex::new(HashSet::new()),
+        };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// The image that slugs run in; it needs `/bin/sh` and whatever the slugs' commands use.
+    pub fn with_stack_image(self, image: String) -> Self {
+        self.map_inner(|inner| inner.stack_image = Some(image))
+    }
+
+    /// The key file that opens instances' sealed variables (see [`crate::SealedVar`]).
+    pub fn with_key_file(self, key_file: PathBuf) -> Self {
+        self.map_inner(|inner| inner.key_file = Some(key_file))
+    }
+
+    fn map_inner(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Arc::into_inner(self.inner).expect("configured before it is shared");
+        change(&mut inner);
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// The engine this runtime talks to.
+    pub fn docker(&self) -> &Docker {
+        &self.inner.docker
+    }
+
+    /// The name of an instance's container.
+    pub fn container_name(id: &InstanceId) -> String {
+        format!("drover-{id}")
+    }
+}
+
+impl Runtime for DockerRuntime {
+    async fn start(&self, spec: InstanceSpec) -> Result<InstanceStatus, RuntimeError> {
+        let inner = &self.inner;
+        let (image, slug) = inner.validate(&spec)?;
+        let _starting = Starting::claim(inner, &spec.id)?;
+        let dir = inner.root.join(spec.id.as_str());
+        fs::create_dir_all(&inner.root).map_err(RuntimeError::io("create", &inner.root))?;
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(RuntimeError::AlreadyExists { id: spec.id });
+            }
+            Err(source) => return Err(RuntimeError::Io { action: "create", path: dir, source }),
+        }
+        let file = SpecFile { spec: spec.clone(), created_at_ms: now_ms() };
+        let started = async {
+            write_json(&dir.join(SPEC_FILE), &file)?;
+            inner.create_and_start(&spec, image, slug).await
+        };
+        match started.await {
+            Ok(()) => {
+                inner.ensure_pump(&spec);
+                tracing::info!(app = %spec.app, release = %spec.release, instance = %spec.id, "container started");
+                inner.status(&file).await
+            }
+            Err(error) => {
+                tracing::warn!(instance = %spec.id, error = %error, "container failed to start");
+                inner.discard(&spec.id).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn stop(&self, id: &InstanceId) -> Result<(), RuntimeError> {
+        let inner = &self.inner;
+        let file = inner.read_spec(id)?;
+        let dir = inner.root.join(id.as_str());
+        fs::write(dir.join(STOPPED_FILE), b"").map_err(RuntimeError::io("write", dir.join(STOPPED_FILE)))?;
+        let grace = i32::try_from(file.spec.stop_grace.as_secs_f64().ceil() as u64).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(grace).build();
+        match inner.docker.stop_container(&Self::container_name(id), Some(options)).await {
+            Ok(()) => {}
+            Err(error) if is_status(&error, &[304, 404]) => {}
+            Err(source) => return Err(RuntimeError::Docker { action: format!("stop container of {id}"), source }),
+        }
+        let pump = inner.pumps.lock().expect("never poisoned").remove(id);
+        if let Some(pump) = pump {
+            // The engine ends the log stream once the container has stopped.
+            if tokio::time::timeout(PUMP_DRAIN, pump).await.is_err() {
+                tracing::warn!(instance = %id, "log pump did not finish after the container stopped");
+            }
+        }
+        inner.remove_secrets_file(id);
+        tracing::info!(instance = %id, "container stopped");
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<InstanceStatus>, RuntimeError> {
+        let inner = &self.inner;
+        inner.remove_orphans().await?;
+        let entries = match fs::read_dir(&inner.root) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(RuntimeError::Io { action: "list", path: inner.root.clone(), source }),
+        };
+        let mut statuses = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(RuntimeError::io("list", &inner.root))?;
+            let Some(id) = entry.file_name().to_str().and_then(|name| InstanceId::parse(name).ok()) else { continue };
+            if inner.is_starting(&id) {
+                continue;
+            }
+            let file = match inner.read_spec(&id) {
+                Ok(file) => file,
+                Err(RuntimeError::NotFound { .. }) => continue,
+                Err(error) => {
+                    tracing::warn!(instance = %id, error = %error, "skipping unreadable instance");
+                    continue;
+                }
+            };
+            let status = inner.status(&file).await?;
+            if matches!(status.state, InstanceState::Running | InstanceState::Restarting | InstanceState::Starting) {
+                inner.ensure_pump(&file.spec);
+            }
+            statuses.push(status);
+        }
+        statuses.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
+        Ok(statuses)
+    }
+
+    async fn remove(&self, id: &InstanceId) -> Result<(), RuntimeError> {
+        let inner = &self.inner;
+        if inner.is_starting(id) {
+            return Err(RuntimeError::StillRunning { id: id.clone() });
+        }
+        let file = inner.read_spec(id)?;
+        let status = inner.status(&file).await?;
+        if !matches!(status.state, InstanceState::Exited(_)) {
+            return Err(RuntimeError::StillRunning { id: id.clone() });
+        }
+        inner.discard(id).await;
+        tracing::info!(instance = %id, "instance removed");
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// The image to run and the slug to mount, or why the spec cannot run here.
+    fn validate<'a>(&'a self, spec: &'a InstanceSpec) -> Result<(&'a str, Option<&'a Path>), RuntimeError> {
+        let invalid = |reason: String| RuntimeError::InvalidSpec { id: spec.id.clone(), reason };
+        crate::process::validate_command_and_env(spec)?;
+        if !spec.sealed_env.is_empty() && self.key_file.is_none() {
+            return Err(invalid("it has sealed variables but the runtime has no key file".to_owned()));
+        }
+        match &spec.artifact {
+            Artifact::Image(image) if image.trim().is_empty() => Err(invalid("the image name is empty".to_owned())),
+            Artifact::Image(image) => Ok((image, None)),
+            Artifact::Slug(dir) => {
+                let Some(stack) = &self.stack_image else {
+                    return Err(invalid("a slug needs a stack image to run in, and none is configured".to_owned()));
+                };
+                if !dir.is_absolute() || !dir.is_dir() {
+                    return Err(invalid(format!("slug directory {} is not an existing absolute path", dir.display())));
+                }
+                Ok((stack, Some(dir)))
+            }
+        }
+    }
+
+    async fn create_and_start(
+        &self,
+        spec: &InstanceSpec,
+        image: &str,
+        slug: Option<&Path>,
+    ) -> Result<(), RuntimeError> {
+        let docker_error = |action: &str| {
+            let action = format!("{action} container of {}", spec.id);
+            move |source| RuntimeError::Docker { action, source }
+        };
+        let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.extend([
+            format!("DROVER_APP={}", spec.app),
+            format!("DROVER_RELEASE={}", spec.release),
+            format!("DROVER_INSTANCE={}", spec.id),
+            format!("DROVER_PROCESS={}", spec.process),
+        ]);
+        let mut binds = Vec::new();
+        if let Some(slug) = slug {
+            binds.push(format!("{}:{APP_DIR}:ro", slug.display()));
+        }
+        let cmd = if spec.sealed_env.is_empty() {
+            vec!["/bin/sh".to_owned(), "-c".to_owned(), spec.command.clone()]
+        } else {
+            let file = self.write_secrets_file(spec)?;
+            binds.push(format!("{}:{SECRETS_PATH}:ro", file.display()));
+            // `set -a` exports what the file assigns; the app's own command then runs as usual.
+            let script = format!("set -a; . {SECRETS_PATH}; set +a; exec /bin/sh -c \"$1\"");
+            vec!["/bin/sh".to_owned(), "-c".to_owned(), script, "sh".to_owned(), spec.command.clone()]
+        };
+        let mut exposed = Vec::new();
+        let mut port_bindings = HashMap::new();
+        if let Some(port) = spec.port {
+            env.push(format!("PORT={port}"));
+            exposed.push(format!("{port}/tcp"));
+            let binding = PortBinding { host_ip: Some("127.0.0.1".to_owned()), host_port: Some(port.to_string()) };
+            port_bindings.insert(format!("{port}/tcp"), Some(vec![binding]));
+        }
+        let labels = HashMap::from([
+            (ROOT_LABEL.to_owned(), self.owner.clone()),
+            (INSTANCE_LABEL.to_owned(), spec.id.to_string()),
+            ("io.drover.app".to_owned(), spec.app.to_string()),
+            ("io.drover.release".to_owned(), spec.release.to_string()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            cmd: Some(cmd),
+            env: Some(env),
+            labels: Some(labels),
+            working_dir: slug.map(|_| APP_DIR.to_owned()),
+            exposed_ports: Some(exposed),
+            stop_timeout: Some(i64::try_from(spec.stop_grace.as_secs()).unwrap_or(i64::MAX)),
+            host_config: Some(HostConfig {
+                binds: Some(binds),
+                port_bindings: Some(port_bindings),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let name = DockerRuntime::container_name(&spec.id);
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        self.docker.create_container(Some(options), body).await.map_err(docker_error("create"))?;
+        self.docker.start_container(&name, None).await.map_err(docker_error("start"))?;
+        Ok(())
+    }
+
+    /// Writes `KEY='value'` lines for the instance's opened secrets to a file on a tmpfs,
+    /// readable by root only, and returns its path.
+    fn write_secrets_file(&self, spec: &InstanceSpec) -> Result<PathBuf, RuntimeError> {
+        let opened = crate::sealed::open(self.key_file.as_deref(), &spec.sealed_env)
+            .map_err(|error| RuntimeError::StartFailed { id: spec.id.clone(), reason: chain(&error) })?;
+        let mut text = String::new();
+        for (name, value) in &opened {
+            text.push_str(&format!("{name}='{}'\n", value.replace('\'', r"'\''")));
+        }
+        let dir = &self.secrets_dir;
+        fs::create_dir_all(dir).map_err(RuntimeError::io("create", dir))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(RuntimeError::io("protect", dir))?;
+        let path = dir.join(format!("{}.env", spec.id));
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(RuntimeError::io("create", &path))?;
+        file.write_all(text.as_bytes()).map_err(RuntimeError::io("write", &path))?;
+        Ok(path)
+    }
+
+    fn remove_secrets_file(&self, id: &InstanceId) {
+        let path = self.secrets_dir.join(format!("{id}.env"));
+        if let Err(error) = fs::remove_file(&path) {
+            if error.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), %error, "cannot remove a secrets file");
+            }
+        }
+    }
+
+    /// Removes everything of an instance but its logs: container, pump, secrets file, directory.
+    async fn discard(&self, id: &InstanceId) {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker.remove_container(&DockerRuntime::container_name(id), Some(options)).await {
+            Ok(()) => {}
+            Err(error) if is_status(&error, &[404]) => {}
+            Err(error) => tracing::warn!(instance = %id, %error, "cannot remove container"),
+        }
+        if let Some(pump) = self.pumps.lock().expect("never poisoned").remove(id) {
+            pump.abort();
+        }
+        self.remove_secrets_file(id);
+        let dir = self.root.join(id.as_str());
+        if let Err(error) = fs::remove_dir_all(&dir) {
+            if error.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), %error, "cannot remove instance directory");
+            }
+        }
+    }
+
+    /// Force-removes this root's containers that have no instance directory: what a start or a
+    /// remove interrupted half-way left behind.
+    async fn remove_orphans(&self) -> Result<(), RuntimeError> {
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{ROOT_LABEL}={}", self.owner)])]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|source| RuntimeError::Docker { action: "list containers".to_owned(), source })?;
+        for container in containers {
+            let Some(id) = container.labels.as_ref().and_then(|labels| labels.get(INSTANCE_LABEL)) else { continue };
+            let Ok(id) = InstanceId::parse(id) else { continue };
+            if self.is_starting(&id) || self.root.join(id.as_str()).is_dir() {
+                continue;
+            }
+            tracing::warn!(instance = %id, "removing a container no instance knows");
+            self.discard(&id).await;
+        }
+        Ok(())
+    }
+
+    fn read_spec(&self, id: &InstanceId) -> Result<SpecFile, RuntimeError> {
+        let path = self.root.join(id.as_str()).join(SPEC_FILE);
+        let text = match fs::read(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(RuntimeError::NotFound { id: id.clone() })
+            }
+            Err(source) => return Err(RuntimeError::Io { action: "read", path, source }),
+        };
+        serde_json::from_slice(&text).map_err(|source| RuntimeError::Corrupt { path, source })
+    }
+
+    async fn inspect(&self, id: &InstanceId) -> Result<Option<ContainerInspectResponse>, RuntimeError> {
+        let name = DockerRuntime::container_name(id);
+        match self.docker.inspect_container(&name, None::<InspectContainerOptions>).await {
+            Ok(response) => Ok(Some(response)),
+            Err(error) if is_status(&error, &[404]) => Ok(None),
+            Err(source) => Err(RuntimeError::Docker { action: format!("inspect container of {id}"), source }),
+        }
+    }
+
+    /// What the engine says of an instance, read with whether it was stopped on request.
+    async fn status(&self, file: &SpecFile) -> Result<InstanceStatus, RuntimeError> {
+        let spec = &file.spec;
+        let stopped = self.root.join(spec.id.as_str()).join(STOPPED_FILE).exists();
+        let inspected = self.inspect(&spec.id).await?;
+        let container_state = inspected.as_ref().and_then(|c| c.state.clone()).unwrap_or_default();
+        let restarts = inspected.as_ref().and_then(|c| c.restart_count).map_or(0, |n| u32::try_from(n).unwrap_or(0));
+        let status = container_state.status;
+        let state = match (inspected.is_some(), status, stopped) {
+            (false, _, true) => InstanceState::Exited(ExitCause::Stopped),
+            (false, _, false) => InstanceState::Exited(ExitCause::Lost),
+            (true, Some(ContainerStateStatusEnum::CREATED), false) => InstanceState::Starting,
+            (true, Some(ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::PAUSED), false) => {
+                InstanceState::Running
+            }
+            (true, Some(ContainerStateStatusEnum::RESTARTING), false) => InstanceState::Restarting,
+            (true, Some(ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::STOPPING), true) => {
+                InstanceState::Stopping
+            }
+            (true, _, true) => InstanceState::Exited(ExitCause::Stopped),
+            // Exited by itself and not restarted, or removed by someone else: replace it.
+            (true, _, false) => InstanceState::Exited(ExitCause::Lost),
+        };
+        let pid = match state {
+            InstanceState::Running | InstanceState::Stopping => {
+                container_state.pid.and_then(|pid| u32::try_from(pid).ok()).filter(|&pid| pid > 0)
+            }
+            _ => None,
+        };
+        // The engine keeps the last exit code while it waits to restart and once it gave up.
+        let last_exit = match (&state, container_state.exit_code) {
+            _ if inspected.is_none() => Some("the container is gone".to_owned()),
+            (InstanceState::Restarting | InstanceState::Exited(_), Some(code)) => {
+                Some(format!("exited with code {code}"))
+            }
+            _ => None,
+        };
+        Ok(InstanceStatus {
+            spec: spec.clone(),
+            state,
+            pid,
+            restarts,
+            started_at: file.created_at_ms,
+            last_exit,
+            isolation: Isolation::Container,
+        })
+    }
+
+    fn is_starting(&self, id: &InstanceId) -> bool {
+        self.starting.lock().expect("never poisoned").contains(id)
+    }
+
+    /// Starts the instance's log pump unless one is running.
+    fn ensure_pump(self: &Arc<Self>, spec: &InstanceSpec) {
+        let mut pumps = self.pumps.lock().expect("never poisoned");
+        if pumps.get(&spec.id).is_some_and(|pump| !pump.is_finished()) {
+            return;
+        }
+        let inner = Arc::clone(self);
+        let spec = spec.clone();
+        let id = spec.id.clone();
+        pumps.insert(id, tokio::spawn(async move { inner.pump(spec).await }));
+    }
+
+    /// Copies the container's output into the instance's log, masked, from after the last line
+    /// an earlier pump wrote, until the container stops.
+    async fn pump(&self, spec: InstanceSpec) {
+        let source = LogSource {
+            app: spec.app.clone(),
+            release: spec.release,
+            instance: spec.id.clone(),
+            process: spec.process.clone(),
+        };
+        let writer = match LogWriter::open(&self.logs_root, source) {
+            Ok(writer) => writer,
+            Err(error) => {
+                tracing::warn!(instance = %spec.id, %error, "cannot open the instance's log; its output is not captured");
+                return;
+            }
+        };
+        let secrets = match crate::sealed::open(self.key_file.as_deref(), &spec.sealed_env) {
+            Ok(secrets) => secrets,
+            Err(error) => {
+                // Without the values nothing could be masked: capture nothing rather than leak.
+                let _ = writer.write_system(&format!("output not captured: {}", chain(&error)));
+                return;
+            }
+        };
+        let masker = secrets::Masker::new(secrets.iter().map(|(_, value)| value.as_str()));
+        let mut channels = [Channel::new(Stream::Stdout, &masker), Channel::new(Stream::Stderr, &masker)];
+        let cursor_path = self.root.join(spec.id.as_str()).join(CURSOR_FILE);
+        let mut cursor = Cursor::load(&cursor_path);
+        let resume_after = cursor.nanos;
+        let mut last_seen = resume_after;
+        let since = i32::try_from(resume_after / 1_000_000_000).unwrap_or(0);
+        let options =
+            LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).timestamps(true).since(since).build();
+        let mut output = self.docker.logs(&DockerRuntime::container_name(&spec.id), Some(options));
+        loop {
+            let item = match tokio::time::timeout(QUIET, output.next()).await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(_) => {
+                    // Quiet: a line held back in case it ends with half a secret goes out now.
+                    for channel in &mut channels {
+                        channel.flush(&writer);
+                    }
+                    cursor.set(last_seen);
+                    continue;
+                }
+            };
+            let (stream, message) = match item {
+                Ok(LogOutput::StdOut { message }) => (Stream::Stdout, message),
+                Ok(LogOutput::StdErr { message }) => (Stream::Stderr, message),
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::debug!(instance = %spec.id, %error, "log stream ended");
+                    break;
+                }
+            };
+            let text = String::from_utf8_lossy(&message);
+            let (stamp, line) = text.split_once(' ').unwrap_or(("", &text));
+            let Some(nanos) = parse_timestamp(stamp) else { continue };
+            if nanos <= resume_after {
+                continue;
+            }
+            last_seen = nanos;
+            let line = line.strip_suffix('\n').unwrap_or(line);
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            channels[usize::from(stream == Stream::Stderr)].push(line, nanos, &writer);
+            // Everything before the oldest line still held back is in the log.
+            let held = channels.iter().filter_map(|channel| channel.pending.front()).min();
+            cursor.set(held.map_or(nanos, |oldest| oldest - 1));
+        }
+        for channel in &mut channels {
+            channel.flush(&writer);
+        }
+        cursor.set(last_seen);
+    }
+}
+
+/// One output stream of a container on its way to the log: masked, with the engine's
+/// timestamps of the lines the masker still holds back.
+struct Channel<'m> {
+    stream: Stream,
+    masks: secrets::MaskStream<'m>,
+    pending: VecDeque<u64>,
+}
+
+impl<'m> Channel<'m> {
+    fn new(stream: Stream, masker: &'m secrets::Masker) -> Self {
+        Self { stream, masks: masker.stream(), pending: VecDeque::new() }
+    }
+
+    /// The masker returns lines in order, each once: each returned line is the oldest pending.
+    fn push(&mut self, line: &str, nanos: u64, writer: &LogWriter) {
+        self.pending.push_back(nanos);
+        let ready = self.masks.push(line);
+        self.write(ready, writer);
+    }
+
+    fn flush(&mut self, writer: &LogWriter) {
+        let ready = self.masks.flush();
+        self.write(ready, writer);
+    }
+
+    fn write(&mut self, lines: Vec<String>, writer: &LogWriter) {
+        for line in lines {
+            self.pending.pop_front();
+            if let Err(error) = writer.write_line(self.stream, line.as_bytes()) {
+                tracing::warn!(%error, "cannot write a log line");
+            }
+        }
+    }
+}
+
+/// How far an instance's log has been copied: the engine's timestamp of the last line, in
+/// nanoseconds since the epoch, saved to a file after each line.
+struct Cursor {
+    path: PathBuf,
+    nanos: u64,
+}
+
+impl Cursor {
+    fn load(path: &Path) -> Self {
+        let nanos = fs::read_to_string(path).ok().and_then(|text| text.trim().parse().ok()).unwrap_or(0);
+        Self { path: path.to_owned(), nanos }
+    }
+
+    /// Saves `nanos` as the point to resume after, if it moved.
+    fn set(&mut self, nanos: u64) {
+        if nanos != self.nanos {
+            self.nanos = nanos;
+            self.save();
+        }
+    }
+
+    fn save(&self) {
+        let tmp = self.path.with_extension("tmp");
+        let written = fs::write(&tmp, self.nanos.to_string()).and_then(|()| fs::rename(&tmp, &self.path));
+        if let Err(error) = written {
+            // The instance was removed meanwhile, or the disk is full: lines may repeat later.
+            tracing::debug!(path = %self.path.display(), %error, "cannot save the log cursor");
+        }
+    }
+}
+
+/// Marks an instance id as being started for as long as it lives.
+struct Starting {
+    inner: Arc<Inner>,
+    id: InstanceId,
+}
+
+impl Starting {
+    fn claim(inner: &Arc<Inner>, id: &InstanceId) -> Result<Self, RuntimeError> {
+        if !inner.starting.lock().expect("never poisoned").insert(id.clone()) {
+            return Err(RuntimeError::AlreadyExists { id: id.clone() });
+        }
+        Ok(Self { inner: Arc::clone(inner), id: id.clone() })
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        self.inner.starting.lock().expect("never poisoned").remove(&self.id);
+    }
+}
+
+/// Whether the engine answered with one of `codes` (304 not modified, 404 no such container).
+fn is_status(error: &bollard::errors::Error, codes: &[u16]) -> bool {
+    matches!(error, bollard::errors::Error::DockerResponseServerError { status_code, .. } if codes.contains(status_code))
+}
+
+/// An RFC 3339 UTC timestamp as the engine writes them (`2026-11-25T15:30:01.123456789Z`, the
+/// fraction of any length or absent), in nanoseconds since the epoch.
+fn parse_timestamp(text: &str) -> Option<u64> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut date = date.splitn(3, '-').map(|part| part.parse::<i64>().ok());
+    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut clock = clock.splitn(3, ':').map(|part| part.parse::<u64>().ok());
+    let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
+    if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let nanos: u64 = if fraction.is_empty() { 0 } else { format!("{fraction:0<9}").parse().ok()? };
+    let days = u64::try_from(days_from_civil(year, month, day)).ok()?;
+    Some(((days * 86_400 + hour * 3_600 + minute * 60 + second) * 1_000_000_000) + nanos)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), RuntimeError> {
+    let tmp = path.with_extension("tmp");
+    let text = serde_json::to_vec_pretty(value).expect("specs serialize");
+    fs::write(&tmp, text).map_err(RuntimeError::io("write", &tmp))?;
+    fs::rename(&tmp, path).map_err(RuntimeError::io("rename", path))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// A short hex name for a path that stays the same across builds of Drover (64-bit FNV-1a), to
+/// keep several roots' secrets apart.
+fn short_hash(text: &str) -> String {
+    let hash = text
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3));
+    format!("{hash:016x}")
+}
+
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_timestamps_parse_to_nanoseconds() {
+        let table = [
+            ("1970-01-01T00:00:00Z", Some(0)),
+            ("1970-01-01T00:00:01.5Z", Some(1_500_000_000)),
+            ("2026-11-25T15:30:01.123456789Z", Some(1_795_620_601_123_456_789)),
+            ("2000-02-29T00:00:00.000000001Z", Some(951_782_400_000_000_001)),
+            ("2026-11-25T15:30:01", None),
+            ("2026-11-25T15:30:01.1234567891Z", None),
+            ("garbage", None),
+        ];
+        for (text, expected) in table {
+            assert_eq!(parse_timestamp(text), expected, "{text}");
+        }
+    }
+}
