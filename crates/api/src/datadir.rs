@@ -40,6 +40,10 @@ impl DataDir {
     pub fn instances(&self) -> PathBuf {
         self.root.join("instances")
     }
+    /// The Docker runtime's instance files.
+    pub fn containers(&self) -> PathBuf {
+        self.root.join("containers")
+    }
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
     }
@@ -107,6 +111,44 @@ pub struct Settings {
     /// Largest accepted `git push`, in bytes.
     #[serde(default = "default_push_limit")]
     pub push_limit: u64,
+    /// Where new slug instances run.
+    #[serde(default)]
+    pub runtime: RuntimeKind,
+    /// The image slugs run in under the Docker runtime.
+    #[serde(default)]
+    pub stack_image: Option<String>,
+}
+
+/// The backend new slug instances run on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// Supervised processes (`drover shim`), the embedded default.
+    #[default]
+    Process,
+    /// Containers of the local Docker engine, the slug mounted in the stack image.
+    Docker,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Process => "process",
+            Self::Docker => "docker",
+        }
+    }
+}
+
+impl std::str::FromStr for RuntimeKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "process" => Ok(Self::Process),
+            "docker" => Ok(Self::Docker),
+            other => Err(format!("{other:?}: expected `process` or `docker`")),
+        }
+    }
 }
 
 fn default_push_limit() -> u64 {
@@ -121,6 +163,8 @@ impl Default for Settings {
             domain: "localhost".to_owned(),
             upload_limit: 200 * 1024 * 1024,
             push_limit: default_push_limit(),
+            runtime: RuntimeKind::Process,
+            stack_image: None,
         }
     }
 }

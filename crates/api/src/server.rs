@@ -1,13 +1,13 @@
 //! `drover server run`: opens the state, starts (or re-adopts) the proxy, serves the API and
 //! runs the reconcile loop until told to stop.
 
-use crate::datadir::{DataDir, ProxyInfo, ServerInfo, Settings};
+use crate::datadir::{DataDir, ProxyInfo, RuntimeKind, ServerInfo, Settings};
 use anyhow::{bail, Context};
 use artifact::ArtifactStore;
 use deploy::reconciler::Reconciler;
 use proxy::AdminClient;
 use runtime::procfs as procinfo;
-use runtime::{ProcessRuntime, Runtime};
+use runtime::{Backends, DockerRuntime, ProcessRuntime, Runtime};
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -27,6 +27,8 @@ pub struct Overrides {
     pub domain: Option<String>,
     pub upload_limit: Option<u64>,
     pub push_limit: Option<u64>,
+    pub runtime: Option<crate::datadir::RuntimeKind>,
+    pub stack_image: Option<String>,
 }
 
 pub struct ServerOptions {
@@ -45,7 +47,7 @@ pub(crate) struct Ctx {
     pub token: String,
     pub store: Arc<Mutex<Store>>,
     pub artifacts: Arc<ArtifactStore>,
-    pub runtime: Arc<ProcessRuntime>,
+    pub runtime: Arc<Backends>,
     pub proxy: AdminClient,
     /// Wakes the reconcile loop early, e.g. after a deploy was accepted.
     pub wake: Notify,
@@ -101,12 +103,48 @@ fn settings(data: &DataDir, overrides: &Overrides) -> anyhow::Result<Settings> {
     if let Some(limit) = overrides.push_limit {
         settings.push_limit = limit;
     }
+    if let Some(runtime) = overrides.runtime {
+        settings.runtime = runtime;
+    }
+    if let Some(image) = &overrides.stack_image {
+        settings.stack_image = Some(image.clone());
+    }
+    if settings.runtime == RuntimeKind::Docker && settings.stack_image.is_none() {
+        bail!("the Docker runtime runs slugs in a stack image: name one with --stack-image IMAGE");
+    }
     if settings.http_addr.port() == 0 {
         let listener = StdTcpListener::bind(settings.http_addr).context("picking a port for the proxy")?;
         settings.http_addr = listener.local_addr()?;
     }
     DataDir::write_json(&data.settings(), &settings, 0o600).context("saving settings.json")?;
     Ok(settings)
+}
+
+/// The runtime backends: always the process runtime; the Docker runtime when the settings choose
+/// it, or when it has instances from an earlier start (so they are seen and stopped).
+async fn backends(data: &DataDir, settings: &Settings, exe: &std::path::Path) -> anyhow::Result<Backends> {
+    let process = ProcessRuntime::new(data.instances(), data.logs(), exe.to_owned()).with_key_file(data.secret_key());
+    let backends = Backends::new(process);
+    let wanted = settings.runtime == RuntimeKind::Docker;
+    let has_instances = std::fs::read_dir(data.containers()).is_ok_and(|mut dir| dir.next().is_some());
+    if !wanted && !has_instances {
+        return Ok(backends);
+    }
+    match DockerRuntime::connect(data.containers(), data.logs()).await {
+        Ok(docker) => {
+            let mut docker = docker.with_key_file(data.secret_key());
+            if let Some(image) = &settings.stack_image {
+                docker = docker.with_stack_image(image.clone());
+            }
+            info!(slugs_in_docker = wanted, "Docker runtime connected");
+            Ok(backends.with_docker(docker, wanted))
+        }
+        Err(e) if wanted => Err(anyhow::Error::new(e).context("the Docker runtime needs a running Docker engine")),
+        Err(e) => {
+            warn!(error = %format!("{:#}", anyhow::Error::new(e)), "cannot reach Docker; its instances from an earlier start are not managed");
+            Ok(backends)
+        }
+    }
 }
 
 /// The API token, created with 0600 permissions on first start.
@@ -239,7 +277,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     }
     let keyring = secrets::Keyring::load_or_create(&data.secret_key()).context("loading the secret key")?;
     let artifacts = ArtifactStore::open(data.artifacts()).context("opening the artifact store")?;
-    let runtime = ProcessRuntime::new(data.instances(), data.logs(), opts.exe.clone()).with_key_file(data.secret_key());
+    let runtime = backends(&data, &settings, &opts.exe).await?;
     ensure_proxy(&data, &settings, &opts.exe).await?;
 
     let listener = tokio::net::TcpListener::bind(settings.api_addr)

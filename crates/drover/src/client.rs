@@ -84,6 +84,8 @@ pub async fn start_server(data: &DataDir, flags: &crate::ServerFlags) -> anyhow:
         ("--domain", flags.domain.clone()),
         ("--upload-limit", flags.upload_limit.map(|l| l.to_string())),
         ("--push-limit", flags.push_limit.map(|l| l.to_string())),
+        ("--runtime", flags.runtime.map(|r| r.as_str().to_owned())),
+        ("--stack-image", flags.stack_image.clone()),
     ] {
         if let Some(value) = value {
             command.arg(flag).arg(value);

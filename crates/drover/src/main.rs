@@ -41,6 +41,13 @@ pub struct ServerFlags {
     /// Largest accepted `git push`, in bytes.
     #[arg(long)]
     push_limit: Option<u64>,
+    /// Where slug instances run: `process` (supervised processes) or `docker` (containers of the
+    /// local Docker engine, in --stack-image). Saved for later starts.
+    #[arg(long)]
+    runtime: Option<api::datadir::RuntimeKind>,
+    /// The image slugs run in under `--runtime docker`; it needs `/bin/sh`. Saved.
+    #[arg(long)]
+    stack_image: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -324,6 +331,8 @@ impl From<ServerFlags> for api::server::Overrides {
             domain: f.domain,
             upload_limit: f.upload_limit,
             push_limit: f.push_limit,
+            runtime: f.runtime,
+            stack_image: f.stack_image,
         }
     }
 }

@@ -20,8 +20,9 @@
 //!   engine's timestamp of it, saved in `ROOT/<id>/log.cursor` after each line. No line is
 //!   lost; a crash between writing a line and saving the cursor repeats that one line.
 //! - **Stopping** is `docker stop` with the instance's grace period: SIGTERM to the container's
-//!   first process, then SIGKILL. A `stopped` marker written first keeps "stopped on request"
-//!   apart from "exited by itself" across restarts.
+//!   first process, then SIGKILL; then the container is removed, its output being in the log.
+//!   A `stopped` marker written first keeps "stopped on request" apart from "exited by itself"
+//!   or "removed by someone else" across restarts.
 
 use crate::{Artifact, ExitCause, InstanceSpec, InstanceState, InstanceStatus, Isolation, Runtime, RuntimeError};
 use bollard::container::LogOutput;
@@ -138,6 +139,11 @@ impl DockerRuntime {
         &self.inner.docker
     }
 
+    /// Whether this runtime has (or had, until removed) the instance `id`.
+    pub fn knows(&self, id: &InstanceId) -> bool {
+        self.inner.root.join(id.as_str()).is_dir()
+    }
+
     /// The name of an instance's container.
     pub fn container_name(id: &InstanceId) -> String {
         format!("drover-{id}")
@@ -196,8 +202,16 @@ impl Runtime for DockerRuntime {
                 tracing::warn!(instance = %id, "log pump did not finish after the container stopped");
             }
         }
+        // The output is in the log now; the engine keeps no stopped containers of ours. The
+        // `stopped` marker says what became of it.
+        let options = RemoveContainerOptionsBuilder::default().build();
+        match inner.docker.remove_container(&Self::container_name(id), Some(options)).await {
+            Ok(()) => {}
+            Err(error) if is_status(&error, &[404]) => {}
+            Err(source) => return Err(RuntimeError::Docker { action: format!("remove container of {id}"), source }),
+        }
         inner.remove_secrets_file(id);
-        tracing::info!(instance = %id, "container stopped");
+        tracing::info!(instance = %id, "container stopped and removed");
         Ok(())
     }
 

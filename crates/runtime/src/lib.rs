@@ -153,3 +153,69 @@ pub trait Runtime: Send + Sync + 'static {
     /// Forgets an exited instance: its runtime files go, its logs stay.
     fn remove(&self, id: &InstanceId) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 }
+
+/// The backends of one machine behind one [`Runtime`]: the process runtime, and the Docker
+/// runtime when an engine is configured. New slug instances go to the preferred one, images to
+/// Docker. Every other call goes to the backend that has the instance, and `list` covers both,
+/// so instances started before the preference changed are still seen, stopped and removed.
+#[derive(Clone)]
+pub struct Backends {
+    process: ProcessRuntime,
+    docker: Option<DockerRuntime>,
+    slugs_in_docker: bool,
+}
+
+impl Backends {
+    /// Slugs run as processes; images cannot run without [`Backends::with_docker`].
+    pub fn new(process: ProcessRuntime) -> Self {
+        Self { process, docker: None, slugs_in_docker: false }
+    }
+
+    /// Adds the Docker backend; with `slugs_in_docker`, new slug instances run in containers
+    /// of its stack image too.
+    pub fn with_docker(self, docker: DockerRuntime, slugs_in_docker: bool) -> Self {
+        Self { docker: Some(docker), slugs_in_docker, ..self }
+    }
+
+    /// The Docker backend if it has instance `id`.
+    fn docker_of(&self, id: &InstanceId) -> Option<&DockerRuntime> {
+        self.docker.as_ref().filter(|docker| docker.knows(id))
+    }
+}
+
+impl Runtime for Backends {
+    async fn start(&self, spec: InstanceSpec) -> Result<InstanceStatus, RuntimeError> {
+        let to_docker = matches!(spec.artifact, Artifact::Image(_)) || self.slugs_in_docker;
+        match (&self.docker, to_docker) {
+            (Some(docker), true) => docker.start(spec).await,
+            (None, true) => Err(RuntimeError::InvalidSpec {
+                id: spec.id.clone(),
+                reason: "an image needs the Docker runtime, and this server runs without one".to_owned(),
+            }),
+            (_, false) => self.process.start(spec).await,
+        }
+    }
+
+    async fn stop(&self, id: &InstanceId) -> Result<(), RuntimeError> {
+        match self.docker_of(id) {
+            Some(docker) => docker.stop(id).await,
+            None => self.process.stop(id).await,
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<InstanceStatus>, RuntimeError> {
+        let mut all = self.process.list().await?;
+        if let Some(docker) = &self.docker {
+            all.extend(docker.list().await?);
+        }
+        all.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
+        Ok(all)
+    }
+
+    async fn remove(&self, id: &InstanceId) -> Result<(), RuntimeError> {
+        match self.docker_of(id) {
+            Some(docker) => docker.remove(id).await,
+            None => self.process.remove(id).await,
+        }
+    }
+}

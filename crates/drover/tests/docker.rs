@@ -1,0 +1,103 @@
+//! The server with `--runtime docker`: slugs run as containers of a stack image on the local
+//! Docker engine (which `scripts/test` starts), behind the same proxy, health checks and
+//! rollouts as processes. The stack image is built here from the host's static busybox, since no
+//! registry can be reached; the app is busybox's `httpd` serving files of the slug.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::time::Duration;
+
+const STACK: &str = "drover-test-busybox:1";
+
+fn build_stack_image() {
+    let context = tempfile::tempdir().unwrap();
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists());
+    std::fs::copy(
+        busybox.expect("busybox-static is installed (scripts/test installs it)"),
+        context.path().join("busybox"),
+    )
+    .unwrap();
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", STACK])
+        .arg(context.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .expect("the docker CLI runs");
+    assert!(out.status.success(), "docker build: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The ids of the containers of this server's data directory, running or not.
+fn containers(drover: &Drover) -> Vec<String> {
+    let label = format!("label=io.drover.root={}", drover.path("containers").display());
+    let out = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &label]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect()
+}
+
+fn write_site(dir: &Path, version: &str) {
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/healthz"), "ok\n").unwrap();
+    std::fs::write(dir.join("www/index.html"), format!("{version}\n")).unwrap();
+    std::fs::write(
+        dir.join("drover.yml"),
+        "app: boxed\nprocesses:\n  web: exec httpd -f -p \"$PORT\" -h /app/www\nscale: {web: 2}\n\
+         health: {path: /healthz, interval: 200ms, timeout: 1s, start_period: 5s}\n\
+         deploy: {strategy: rolling, max_surge: 1, max_unavailable: 0, stop_grace: 2s}\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn slugs_run_as_containers_roll_out_without_a_failed_request_and_stop_with_the_server() {
+    build_stack_image();
+    let drover = Drover::new();
+    let http = drover.http.to_string();
+    let start = ["server", "start", "--http-addr", &http, "--api-addr", "127.0.0.1:0"];
+    let out = drover.run(&[&start[..], &["--runtime", "docker"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--stack-image"), "{stderr}");
+    drover.ok(&[&start[..], &["--runtime", "docker", "--stack-image", STACK]].concat());
+
+    let app = tempfile::tempdir().unwrap();
+    write_site(app.path(), "v1");
+    let out = drover.ok(&["deploy", app.path().to_str().unwrap()]);
+    assert!(out.contains("deployed boxed v1"), "{out}");
+    drover.wait_settled("boxed", 1, 2);
+    assert_eq!(drover.get("boxed", "/").1, "v1\n");
+    assert_eq!(containers(&drover).len(), 2);
+
+    // A rolling deploy under load: new containers become healthy before old ones drain.
+    let load = Load::start(drover.http, "boxed", 8, 1_000_000);
+    wait_until("load to flow", Duration::from_secs(10), || load.ok() > 50);
+    write_site(app.path(), "v2");
+    drover.ok(&["deploy", app.path().to_str().unwrap()]);
+    drover.wait_settled("boxed", 2, 2);
+    let (ok, failed, errors) = load.finish();
+    assert!(ok > 0 && failed == 0, "{failed} of {} requests failed, e.g. {errors:?}", ok + failed);
+    eprintln!("rolling deploy of containers: {ok} requests, 0 failed");
+    assert_eq!(drover.get("boxed", "/").1, "v2\n");
+    // The old containers are stopped and removed, not left behind.
+    wait_until("old containers to be removed", Duration::from_secs(30), || containers(&drover).len() == 2);
+
+    // A killed server is no harm: the containers keep serving, and a new server adopts them.
+    let before: Vec<String> = drover.instances("boxed").iter().map(|i| i["id"].to_string()).collect();
+    let server = drover.server_pid();
+    assert!(std::process::Command::new("kill").args(["-9", &server.to_string()]).status().unwrap().success());
+    wait_until("the killed server to be gone", Duration::from_secs(10), || {
+        runtime::procfs::stat(server).is_none_or(|stat| stat.is_dead())
+    });
+    assert_eq!(drover.get("boxed", "/").1, "v2\n");
+    drover.start();
+    drover.wait_settled("boxed", 2, 2);
+    let after: Vec<String> = drover.instances("boxed").iter().map(|i| i["id"].to_string()).collect();
+    assert_eq!(before, after, "the same containers after the restart");
+
+    drover.ok(&["server", "stop", "--all"]);
+    assert_eq!(containers(&drover), Vec::<String>::new(), "containers left after `server stop --all`");
+}
