@@ -46,7 +46,16 @@ impl Client {
 
     /// Sends a request and decodes the JSON answer, turning `{"error": ...}` into an error.
     pub async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> anyhow::Result<T> {
-        let response = request.send().await.context("calling the Drover API")?;
+        let response = match request.send().await {
+            Ok(response) => response,
+            // The server went away (stopped, killed) after `connect` found it.
+            Err(e) if e.is_connect() => bail!(
+                "the Drover server at {} stopped answering: start it again with `drover server start`, then \
+                 `drover events` tells what became of this request",
+                self.base.trim_start_matches("http://").trim_end_matches("/api/v1")
+            ),
+            Err(e) => return Err(anyhow::Error::new(e).context("calling the Drover API")),
+        };
         let status = response.status();
         let bytes = response.bytes().await?;
         if !status.is_success() {
