@@ -44,11 +44,12 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
             if out.json {
                 out.print_json(&apps);
             } else {
-                println!("{:<20} {:<8} {:<8} {:<10} URL", "APP", "RELEASE", "STABLE", "INSTANCES");
-                for a in apps {
-                    let rel = |r: Option<u64>| r.map(|r| format!("v{r}")).unwrap_or_else(|| "-".into());
-                    println!("{:<20} {:<8} {:<8} {:<10} {}", a.name, rel(a.target), rel(a.stable), a.instances, a.url);
-                }
+                let rel = |r: Option<u64>| r.map(|r| format!("v{r}")).unwrap_or_else(|| "-".into());
+                let rows = apps
+                    .iter()
+                    .map(|a| vec![a.name.clone(), rel(a.target), rel(a.stable), a.instances.to_string(), a.url.clone()])
+                    .collect();
+                print_table(&["APP", "RELEASE", "STABLE", "INSTANCES", "URL"], rows);
             }
             Ok(0)
         }
@@ -156,11 +157,21 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
             if out.json {
                 out.print_json(&runs);
             } else {
-                println!("{:<6} {:<16} {:<20} {:<9} {:<11} MESSAGE", "RUN", "APP", "BRANCH", "COMMIT", "STATUS");
-                for r in runs {
-                    let commit = &r.commit[..9.min(r.commit.len())];
-                    println!("{:<6} {:<16} {:<20} {:<9} {:<11} {}", r.id, r.app, r.branch, commit, r.status, r.message);
-                }
+                let rows = runs
+                    .iter()
+                    .map(|r| {
+                        let commit = r.commit[..9.min(r.commit.len())].to_owned();
+                        vec![
+                            r.id.to_string(),
+                            r.app.clone(),
+                            r.branch.clone(),
+                            commit,
+                            r.status.clone(),
+                            r.message.clone(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["RUN", "APP", "BRANCH", "COMMIT", "STATUS", "MESSAGE"], rows);
             }
             Ok(0)
         }
@@ -362,6 +373,42 @@ async fn server(command: ServerCommand, data: &DataDir, out: &Output) -> anyhow:
 
 /// The bundled example: `examples/hello-python` under the current directory, else in the
 /// source tree this binary was built from.
+/// Widest a column other than the last may be; longer cells (a 200-character branch name) are
+/// cut with `…` so the table stays readable. `--json` has the whole values.
+const MAX_CELL: usize = 40;
+
+/// Prints `rows` under `headers`, each column as wide as its widest cell (up to [`MAX_CELL`]),
+/// the last column unpadded and uncut.
+fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let cut = |cell: &str| match cell.chars().count() > MAX_CELL {
+        true => format!("{}…", cell.chars().take(MAX_CELL - 1).collect::<String>()),
+        false => cell.to_owned(),
+    };
+    let last = headers.len() - 1;
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|row| row.iter().enumerate().map(|(i, cell)| if i < last { cut(cell) } else { cell.clone() }).collect())
+        .collect();
+    let widths: Vec<usize> = (0..last)
+        .map(|i| rows.iter().map(|row| row[i].chars().count()).chain([headers[i].len()]).max().unwrap_or(0))
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i < last {
+                text.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            } else {
+                text.push_str(cell);
+            }
+        }
+        println!("{}", text.trim_end());
+    };
+    line(headers.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
 /// An app's config vars and secret names, shared by all stages or for `stage`.
 async fn config_view(data: &DataDir, app: &str, stage: Option<String>) -> anyhow::Result<ConfigView> {
     let client = Client::connect(data)?;
