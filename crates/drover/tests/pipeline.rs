@@ -36,6 +36,20 @@ pipeline:
     .unwrap();
 }
 
+/// A repository of the shop app, its drover.yml changed by `edit`, committed, with this server
+/// as its `drover` remote.
+fn shop_repo(drover: &Drover, edit: impl FnOnce(String) -> String) -> Repo {
+    let repo = Repo::new();
+    write_app(repo.path());
+    let yaml = std::fs::read_to_string(repo.path().join("drover.yml")).unwrap();
+    std::fs::write(repo.path().join("drover.yml"), edit(yaml)).unwrap();
+    repo.commit_all("shop");
+    let token = std::fs::read_to_string(drover.path("token")).unwrap();
+    let url = format!("http://drover:{}@{}/git/shop.git", token.trim(), api_addr(drover));
+    repo.ok(&["remote", "add", "drover", &url]);
+    repo
+}
+
 /// Pushes `branch` and returns the id of the run it queued.
 fn push(repo: &Repo, branch: &str) -> String {
     let out = repo.ok(&["push", "drover", branch]);
@@ -85,16 +99,7 @@ fn push_test_preview_staging_approval_production() {
     write!(child.stdin.take().unwrap(), "{SECRET}").unwrap();
     assert!(child.wait().unwrap().success());
 
-    let repo = Repo::new();
-    write_app(repo.path());
-    repo.commit_all("shop");
-    let token = std::fs::read_to_string(drover.path("token")).unwrap();
-    repo.ok(&[
-        "remote",
-        "add",
-        "drover",
-        &format!("http://drover:{}@{}/git/shop.git", token.trim(), api_addr(&drover)),
-    ]);
+    let repo = shop_repo(&drover, |yaml| yaml);
 
     // A feature branch: tested, then deployed to its own preview app.
     repo.ok(&["checkout", "--quiet", "-b", "feature/login"]);
@@ -222,24 +227,9 @@ fn a_failing_test_refuses_the_deploy_unless_forced() {
 fn a_cancelled_run_stops_its_tests_and_a_newer_push_supersedes_a_queued_one() {
     let drover = Drover::new();
     drover.start();
-    let repo = Repo::new();
-    write_app(repo.path());
-    let yaml = std::fs::read_to_string(repo.path().join("drover.yml")).unwrap();
     // A marker unique to this test run, so leftovers of other runs cannot be mistaken for ours.
     let marker = format!("slow-test-{}", std::process::id());
-    std::fs::write(
-        repo.path().join("drover.yml"),
-        yaml.replace("- python3 test_app.py", &format!("- sleep 600; echo {marker}")),
-    )
-    .unwrap();
-    repo.commit_all("slow tests");
-    let token = std::fs::read_to_string(drover.path("token")).unwrap();
-    repo.ok(&[
-        "remote",
-        "add",
-        "drover",
-        &format!("http://drover:{}@{}/git/shop.git", token.trim(), api_addr(&drover)),
-    ]);
+    let repo = shop_repo(&drover, |yaml| yaml.replace("- python3 test_app.py", &format!("- sleep 600; echo {marker}")));
     let slow = push(&repo, "main");
     wait_until("the slow test to start", std::time::Duration::from_secs(60), || {
         let ps = std::process::Command::new("pgrep").args(["-f", &marker]).output().unwrap();
@@ -269,27 +259,16 @@ fn a_cancelled_run_stops_its_tests_and_a_newer_push_supersedes_a_queued_one() {
 fn a_server_killed_during_a_test_leaves_no_test_process_behind() {
     let drover = Drover::new();
     drover.start();
-    let repo = Repo::new();
-    write_app(repo.path());
     // The test step leaves a `sleep` in its process group and says where it is; the shell waits
     // for it, so the step runs until someone stops it.
     let pids = tempfile::tempdir().unwrap();
     let (shell_file, sleep_file) = (pids.path().join("shell"), pids.path().join("sleep"));
-    let yaml = std::fs::read_to_string(repo.path().join("drover.yml")).unwrap();
     let slow = format!(
         "- sleep 300 & echo $! > {sleep}.tmp; mv {sleep}.tmp {sleep}; echo $$ > {shell}; wait",
         sleep = sleep_file.display(),
         shell = shell_file.display()
     );
-    std::fs::write(repo.path().join("drover.yml"), yaml.replace("- python3 test_app.py", &slow)).unwrap();
-    repo.commit_all("slow tests");
-    let token = std::fs::read_to_string(drover.path("token")).unwrap();
-    repo.ok(&[
-        "remote",
-        "add",
-        "drover",
-        &format!("http://drover:{}@{}/git/shop.git", token.trim(), api_addr(&drover)),
-    ]);
+    let repo = shop_repo(&drover, |yaml| yaml.replace("- python3 test_app.py", &slow));
     let run = push(&repo, "main");
     let read_pid = |path: &Path| std::fs::read_to_string(path).ok()?.trim().parse::<u32>().ok();
     wait_until("the slow test to start", Duration::from_secs(60), || {
@@ -337,16 +316,7 @@ fn a_stage_never_takes_over_an_app_that_is_not_its_own() {
         drover.ok(&["deploy", app.path().to_str().unwrap()]);
     }
 
-    let repo = Repo::new();
-    write_app(repo.path());
-    repo.commit_all("shop");
-    let token = std::fs::read_to_string(drover.path("token")).unwrap();
-    repo.ok(&[
-        "remote",
-        "add",
-        "drover",
-        &format!("http://drover:{}@{}/git/shop.git", token.trim(), api_addr(&drover)),
-    ]);
+    let repo = shop_repo(&drover, |yaml| yaml);
     let pushed = |branch: &str| {
         repo.ok(&["checkout", "--quiet", "-B", branch]);
         let run = push(&repo, branch);
