@@ -44,7 +44,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
 
 /// The label naming the runtime root a container belongs to; containers of other roots (other
@@ -57,6 +57,9 @@ const SECRETS_PATH: &str = "/run/drover/secrets.env";
 const SPEC_FILE: &str = "spec.json";
 const STOPPED_FILE: &str = "stopped";
 const CURSOR_FILE: &str = "log.cursor";
+/// How often `list` looks for this root's containers that no instance knows (the first `list`
+/// of a runtime always does).
+const ORPHAN_SWEEP: Duration = Duration::from_secs(10);
 /// After this long without output, a line the masker holds back is written anyway.
 const QUIET: Duration = Duration::from_millis(100);
 /// How long `stop` waits for the log pump to write the container's last lines.
@@ -82,6 +85,8 @@ struct Inner {
     pumps: Mutex<HashMap<InstanceId, JoinHandle<()>>>,
     /// Instances whose `start` is in progress: `list` skips them, `remove` refuses them.
     starting: Mutex<HashSet<InstanceId>>,
+    /// When `list` last looked for containers no instance knows.
+    last_sweep: Mutex<Option<Instant>>,
 }
 
 /// What `spec.json` holds.
@@ -114,6 +119,7 @@ impl DockerRuntime {
             owner,
             pumps: Mutex::new(HashMap::new()),
             starting: Mutex::new(HashSet::new()),
+            last_sweep: Mutex::new(None),
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -217,7 +223,18 @@ impl Runtime for DockerRuntime {
 
     async fn list(&self) -> Result<Vec<InstanceStatus>, RuntimeError> {
         let inner = &self.inner;
-        inner.remove_orphans().await?;
+        // Listing every container is the engine's dearest call; orphans are rare and can wait.
+        let sweep = {
+            let mut last = inner.last_sweep.lock().expect("never poisoned");
+            let due = last.is_none_or(|at| at.elapsed() >= ORPHAN_SWEEP);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if sweep {
+            inner.remove_orphans().await?;
+        }
         let entries = match fs::read_dir(&inner.root) {
             Ok(entries) => entries,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

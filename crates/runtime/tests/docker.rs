@@ -288,3 +288,26 @@ async fn bad_specs_are_refused_and_leave_nothing() {
     let leftovers: Vec<_> = fs::read_dir(fixture.dir.path().join("instances")).map_or(Vec::new(), |d| d.collect());
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_labelled_container_no_instance_knows_is_removed() {
+    let fixture = Fixture::new().await;
+    // What a start or a remove cut short could leave: a labelled container without spec.json.
+    let stray = fixture.spec("o1", "true").id;
+    let root = format!("io.drover.root={}", fixture.dir.path().join("instances").display());
+    let out = std::process::Command::new("docker")
+        .args(["create", "--name", &DockerRuntime::container_name(&stray), "--label", &root])
+        .args(["--label", &format!("io.drover.instance={stray}"), IMAGE, "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(containers_of(&fixture.runtime, fixture.dir.path()).await, 1);
+    // A container of another root with the same labels otherwise is never touched.
+    let other = tempfile::tempdir().unwrap();
+    let foreign = Fixture::runtime_for(other.path()).await;
+    assert!(foreign.list().await.unwrap().is_empty());
+    assert_eq!(containers_of(&fixture.runtime, fixture.dir.path()).await, 1);
+
+    assert!(Fixture::runtime_for(fixture.dir.path()).await.list().await.unwrap().is_empty());
+    assert_eq!(containers_of(&fixture.runtime, fixture.dir.path()).await, 0);
+}
