@@ -6,6 +6,7 @@
 pub mod datadir;
 mod git;
 mod groups;
+mod images;
 mod pipeline;
 mod routes;
 mod runs;

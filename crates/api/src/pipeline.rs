@@ -36,21 +36,41 @@ pub(crate) async fn test_artifact(
     let spec2 = spec.clone();
     let digest2 = digest.clone();
     let what = format!("tests of {} ({source})", spec.name);
+    // Names this step's test containers, when the artifact is an image.
+    let containers = format!("{:08x}", rand::random::<u32>());
+    let containers2 = containers.clone();
     let outcome = tokio::task::spawn_blocking(move || -> Result<pipeline::TestOutcome, String> {
-        let artifact_dir = ctx2.artifacts.unpacked(&digest2).map_err(|e| crate::routes::chain(&e))?;
         let work = tempfile::Builder::new()
             .prefix("test-")
             .tempdir_in(ctx2.data.tmp())
             .map_err(|e| format!("creating the test work dir: {e}"))?;
-        let (env, masker) = crate::vars::step_env(&ctx2, &spec2)?;
-        log(&format!("testing {digest2} inside the artifact ({} command(s))", test.run.len()));
-        let step = TestStep {
-            commands: test.run.clone(),
-            env,
-            artifact_dir,
-            work_dir: work.path().to_owned(),
-            timeout: test.timeout,
+        // Removed when the step ends, whatever happens.
+        let secrets_dir = tempfile::Builder::new()
+            .prefix("drover-test-")
+            .tempdir_in("/dev/shm")
+            .map_err(|e| format!("creating a tmpfs directory for the test's secrets: {e}"))?;
+        let (commands, env, artifact_dir, masker) = match &spec2.dockerfile {
+            None => {
+                let artifact_dir = ctx2.artifacts.unpacked(&digest2).map_err(|e| crate::routes::chain(&e))?;
+                let (env, masker) = crate::vars::step_env(&ctx2, &spec2)?;
+                (test.run.clone(), env, artifact_dir, masker)
+            }
+            Some(_) => {
+                let (env, secrets, masker) = crate::vars::step_env_parts(&ctx2, &spec2)?;
+                let file = match secrets.is_empty() {
+                    true => None,
+                    false => Some(write_secrets(secrets_dir.path(), &secrets)?),
+                };
+                let commands =
+                    crate::images::test_commands(&ctx2, &test.run, &digest2, &env, file.as_deref(), &containers2);
+                // The commands run in containers; on the host they need only an empty directory.
+                let cwd = work.path().join("image");
+                std::fs::create_dir(&cwd).map_err(|e| format!("creating {}: {e}", cwd.display()))?;
+                (commands, env, cwd, masker)
+            }
         };
+        log(&format!("testing {digest2} inside the artifact ({} command(s))", test.run.len()));
+        let step = TestStep { commands, env, artifact_dir, work_dir: work.path().to_owned(), timeout: test.timeout };
         let mut masks = masker.stream();
         let mut groups = crate::groups::GroupRecorder::new(&ctx2.store, what);
         let outcome = pipeline::run_tests(
@@ -70,7 +90,12 @@ pub(crate) async fn test_artifact(
         outcome.map_err(|e| crate::routes::chain(&e))
     })
     .await
-    .expect("tests do not panic")?;
+    .expect("tests do not panic");
+    if spec.dockerfile.is_some() {
+        // A stopped `docker run` client leaves its container running.
+        crate::images::remove_test_containers(ctx, Some(&containers)).await;
+    }
+    let outcome = outcome?;
 
     let passed = outcome.passed();
     let report_json = outcome.report.as_ref().map(|r| serde_json::to_string(r).expect("reports serialize"));
@@ -78,6 +103,22 @@ pub(crate) async fn test_artifact(
         .record_attestation(digest, source, passed, report_json.as_deref(), now_ms())
         .map_err(|e| e.to_string())?;
     Ok(Some(outcome))
+}
+
+/// Writes a test's secrets to a 0600 file in `dir` (on a tmpfs) for its containers to source.
+fn write_secrets(dir: &std::path::Path, secrets: &[(String, String)]) -> Result<std::path::PathBuf, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("secrets.env");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("creating {}: {e}", path.display()))?;
+    file.write_all(runtime::docker::env_file_text(secrets).as_bytes())
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(path)
 }
 
 /// `Err("tests failed: ...")`, with the first failures, unless the test step passed.

@@ -321,6 +321,9 @@ pub(crate) async fn build(
     src: std::path::PathBuf,
     log: impl Fn(&str) + Send + 'static,
 ) -> Result<artifact::Built, String> {
+    if let Some(dockerfile) = &spec.dockerfile {
+        return crate::images::build(ctx, spec, dockerfile, src, log).await;
+    }
     let ctx = ctx.clone();
     let spec = spec.clone();
     tokio::task::spawn_blocking(move || {

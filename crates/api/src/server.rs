@@ -315,6 +315,8 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         exe: opts.exe,
     });
     let reconcile = tokio::spawn(reconcile_loop(ctx.clone()));
+    // Test containers a killed server's image tests left running.
+    crate::images::remove_test_containers(&ctx, None).await;
     let runs = tokio::spawn(crate::runs::run_loop(ctx.clone()));
     let polls = tokio::spawn(crate::sources::poll_loop(ctx.clone()));
     DataDir::write_json(&data.server_info(), &info, 0o600)?;

@@ -51,14 +51,23 @@ pub(crate) fn apply_vars(store: &Store, spec: &mut AppSpec) -> Result<(), store:
 /// secrets (in plain text, memory only) of its var scope as they are now, and a masker for
 /// those secrets' values.
 pub(crate) fn step_env(ctx: &Ctx, spec: &AppSpec) -> Result<(BTreeMap<String, String>, secrets::Masker), String> {
-    let mut spec = spec.clone();
-    apply_vars(&ctx.store(), &mut spec).map_err(|e| e.to_string())?;
-    let mut env = spec.run_env();
-    let secrets = open_secrets(ctx, &spec.var_scope())?;
-    let masker = secrets::Masker::new(secrets.iter().map(|(_, v)| v.as_str()));
+    let (mut env, secrets, masker) = step_env_parts(ctx, spec)?;
     env.extend(secrets);
     Ok((env, masker))
 }
+
+/// [`step_env`] with the secrets apart from the plain env, for a step that must pass them
+/// another way (a container's secrets file).
+pub(crate) fn step_env_parts(ctx: &Ctx, spec: &AppSpec) -> Result<StepEnv, String> {
+    let mut spec = spec.clone();
+    apply_vars(&ctx.store(), &mut spec).map_err(|e| e.to_string())?;
+    let secrets = open_secrets(ctx, &spec.var_scope())?;
+    let masker = secrets::Masker::new(secrets.iter().map(|(_, v)| v.as_str()));
+    Ok((spec.run_env(), secrets, masker))
+}
+
+/// A step's plain env, its secrets in plain text, and the masker of those secrets.
+pub(crate) type StepEnv = (BTreeMap<String, String>, Vec<(String, String)>, secrets::Masker);
 
 /// The secrets of `scope` in plain text, for a build or test step's environment (memory only).
 pub(crate) fn open_secrets(ctx: &Ctx, scope: &VarScope) -> Result<Vec<(String, String)>, String> {

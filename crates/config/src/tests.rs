@@ -27,6 +27,9 @@ fn summary(spec: &AppSpec) -> String {
             .collect();
         write!(out, "; build=[{}]", steps.join(", ")).expect("writing to a String cannot fail");
     }
+    if let Some(dockerfile) = &spec.dockerfile {
+        write!(out, "; dockerfile={dockerfile:?}").expect("writing to a String cannot fail");
+    }
     if !spec.env.is_empty() {
         write!(out, "; env={:?}", spec.env).expect("writing to a String cannot fail");
     }
@@ -120,6 +123,7 @@ fn drover_yml_accepted() {
             with("build:\n  - |\n    make\n  - make install\n"),
             r#"hello; web="python3 app.py"; build=["make", "make install"]"#,
         ),
+        (with("dockerfile: docker/Dockerfile\n"), r#"hello; web="python3 app.py"; dockerfile="docker/Dockerfile""#),
         // Cached layers: one path or a list; a trailing `/` is dropped; a map without inputs is
         // a plain step.
         (
@@ -173,7 +177,8 @@ fn drover_yml_accepted() {
 
 #[test]
 fn drover_yml_rejected() {
-    const TOP: &str = "(expected one of: app, processes, build, env, scale, health, deploy, routing, pipeline)";
+    const TOP: &str =
+        "(expected one of: app, processes, build, dockerfile, env, scale, health, deploy, routing, pipeline)";
     const NAME_RULE: &str = "may only contain lowercase letters, digits and '-', and must start with a letter";
     let table: &[(String, String)] = &[
         // Malformed YAML and documents of the wrong shape.
@@ -211,6 +216,8 @@ fn drover_yml_rejected() {
         ("app: hello\nprocesses:\n  web: a\n  web: b\n".into(), "drover.yml:4:3: processes.web: duplicate key, first defined on line 3".into()),
         // build.
         (with("build:\n  - make\n  - ''\n"), "drover.yml:6:5: build[1]: expected a command, found an empty string".into()),
+        (with("build: make\ndockerfile: Dockerfile\n"), "drover.yml:5:1: dockerfile: an app is built either by `build:` steps or from a Dockerfile, not both".into()),
+        (with("dockerfile: /Dockerfile\n"), "drover.yml:4:13: dockerfile: \"/Dockerfile\" is absolute: expected a path relative to the app".into()),
         (with("build: {a: b}\n"), "drover.yml:4:8: build: expected a command or a list of build steps, found a mapping".into()),
         (with("build:\n  - {run: make, inputs: [a]}\n"), "drover.yml:5:5: build[0].outputs: required field is missing".into()),
         (with("build:\n  - {run: make, outputs: [a]}\n"), "drover.yml:5:17: build[0].outputs: a step with outputs needs `inputs`: its outputs are cached by the hash of its inputs".into()),

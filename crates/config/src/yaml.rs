@@ -13,7 +13,8 @@ use model::{AppName, AppSpec, Balance, BuildStep, DeploySpec, HealthSpec, Proces
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const TOP_FIELDS: &[&str] = &["app", "processes", "build", "env", "scale", "health", "deploy", "routing", "pipeline"];
+const TOP_FIELDS: &[&str] =
+    &["app", "processes", "build", "dockerfile", "env", "scale", "health", "deploy", "routing", "pipeline"];
 const BUILD_STEP_FIELDS: &[&str] = &["run", "inputs", "outputs"];
 const PIPELINE_FIELDS: &[&str] = &["test", "stages"];
 const TEST_FIELDS: &[&str] = &["run", "timeout"];
@@ -118,6 +119,22 @@ impl Doc<'_> {
             Some(field) => self.build(field)?,
             None => Vec::new(),
         };
+        let dockerfile = match record.given("dockerfile") {
+            Some(field) if !build.is_empty() => {
+                return Err(self.at_key(
+                    field,
+                    "an app is built either by `build:` steps or from a Dockerfile, not both".to_owned(),
+                ))
+            }
+            Some(field) => {
+                let mut paths = self.tree_paths(field)?;
+                if paths.len() != 1 {
+                    return Err(self.expected(field, "the path of one Dockerfile"));
+                }
+                paths.pop()
+            }
+            None => None,
+        };
         let env = match record.given("env") {
             Some(field) => self.env(field)?,
             None => BTreeMap::new(),
@@ -152,6 +169,7 @@ impl Doc<'_> {
             name,
             processes,
             build,
+            dockerfile,
             env,
             scale,
             health,

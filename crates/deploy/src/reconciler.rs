@@ -276,10 +276,17 @@ impl<R: Runtime> Reconciler<R> {
         now: u64,
     ) -> Result<InstanceId, ReconcileError> {
         let digest = self.store().release(app, release)?.digest;
-        let artifacts = self.artifacts.clone();
-        let slug_dir = tokio::task::spawn_blocking(move || artifacts.unpacked(&digest))
-            .await
-            .expect("unpacking does not panic")?;
+        // An app built from a Dockerfile runs its image; any other its unpacked slug.
+        let artifact = match spec.dockerfile {
+            Some(_) => runtime::Artifact::Image(digest.to_string()),
+            None => {
+                let artifacts = self.artifacts.clone();
+                let slug_dir = tokio::task::spawn_blocking(move || artifacts.unpacked(&digest))
+                    .await
+                    .expect("unpacking does not panic")?;
+                runtime::Artifact::Slug(slug_dir)
+            }
+        };
         let id = InstanceId::new(app, process, release, &random_suffix());
         let port = if process.is_web() { Some(self.free_port()?) } else { None };
         let row = InstanceRow {
@@ -305,7 +312,7 @@ impl<R: Runtime> Reconciler<R> {
             command: spec.processes.get(process).cloned().unwrap_or_default(),
             env,
             port,
-            artifact: runtime::Artifact::Slug(slug_dir),
+            artifact,
             stop_grace: spec.deploy.stop_grace,
             sealed_env,
         };

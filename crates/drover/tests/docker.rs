@@ -101,3 +101,60 @@ fn slugs_run_as_containers_roll_out_without_a_failed_request_and_stop_with_the_s
     drover.ok(&["server", "stop", "--all"]);
     assert_eq!(containers(&drover), Vec::<String>::new(), "containers left after `server stop --all`");
 }
+
+fn write_image_app(dir: &Path, version: &str, test: &str) {
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/healthz"), "ok\n").unwrap();
+    std::fs::write(dir.join("www/index.html"), format!("{version}\n")).unwrap();
+    std::fs::write(dir.join("Dockerfile"), format!("FROM {STACK}\nCOPY www /www\n")).unwrap();
+    let junit = r#"<testsuite name="site" tests="1" failures="0"><testcase classname="www" name="index"/></testsuite>"#;
+    std::fs::write(
+        dir.join("drover.yml"),
+        format!(
+            "app: imaged\ndockerfile: Dockerfile\nprocesses:\n  web: exec httpd -f -p \"$PORT\" -h /www\n\
+             health: {{path: /healthz, interval: 200ms, timeout: 1s, start_period: 5s}}\n\
+             pipeline:\n  test:\n    run:\n      - {test}\n      - echo '{junit}' > \"$DROVER_REPORTS/junit.xml\"\n"
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_dockerfile_app_is_built_tested_inside_its_image_and_deployed() {
+    build_stack_image();
+    let drover = Drover::new();
+    let http = drover.http.to_string();
+    let start = ["server", "start", "--http-addr", &http, "--api-addr", "127.0.0.1:0", "--runtime", "docker"];
+    drover.ok(&[&start[..], &["--stack-image", STACK]].concat());
+    let mut secret =
+        drover.command(&["secrets", "set", "imaged", "TOKEN"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut secret.stdin.take().unwrap(), b"tok-image-7c2e").unwrap();
+    assert!(secret.wait().unwrap().success());
+
+    let app = tempfile::tempdir().unwrap();
+    let in_image = r#"test -f /www/index.html && echo "in the image with $TOKEN""#;
+    write_image_app(app.path(), "image v1", in_image);
+    let out = drover.ok(&["deploy", app.path().to_str().unwrap()]);
+    assert!(out.contains("in the image with ***") && !out.contains("tok-image-7c2e"), "{out}");
+    assert!(out.contains("tests passed: 1 tests") && out.contains("deployed imaged v1"), "{out}");
+    drover.wait_settled("imaged", 1, 1);
+    assert_eq!(drover.get("imaged", "/").1, "image v1\n");
+    // The release is the image, by id.
+    let digest = drover.json(&["releases", "imaged"])[0]["digest"].as_str().unwrap().to_owned();
+    let images = std::process::Command::new("docker").args(["images", "-q", "--no-trunc", "drover/imaged"]).output();
+    assert!(String::from_utf8_lossy(&images.unwrap().stdout).contains(&digest), "{digest}");
+
+    // The same inputs build nothing; a red test in the image deploys nothing.
+    let out = drover.ok(&["deploy", app.path().to_str().unwrap()]);
+    assert!(out.contains("cached: inputs unchanged"), "{out}");
+    write_image_app(app.path(), "image v3", "test -f /www/missing.html");
+    let out = drover.run(&["deploy", app.path().to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(drover.get("imaged", "/").1, "image v1\n");
+
+    let label = format!("label=io.drover.test={}", drover.data.path().display());
+    let left = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &label]).output().unwrap();
+    assert!(left.stdout.is_empty(), "test containers left: {}", String::from_utf8_lossy(&left.stdout));
+    drover.ok(&["server", "stop", "--all"]);
+    assert_eq!(containers(&drover), Vec::<String>::new());
+}

@@ -16,6 +16,10 @@ pub struct AppSpec {
     pub processes: BTreeMap<ProcessType, String>,
     /// Steps run in order in a clean copy of the source; the resulting tree is the artifact.
     pub build: Vec<BuildStep>,
+    /// Build a container image from this Dockerfile (a path in the source) instead of a slug;
+    /// the image is the artifact. Exclusive with `build`.
+    #[serde(default)]
+    pub dockerfile: Option<String>,
     pub env: BTreeMap<String, String>,
     /// Instances per process type. Types absent here run one instance.
     pub scale: BTreeMap<ProcessType, u32>,
@@ -55,6 +59,7 @@ impl AppSpec {
             name,
             processes,
             build: Vec::new(),
+            dockerfile: None,
             env: BTreeMap::new(),
             scale: BTreeMap::new(),
             health: HealthSpec::default(),

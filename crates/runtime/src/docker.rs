@@ -379,10 +379,7 @@ impl Inner {
     fn write_secrets_file(&self, spec: &InstanceSpec) -> Result<PathBuf, RuntimeError> {
         let opened = crate::sealed::open(self.key_file.as_deref(), &spec.sealed_env)
             .map_err(|error| RuntimeError::StartFailed { id: spec.id.clone(), reason: chain(&error) })?;
-        let mut text = String::new();
-        for (name, value) in &opened {
-            text.push_str(&format!("{name}='{}'\n", value.replace('\'', r"'\''")));
-        }
+        let text = env_file_text(&opened);
         let dir = &self.secrets_dir;
         fs::create_dir_all(dir).map_err(RuntimeError::io("create", dir))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(RuntimeError::io("protect", dir))?;
@@ -696,6 +693,16 @@ impl Drop for Starting {
     fn drop(&mut self) {
         self.inner.starting.lock().expect("never poisoned").remove(&self.id);
     }
+}
+
+/// `NAME='value'` lines for `vars`, quoted for `sh`: what a container's shell sources, with
+/// `set -a`, to get its secrets.
+pub fn env_file_text(vars: &[(String, String)]) -> String {
+    let mut text = String::new();
+    for (name, value) in vars {
+        text.push_str(&format!("{name}='{}'\n", value.replace('\'', r"'\''")));
+    }
+    text
 }
 
 /// Whether the engine answered with one of `codes` (304 not modified, 404 no such container).

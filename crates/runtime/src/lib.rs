@@ -177,6 +177,11 @@ impl Backends {
         Self { docker: Some(docker), slugs_in_docker, ..self }
     }
 
+    /// The Docker backend, if the server has one.
+    pub fn docker(&self) -> Option<&DockerRuntime> {
+        self.docker.as_ref()
+    }
+
     /// The Docker backend if it has instance `id`.
     fn docker_of(&self, id: &InstanceId) -> Option<&DockerRuntime> {
         self.docker.as_ref().filter(|docker| docker.knows(id))
