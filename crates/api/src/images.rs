@@ -9,7 +9,8 @@
 //!
 //! Tests run inside the image: each test command runs in a fresh container of it (through the
 //! `docker` CLI, under the same test runner as slugs: deadline, cancel, process groups), with the
-//! step's env, secrets from a tmpfs file as in the Docker runtime, and `$DROVER_REPORTS` mounted.
+//! step's env, secrets from a tmpfs file as in the Docker runtime, `$DROVER_REPORTS` mounted,
+//! the host's network as instances have, and `/bin/sh -c` in place of the image's entrypoint.
 
 use crate::routes::chain;
 use crate::server::Ctx;
@@ -114,15 +115,16 @@ pub(crate) fn test_commands(
     secrets: Option<&Path>,
     run: &str,
 ) -> Vec<String> {
-    let label = format!("{TEST_LABEL}={}", ctx.data.root().display());
+    let docker = docker_cli();
     commands
         .iter()
         .enumerate()
         .map(|(idx, command)| {
             let mut line = format!(
-                "exec docker run --rm --name drover-test-{run}-{idx} --label {} -v \"$DROVER_REPORTS:/reports\" \
-                 -e DROVER_REPORTS=/reports",
-                quote(&label)
+                "exec {} run --rm --name drover-test-{run}-{idx} --label {} --network host --entrypoint /bin/sh \
+                 -v \"$DROVER_REPORTS:/reports\" -e DROVER_REPORTS=/reports",
+                quote(&docker),
+                quote(&test_label(ctx))
             );
             for name in env.keys() {
                 line.push_str(&format!(" -e {}", quote(name)));
@@ -134,12 +136,8 @@ pub(crate) fn test_commands(
                 }
                 None => "exec /bin/sh -c \"$1\"",
             };
-            line.push_str(&format!(
-                " {} /bin/sh -c {} sh {}",
-                quote(&image.to_string()),
-                quote(script),
-                quote(command)
-            ));
+            // `--entrypoint /bin/sh`: the image's own entrypoint is not put in front.
+            line.push_str(&format!(" {} -c {} sh {}", quote(&image.to_string()), quote(script), quote(command)));
             line
         })
         .collect()
@@ -149,8 +147,7 @@ pub(crate) fn test_commands(
 /// them: what a stopped command left (its `docker run` client was killed, not the container).
 pub(crate) async fn remove_test_containers(ctx: &Ctx, run: Option<&str>) {
     let Some(docker) = ctx.runtime.docker() else { return };
-    let label = format!("{TEST_LABEL}={}", ctx.data.root().display());
-    let filters = HashMap::from([("label".to_owned(), vec![label])]);
+    let filters = HashMap::from([("label".to_owned(), vec![test_label(ctx)])]);
     let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
     let Ok(containers) = docker.docker().list_containers(Some(options)).await else { return };
     for container in containers {
@@ -165,6 +162,28 @@ pub(crate) async fn remove_test_containers(ctx: &Ctx, run: Option<&str>) {
         let options = RemoveContainerOptionsBuilder::default().force(true).build();
         let _ = docker.docker().remove_container(&id, Some(options)).await;
     }
+}
+
+/// The label of this data directory's test containers: its absolute path.
+fn test_label(ctx: &Ctx) -> String {
+    let root = std::path::absolute(ctx.data.root()).unwrap_or_else(|_| ctx.data.root().to_owned());
+    format!("{TEST_LABEL}={}", root.display())
+}
+
+/// The `docker` client by absolute path, found on the server's `PATH` (a test step's own `PATH`
+/// is the app's), or plain `docker`.
+fn docker_cli() -> String {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("docker"))
+        .find(|candidate| candidate.is_file())
+        .map_or_else(|| "docker".to_owned(), |found| found.display().to_string())
+}
+
+/// The engine address the server uses, for the test step's `docker` client: what bollard
+/// reads, `DOCKER_HOST`, if the server has one.
+pub(crate) fn docker_host() -> Option<String> {
+    std::env::var("DOCKER_HOST").ok().filter(|host| !host.is_empty())
 }
 
 /// `text` as one single-quoted `sh` word.

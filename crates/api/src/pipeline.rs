@@ -66,6 +66,18 @@ pub(crate) async fn test_artifact(
                 // The commands run in containers; on the host they need only an empty directory.
                 let cwd = work.path().join("image");
                 std::fs::create_dir(&cwd).map_err(|e| format!("creating {}: {e}", cwd.display()))?;
+                // The reports directory is mounted into containers whose image may run as any
+                // user; the work dir around it is private to the server.
+                let reports = work.path().join("reports");
+                std::fs::create_dir(&reports).map_err(|e| format!("creating {}: {e}", reports.display()))?;
+                std::fs::set_permissions(&reports, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+                    .map_err(|e| format!("opening {} to containers: {e}", reports.display()))?;
+                // The step's `docker` client talks to the engine the server uses; it is not one
+                // of the names passed into the containers.
+                let mut env = env;
+                if let Some(host) = crate::images::docker_host() {
+                    env.insert("DOCKER_HOST".to_owned(), host);
+                }
                 (commands, env, cwd, masker)
             }
         };
@@ -113,7 +125,8 @@ fn write_secrets(dir: &std::path::Path, secrets: &[(String, String)]) -> Result<
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        // Readable by a container running as any user; `dir` (0700) keeps everyone else out.
+        .mode(0o644)
         .open(&path)
         .map_err(|e| format!("creating {}: {e}", path.display()))?;
     file.write_all(runtime::docker::env_file_text(secrets).as_bytes())

@@ -151,6 +151,13 @@ fn a_dockerfile_app_is_built_tested_inside_its_image_and_deployed() {
     let out = drover.run(&["deploy", app.path().to_str().unwrap()]);
     assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(drover.get("imaged", "/").1, "image v1\n");
+    // A test that outlives its timeout is stopped, and so is its container.
+    write_image_app(app.path(), "image v4", "sleep 300");
+    let yaml = std::fs::read_to_string(app.path().join("drover.yml")).unwrap();
+    std::fs::write(app.path().join("drover.yml"), yaml.replace("  test:\n", "  test:\n    timeout: 2s\n")).unwrap();
+    let out = drover.run(&["deploy", app.path().to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("timed out"), "{text}");
 
     let label = format!("label=io.drover.test={}", drover.data.path().display());
     let left = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &label]).output().unwrap();

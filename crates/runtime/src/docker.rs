@@ -9,26 +9,30 @@
 //! - **Artifacts.** An [`Artifact::Image`] runs as is. An [`Artifact::Slug`] runs in the
 //!   runtime's stack image with the slug bind-mounted read-only at `/app`, its working
 //!   directory (Heroku's slug-on-a-stack model), so the same slugs run on either backend.
-//! - **Network.** The app listens on `$PORT` inside the container; the same port on 127.0.0.1 of
-//!   the host is published to it, which is where the proxy and the health checks reach it.
+//! - **Network.** Containers use the host's network, as process instances do: the app listens
+//!   on `$PORT`, and the proxy and the health checks reach it on 127.0.0.1 directly. A published
+//!   port would answer TCP health checks through docker-proxy before the app listens, and not
+//!   reach an app bound to 127.0.0.1 at all.
+//! - **Processes.** An init (`docker-init`) is the container's first process and passes signals
+//!   to the app's whole process group; the image's entrypoint is replaced by `/bin/sh -c`.
 //! - **Secrets.** They never go into the container's configuration, which the engine keeps on
-//!   disk in plain text. They are written to a file on a tmpfs (`/dev/shm`), mounted read-only
-//!   into the container and sourced by the command's shell.
+//!   disk in plain text. They are written to a file in a 0700 directory of this user on a tmpfs
+//!   (`/dev/shm`), mounted read-only into the container and sourced by the command's shell.
 //! - **Logs.** The control plane pumps each container's output from the engine into the
 //!   instance's log file, masking secrets. The engine buffers output while no pump runs (the
 //!   control plane restarting); a new pump resumes after the last line written, by the
 //!   engine's timestamp of it, saved in `ROOT/<id>/log.cursor` after each line. No line is
 //!   lost; a crash between writing a line and saving the cursor repeats that one line.
-//! - **Stopping** is `docker stop` with the instance's grace period: SIGTERM to the container's
-//!   first process, then SIGKILL; then the container is removed, its output being in the log.
+//! - **Stopping** is `docker stop` with the instance's grace period: SIGTERM to the app's
+//!   process group, then SIGKILL; then the container is removed, its output being in the log.
 //!   A `stopped` marker written first keeps "stopped on request" apart from "exited by itself"
 //!   or "removed by someone else" across restarts.
 
 use crate::{Artifact, ExitCause, InstanceSpec, InstanceState, InstanceStatus, Isolation, Runtime, RuntimeError};
 use bollard::container::LogOutput;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig, Mount,
+    MountType, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
@@ -41,7 +45,7 @@ use model::InstanceId;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -196,7 +200,9 @@ impl Runtime for DockerRuntime {
         fs::write(dir.join(STOPPED_FILE), b"").map_err(RuntimeError::io("write", dir.join(STOPPED_FILE)))?;
         let grace = i32::try_from(file.spec.stop_grace.as_secs_f64().ceil() as u64).unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::default().t(grace).build();
-        match inner.docker.stop_container(&Self::container_name(id), Some(options)).await {
+        // The engine answers once the container has stopped, which may take the whole grace.
+        let docker = inner.docker.clone().with_timeout(file.spec.stop_grace + Duration::from_secs(60));
+        match docker.stop_container(&Self::container_name(id), Some(options)).await {
             Ok(()) => {}
             Err(error) if is_status(&error, &[304, 404]) => {}
             Err(source) => return Err(RuntimeError::Docker { action: format!("stop container of {id}"), source }),
@@ -320,28 +326,35 @@ impl Inner {
             format!("DROVER_RELEASE={}", spec.release),
             format!("DROVER_INSTANCE={}", spec.id),
             format!("DROVER_PROCESS={}", spec.process),
+            // The init process passes a stop's SIGTERM to the app's whole process group.
+            "TINI_KILL_PROCESS_GROUP=1".to_owned(),
         ]);
-        let mut binds = Vec::new();
-        if let Some(slug) = slug {
-            binds.push(format!("{}:{APP_DIR}:ro", slug.display()));
-        }
-        let cmd = if spec.sealed_env.is_empty() {
-            vec!["/bin/sh".to_owned(), "-c".to_owned(), spec.command.clone()]
-        } else {
-            let file = self.write_secrets_file(spec)?;
-            binds.push(format!("{}:{SECRETS_PATH}:ro", file.display()));
-            // `set -a` exports what the file assigns; the app's own command then runs as usual.
-            let script = format!("set -a; . {SECRETS_PATH}; set +a; exec /bin/sh -c \"$1\"");
-            vec!["/bin/sh".to_owned(), "-c".to_owned(), script, "sh".to_owned(), spec.command.clone()]
-        };
-        let mut exposed = Vec::new();
-        let mut port_bindings = HashMap::new();
         if let Some(port) = spec.port {
             env.push(format!("PORT={port}"));
-            exposed.push(format!("{port}/tcp"));
-            let binding = PortBinding { host_ip: Some("127.0.0.1".to_owned()), host_port: Some(port.to_string()) };
-            port_bindings.insert(format!("{port}/tcp"), Some(vec![binding]));
         }
+        // A bind mount whose source is gone (the secrets file after a reboot) fails the start,
+        // instead of the engine making an empty directory in its place.
+        let bind = |source: &Path, target: &str| Mount {
+            target: Some(target.to_owned()),
+            source: Some(source.display().to_string()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        };
+        let mut mounts = Vec::new();
+        if let Some(slug) = slug {
+            mounts.push(bind(slug, APP_DIR));
+        }
+        // The image's own entrypoint is not put in front of the command: `sh -c` runs it.
+        let args = if spec.sealed_env.is_empty() {
+            vec![spec.command.clone()]
+        } else {
+            let file = self.write_secrets_file(spec)?;
+            mounts.push(bind(&file, SECRETS_PATH));
+            // `set -a` exports what the file assigns; the app's own command then runs as usual.
+            let script = format!("set -a; . {SECRETS_PATH}; set +a; exec /bin/sh -c \"$1\"");
+            vec![script, "sh".to_owned(), spec.command.clone()]
+        };
         let labels = HashMap::from([
             (ROOT_LABEL.to_owned(), self.owner.clone()),
             (INSTANCE_LABEL.to_owned(), spec.id.to_string()),
@@ -350,18 +363,32 @@ impl Inner {
         ]);
         let body = ContainerCreateBody {
             image: Some(image.to_owned()),
-            cmd: Some(cmd),
+            entrypoint: Some(vec!["/bin/sh".to_owned(), "-c".to_owned()]),
+            cmd: Some(args),
             env: Some(env),
             labels: Some(labels),
             working_dir: slug.map(|_| APP_DIR.to_owned()),
-            exposed_ports: Some(exposed),
             stop_timeout: Some(i64::try_from(spec.stop_grace.as_secs()).unwrap_or(i64::MAX)),
             host_config: Some(HostConfig {
-                binds: Some(binds),
-                port_bindings: Some(port_bindings),
+                // The host's network, as a process instance has: the app listens on $PORT of
+                // the host's loopback, where the proxy and the health checks reach it directly.
+                // (A published port answers TCP checks through docker-proxy even before the app
+                // listens, and an app bound to 127.0.0.1 could not be reached through it.)
+                network_mode: Some("host".to_owned()),
+                init: Some(true),
+                mounts: Some(mounts),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                     maximum_retry_count: None,
+                }),
+                // The engine keeps a bounded copy: what a control plane that is down for long
+                // misses beyond it is lost.
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("json-file".to_owned()),
+                    config: Some(HashMap::from([
+                        ("max-size".to_owned(), "10m".to_owned()),
+                        ("max-file".to_owned(), "3".to_owned()),
+                    ])),
                 }),
                 ..Default::default()
             }),
@@ -374,21 +401,23 @@ impl Inner {
         Ok(())
     }
 
-    /// Writes `KEY='value'` lines for the instance's opened secrets to a file on a tmpfs,
-    /// readable by root only, and returns its path.
+    /// Writes `KEY='value'` lines for the instance's opened secrets to a new file in the
+    /// runtime's tmpfs directory and returns its path. The directory is this process's own, mode
+    /// 0700, so only its user reaches the file; the file is 0644 so that a container whose image
+    /// runs as another user can still read it through the mount.
     fn write_secrets_file(&self, spec: &InstanceSpec) -> Result<PathBuf, RuntimeError> {
         let opened = crate::sealed::open(self.key_file.as_deref(), &spec.sealed_env)
             .map_err(|error| RuntimeError::StartFailed { id: spec.id.clone(), reason: chain(&error) })?;
         let text = env_file_text(&opened);
         let dir = &self.secrets_dir;
-        fs::create_dir_all(dir).map_err(RuntimeError::io("create", dir))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(RuntimeError::io("protect", dir))?;
+        private_dir(dir)?;
         let path = dir.join(format!("{}.env", spec.id));
+        let _ = fs::remove_file(&path);
         let mut file = fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(RuntimeError::io("create", &path))?;
         file.write_all(text.as_bytes()).map_err(RuntimeError::io("write", &path))?;
@@ -470,15 +499,18 @@ impl Inner {
     /// What the engine says of an instance, read with whether it was stopped on request.
     async fn status(&self, file: &SpecFile) -> Result<InstanceStatus, RuntimeError> {
         let spec = &file.spec;
-        let stopped = self.root.join(spec.id.as_str()).join(STOPPED_FILE).exists();
         let inspected = self.inspect(&spec.id).await?;
+        // Read after the engine answered: a stop that began meanwhile is then seen.
+        let stopped = self.root.join(spec.id.as_str()).join(STOPPED_FILE).exists();
         let container_state = inspected.as_ref().and_then(|c| c.state.clone()).unwrap_or_default();
         let restarts = inspected.as_ref().and_then(|c| c.restart_count).map_or(0, |n| u32::try_from(n).unwrap_or(0));
         let status = container_state.status;
         let state = match (inspected.is_some(), status, stopped) {
             (false, _, true) => InstanceState::Exited(ExitCause::Stopped),
             (false, _, false) => InstanceState::Exited(ExitCause::Lost),
-            (true, Some(ContainerStateStatusEnum::CREATED), false) => InstanceState::Starting,
+            // `list` skips starts in progress, so a container that was never started is what a
+            // start cut short left: it will not start by itself.
+            (true, Some(ContainerStateStatusEnum::CREATED), false) => InstanceState::Exited(ExitCause::Failed),
             (true, Some(ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::PAUSED), false) => {
                 InstanceState::Running
             }
@@ -497,8 +529,10 @@ impl Inner {
             _ => None,
         };
         // The engine keeps the last exit code while it waits to restart and once it gave up.
+        let never_started = container_state.status == Some(ContainerStateStatusEnum::CREATED);
         let last_exit = match (&state, container_state.exit_code) {
             _ if inspected.is_none() => Some("the container is gone".to_owned()),
+            _ if never_started => Some("the container was created but never started".to_owned()),
             (InstanceState::Restarting | InstanceState::Exited(_), Some(code)) => {
                 Some(format!("exited with code {code}"))
             }
@@ -523,6 +557,10 @@ impl Inner {
     fn ensure_pump(self: &Arc<Self>, spec: &InstanceSpec) {
         let mut pumps = self.pumps.lock().expect("never poisoned");
         if pumps.get(&spec.id).is_some_and(|pump| !pump.is_finished()) {
+            return;
+        }
+        // A stop in progress drains the pump it has; a new one would copy lines twice.
+        if self.root.join(spec.id.as_str()).join(STOPPED_FILE).exists() {
             return;
         }
         let inner = Arc::clone(self);
@@ -703,6 +741,31 @@ pub fn env_file_text(vars: &[(String, String)]) -> String {
         text.push_str(&format!("{name}='{}'\n", value.replace('\'', r"'\''")));
     }
     text
+}
+
+/// Makes `dir` a directory only this process's user can enter (mode 0700), or checks that it
+/// already is one: a directory someone else made (or a link) in a shared place such as
+/// `/dev/shm` is refused, since its owner could swap the files in it.
+fn private_dir(dir: &Path) -> Result<(), RuntimeError> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => return Err(RuntimeError::Io { action: "create", path: dir.to_owned(), source }),
+    }
+    let metadata = fs::symlink_metadata(dir).map_err(RuntimeError::io("inspect", dir))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if !metadata.is_dir() || metadata.uid() != euid || metadata.permissions().mode() & 0o077 != 0 {
+        return Err(RuntimeError::Io {
+            action: "use as the private secrets directory",
+            path: dir.to_owned(),
+            source: io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "it is not a directory of this user with mode 0700",
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Whether the engine answered with one of `codes` (304 not modified, 404 no such container).
