@@ -21,8 +21,11 @@
 //! - **Logs.** The control plane pumps each container's output from the engine into the
 //!   instance's log file, masking secrets. The engine buffers output while no pump runs (the
 //!   control plane restarting); a new pump resumes after the last line written, by the
-//!   engine's timestamp of it, saved in `ROOT/<id>/log.cursor` after each line. No line is
-//!   lost; a crash between writing a line and saving the cursor repeats that one line.
+//!   engine's timestamp of it, saved in `ROOT/<id>/log.cursor` after each line. A crash between
+//!   writing a line and saving the cursor repeats that line. Lines can be lost only at a crash
+//!   in the middle of a line the engine split (over 16 KiB, its pieces share a timestamp), or of
+//!   stdout and stderr lines the engine logged out of timestamp order; and beyond what the
+//!   engine keeps (3 x 10 MiB per container) while no pump runs.
 //! - **Stopping** is `docker stop` with the instance's grace period: SIGTERM to the app's
 //!   process group, then SIGKILL; then the container is removed, its output being in the log.
 //!   A `stopped` marker written first keeps "stopped on request" apart from "exited by itself"
@@ -64,6 +67,8 @@ const CURSOR_FILE: &str = "log.cursor";
 /// How often `list` looks for this root's containers that no instance knows (the first `list`
 /// of a runtime always does).
 const ORPHAN_SWEEP: Duration = Duration::from_secs(10);
+/// A log pump that ended is started again for a running container at most this often.
+const PUMP_RETRY: Duration = Duration::from_secs(5);
 /// After this long without output, a line the masker holds back is written anyway.
 const QUIET: Duration = Duration::from_millis(100);
 /// How long `stop` waits for the log pump to write the container's last lines.
@@ -86,7 +91,8 @@ struct Inner {
     key_file: Option<PathBuf>,
     /// The value of [`ROOT_LABEL`] on this runtime's containers.
     owner: String,
-    pumps: Mutex<HashMap<InstanceId, JoinHandle<()>>>,
+    /// Each instance's log pump, with when it was started.
+    pumps: Mutex<HashMap<InstanceId, (JoinHandle<()>, Instant)>>,
     /// Instances whose `start` is in progress: `list` skips them, `remove` refuses them.
     starting: Mutex<HashSet<InstanceId>>,
     /// When `list` last looked for containers no instance knows.
@@ -208,7 +214,7 @@ impl Runtime for DockerRuntime {
             Err(source) => return Err(RuntimeError::Docker { action: format!("stop container of {id}"), source }),
         }
         let pump = inner.pumps.lock().expect("never poisoned").remove(id);
-        if let Some(pump) = pump {
+        if let Some((pump, _)) = pump {
             // The engine ends the log stream once the container has stopped.
             if tokio::time::timeout(PUMP_DRAIN, pump).await.is_err() {
                 tracing::warn!(instance = %id, "log pump did not finish after the container stopped");
@@ -441,7 +447,7 @@ impl Inner {
             Err(error) if is_status(&error, &[404]) => {}
             Err(error) => tracing::warn!(instance = %id, %error, "cannot remove container"),
         }
-        if let Some(pump) = self.pumps.lock().expect("never poisoned").remove(id) {
+        if let Some((pump, _)) = self.pumps.lock().expect("never poisoned").remove(id) {
             pump.abort();
         }
         self.remove_secrets_file(id);
@@ -556,7 +562,9 @@ impl Inner {
     /// Starts the instance's log pump unless one is running.
     fn ensure_pump(self: &Arc<Self>, spec: &InstanceSpec) {
         let mut pumps = self.pumps.lock().expect("never poisoned");
-        if pumps.get(&spec.id).is_some_and(|pump| !pump.is_finished()) {
+        // A pump still running, or one that ended soon after it started (the engine refused the
+        // stream, the secrets cannot be opened): not again on every pass.
+        if pumps.get(&spec.id).is_some_and(|(pump, started)| !pump.is_finished() || started.elapsed() < PUMP_RETRY) {
             return;
         }
         // A stop in progress drains the pump it has; a new one would copy lines twice.
@@ -566,7 +574,7 @@ impl Inner {
         let inner = Arc::clone(self);
         let spec = spec.clone();
         let id = spec.id.clone();
-        pumps.insert(id, tokio::spawn(async move { inner.pump(spec).await }));
+        pumps.insert(id, (tokio::spawn(async move { inner.pump(spec).await }), Instant::now()));
     }
 
     /// Copies the container's output into the instance's log, masked, from after the last line
@@ -631,13 +639,14 @@ impl Inner {
             if nanos <= resume_after {
                 continue;
             }
-            last_seen = nanos;
+            // Stdout and stderr reach the engine's log in nearly, not exactly, timestamp order.
+            last_seen = last_seen.max(nanos);
             let line = line.strip_suffix('\n').unwrap_or(line);
             let line = line.strip_suffix('\r').unwrap_or(line);
             channels[usize::from(stream == Stream::Stderr)].push(line, nanos, &writer);
             // Everything before the oldest line still held back is in the log.
             let held = channels.iter().filter_map(|channel| channel.pending.front()).min();
-            cursor.set(held.map_or(nanos, |oldest| oldest - 1));
+            cursor.set(held.map_or(last_seen, |oldest| (oldest - 1).min(last_seen)));
         }
         for channel in &mut channels {
             channel.flush(&writer);

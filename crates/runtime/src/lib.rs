@@ -44,8 +44,9 @@ pub struct InstanceSpec {
     /// A command line, run with `sh -c`.
     pub command: String,
     /// The app's environment. The runtime adds `PORT` (if `port` is set), `DROVER_APP`,
-    /// `DROVER_RELEASE`, `DROVER_INSTANCE`, `DROVER_PROCESS`, `HOME` and `TMPDIR`, which win
-    /// over entries of the same name here; `PATH` defaults to the runtime's own if absent.
+    /// `DROVER_RELEASE`, `DROVER_INSTANCE` and `DROVER_PROCESS`, which win over entries of the
+    /// same name here. The process runtime also sets `HOME` and `TMPDIR`, and `PATH` to its own
+    /// if absent; a container keeps those of its image.
     pub env: BTreeMap<String, String>,
     /// Sets `$PORT`; the app is expected to listen on it.
     pub port: Option<u16>,
