@@ -32,20 +32,24 @@ fn image() -> &'static str {
             context.path().join("busybox"),
         )
         .unwrap();
-        fs::write(
-            context.path().join("Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
-        )
-        .unwrap();
-        let out = std::process::Command::new("docker")
-            .args(["build", "-q", "-t", IMAGE])
-            .arg(context.path())
-            .env("DOCKER_BUILDKIT", "0")
-            .output()
-            .expect("the docker CLI runs");
-        assert!(out.status.success(), "docker build: {}", String::from_utf8_lossy(&out.stderr));
+        let dockerfile =
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+        docker_build(context.path(), dockerfile, IMAGE);
     });
     IMAGE
+}
+
+/// Builds image `tag` from `dockerfile` in the build context `context`, with the engine's
+/// classic builder (BuildKit is not installed here).
+fn docker_build(context: &Path, dockerfile: &str, tag: &str) {
+    fs::write(context.join("Dockerfile"), dockerfile).unwrap();
+    let out = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", tag])
+        .arg(context)
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .expect("the docker CLI runs");
+    assert!(out.status.success(), "docker build: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 struct Fixture {
@@ -273,15 +277,7 @@ async fn an_image_with_its_own_user_and_entrypoint_runs_the_command_with_its_sec
     let fixture = Fixture::new().await;
     let image = "drover-test-busybox-user:1";
     let context = tempfile::tempdir().unwrap();
-    fs::write(context.path().join("Dockerfile"), format!("FROM {IMAGE}\nUSER 1000\nENTRYPOINT [\"/bin/false\"]\n"))
-        .unwrap();
-    let out = std::process::Command::new("docker")
-        .args(["build", "-q", "-t", image])
-        .arg(context.path())
-        .env("DOCKER_BUILDKIT", "0")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    docker_build(context.path(), &format!("FROM {IMAGE}\nUSER 1000\nENTRYPOINT [\"/bin/false\"]\n"), image);
     let mut spec = fixture.spec("u1", "echo \"uid $(id -u) sees $TOKEN\"; sleep 30");
     spec.artifact = Artifact::Image(image.to_owned());
     spec.sealed_env = vec![fixture.seal("TOKEN", TOKEN)];
