@@ -103,14 +103,25 @@ fn pack_context(src: &Path) -> Result<Vec<u8>, String> {
     builder.into_inner().map_err(|e| format!("packing the build context: {e}"))
 }
 
-/// The test commands of `spec`, each turned into a `docker run` of `image` that runs it inside a
-/// fresh container: the step's env by name (the CLI passes the values), the secrets file
+/// Where a test step's containers run: an app's image, or the stack image with a slug.
+pub(crate) enum TestImage<'a> {
+    Image(&'a Digest),
+    /// The stack image, with the unpacked slug mounted read-only at `/app`, the working
+    /// directory, as its instances run under the Docker runtime.
+    Slug {
+        stack: &'a str,
+        slug: &'a Path,
+    },
+}
+
+/// The test commands of `spec`, each turned into a `docker run` that runs it inside a fresh
+/// container of `image`: the step's env by name (the CLI passes the values), the secrets file
 /// `secrets` (if any) mounted and sourced, `$DROVER_REPORTS` mounted at `/reports`. `run` names
 /// the containers. The commands are the app author's own; they are quoted, never interpolated.
 pub(crate) fn test_commands(
     ctx: &Ctx,
     commands: &[String],
-    image: &Digest,
+    image: &TestImage<'_>,
     env: &BTreeMap<String, String>,
     secrets: Option<&Path>,
     run: &str,
@@ -136,8 +147,15 @@ pub(crate) fn test_commands(
                 }
                 None => "exec /bin/sh -c \"$1\"",
             };
+            let image = match image {
+                TestImage::Image(digest) => digest.to_string(),
+                TestImage::Slug { stack, slug } => {
+                    line.push_str(&format!(" -v {} -w /app", quote(&format!("{}:/app:ro", slug.display()))));
+                    (*stack).to_owned()
+                }
+            };
             // `--entrypoint /bin/sh`: the image's own entrypoint is not put in front.
-            line.push_str(&format!(" {} -c {} sh {}", quote(&image.to_string()), quote(script), quote(command)));
+            line.push_str(&format!(" {} -c {} sh {}", quote(&image), quote(script), quote(command)));
             line
         })
         .collect()

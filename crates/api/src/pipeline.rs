@@ -49,20 +49,30 @@ pub(crate) async fn test_artifact(
             .prefix("drover-test-")
             .tempdir_in("/dev/shm")
             .map_err(|e| format!("creating a tmpfs directory for the test's secrets: {e}"))?;
-        let (commands, env, artifact_dir, masker) = match &spec2.dockerfile {
-            None => {
-                let artifact_dir = ctx2.artifacts.unpacked(&digest2).map_err(|e| crate::routes::chain(&e))?;
+        // Tests run where the release will: a slug under the process runtime on the host, an
+        // image or (under the Docker runtime) a slug in the stack image in containers.
+        let slug_dir = match &spec2.dockerfile {
+            Some(_) => None,
+            None => Some(ctx2.artifacts.unpacked(&digest2).map_err(|e| crate::routes::chain(&e))?),
+        };
+        let stack = ctx2.runtime.slug_stack_image().map(str::to_owned);
+        let (commands, env, artifact_dir, masker) = match (slug_dir, stack) {
+            (Some(artifact_dir), None) => {
                 let (env, masker) = crate::vars::step_env(&ctx2, &spec2)?;
                 (test.run.clone(), env, artifact_dir, masker)
             }
-            Some(_) => {
+            (slug_dir, stack) => {
+                let image = match (&slug_dir, &stack) {
+                    (Some(slug), Some(stack)) => crate::images::TestImage::Slug { stack, slug },
+                    _ => crate::images::TestImage::Image(&digest2),
+                };
                 let (env, secrets, masker) = crate::vars::step_env_parts(&ctx2, &spec2)?;
                 let file = match secrets.is_empty() {
                     true => None,
                     false => Some(write_secrets(secrets_dir.path(), &secrets)?),
                 };
                 let commands =
-                    crate::images::test_commands(&ctx2, &test.run, &digest2, &env, file.as_deref(), &containers2);
+                    crate::images::test_commands(&ctx2, &test.run, &image, &env, file.as_deref(), &containers2);
                 // The commands run in containers; on the host they need only an empty directory.
                 let cwd = work.path().join("image");
                 std::fs::create_dir(&cwd).map_err(|e| format!("creating {}: {e}", cwd.display()))?;
@@ -103,7 +113,7 @@ pub(crate) async fn test_artifact(
     })
     .await
     .expect("tests do not panic");
-    if spec.dockerfile.is_some() {
+    if spec.dockerfile.is_some() || ctx.runtime.slug_stack_image().is_some() {
         // A stopped `docker run` client leaves its container running.
         crate::images::remove_test_containers(ctx, Some(&containers)).await;
     }

@@ -48,7 +48,8 @@ fn write_site(dir: &Path, version: &str) {
         dir.join("drover.yml"),
         "app: boxed\nprocesses:\n  web: exec httpd -f -p \"$PORT\" -h /app/www\nscale: {web: 2}\n\
          health: {path: /healthz, interval: 200ms, timeout: 1s, start_period: 5s}\n\
-         deploy: {strategy: rolling, max_surge: 1, max_unavailable: 0, stop_grace: 2s}\n",
+         deploy: {strategy: rolling, max_surge: 1, max_unavailable: 0, stop_grace: 2s}\n\
+         pipeline:\n  test:\n    run: '[ \"$(pwd)\" = /app ] && test -f www/index.html && echo tested in the stack image'\n",
     )
     .unwrap();
 }
@@ -67,7 +68,8 @@ fn slugs_run_as_containers_roll_out_without_a_failed_request_and_stop_with_the_s
     let app = tempfile::tempdir().unwrap();
     write_site(app.path(), "v1");
     let out = drover.ok(&["deploy", app.path().to_str().unwrap()]);
-    assert!(out.contains("deployed boxed v1"), "{out}");
+    // The tests ran where the release runs: in the stack image, the slug at /app.
+    assert!(out.contains("deployed boxed v1") && out.contains("tested in the stack image"), "{out}");
     drover.wait_settled("boxed", 1, 2);
     assert_eq!(drover.get("boxed", "/").1, "v1\n");
     assert_eq!(containers(&drover).len(), 2);

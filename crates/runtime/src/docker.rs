@@ -150,6 +150,11 @@ impl DockerRuntime {
         Self { inner: Arc::new(inner) }
     }
 
+    /// The image slugs run in, if one is configured.
+    pub fn stack_image(&self) -> Option<&str> {
+        self.inner.stack_image.as_deref()
+    }
+
     /// The engine this runtime talks to.
     pub fn docker(&self) -> &Docker {
         &self.inner.docker

@@ -178,6 +178,12 @@ impl Backends {
         Self { docker: Some(docker), slugs_in_docker, ..self }
     }
 
+    /// The stack image new slug instances run in, when they run as containers; `None` when
+    /// they run as processes.
+    pub fn slug_stack_image(&self) -> Option<&str> {
+        self.docker.as_ref().filter(|_| self.slugs_in_docker).and_then(DockerRuntime::stack_image)
+    }
+
     /// The Docker backend, if the server has one.
     pub fn docker(&self) -> Option<&DockerRuntime> {
         self.docker.as_ref()
