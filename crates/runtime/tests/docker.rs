@@ -260,10 +260,11 @@ async fn a_slug_runs_read_only_in_the_stack_image_and_is_restarted_when_it_exits
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_sends_sigterm_to_the_apps_process_group() {
     let fixture = Fixture::new().await;
-    // The app is a child of the command's shell, which has no handler: signalled as the
-    // container's first process, that shell would drop SIGTERM and the app would never see it.
+    // The app is a child of the command's shell, which waits for it on SIGTERM. Were only the
+    // container's first process signalled (no init), the shell would wait for an app that never
+    // heard of the stop, until the grace ran out and SIGKILL ended both silently.
     let app = "trap 'echo got TERM; exit 0' TERM; echo ready; while true; do sleep 0.1; done";
-    let spec = fixture.spec("t1", &format!("sh -c \"{app}\"; echo after"));
+    let spec = fixture.spec("t1", &format!("trap wait TERM; sh -c \"{app}\" & wait; echo after"));
     let id = spec.id.clone();
     fixture.runtime.start(spec).await.unwrap();
     fixture.wait_for_line(&id, Stream::Stdout, "ready");
