@@ -163,6 +163,22 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, R
     serde_json::from_slice(&bytes).map(Some).map_err(|source| RuntimeError::Corrupt { path: path.to_owned(), source })
 }
 
+/// The instances that have a directory under `root` (named by instance id; other entries are
+/// ignored). None if `root` does not exist yet.
+pub(crate) fn instance_ids(root: &Path) -> Result<Vec<InstanceId>, RuntimeError> {
+    let entries = match fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(RuntimeError::Io { action: "list", path: root.to_owned(), source }),
+    };
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(RuntimeError::io("list", root))?;
+        ids.extend(entry.file_name().to_str().and_then(|name| InstanceId::parse(name).ok()));
+    }
+    Ok(ids)
+}
+
 /// Replaces `path` with `value` as JSON, atomically and durably.
 pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<(), RuntimeError> {
     let mut tmp = path.as_os_str().to_owned();

@@ -31,6 +31,7 @@
 //!   A `stopped` marker written first keeps "stopped on request" apart from "exited by itself"
 //!   or "removed by someone else" across restarts.
 
+use crate::disk;
 use crate::{Artifact, ExitCause, InstanceSpec, InstanceState, InstanceStatus, Isolation, Runtime, RuntimeError};
 use bollard::container::LogOutput;
 use bollard::models::{
@@ -51,7 +52,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 /// The label naming the runtime root a container belongs to; containers of other roots (other
@@ -185,9 +186,9 @@ impl Runtime for DockerRuntime {
             }
             Err(source) => return Err(RuntimeError::Io { action: "create", path: dir, source }),
         }
-        let file = SpecFile { spec: spec.clone(), created_at_ms: now_ms() };
+        let file = SpecFile { spec: spec.clone(), created_at_ms: logs::now_millis() };
         let started = async {
-            write_json(&dir.join(SPEC_FILE), &file)?;
+            disk::write_json(&dir.join(SPEC_FILE), &file)?;
             inner.create_and_start(&spec, image, slug).await
         };
         match started.await {
@@ -252,15 +253,8 @@ impl Runtime for DockerRuntime {
         if sweep {
             inner.remove_orphans().await?;
         }
-        let entries = match fs::read_dir(&inner.root) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(RuntimeError::Io { action: "list", path: inner.root.clone(), source }),
-        };
         let mut statuses = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(RuntimeError::io("list", &inner.root))?;
-            let Some(id) = entry.file_name().to_str().and_then(|name| InstanceId::parse(name).ok()) else { continue };
+        for id in disk::instance_ids(&inner.root)? {
             if inner.is_starting(&id) {
                 continue;
             }
@@ -487,15 +481,8 @@ impl Inner {
     }
 
     fn read_spec(&self, id: &InstanceId) -> Result<SpecFile, RuntimeError> {
-        let path = self.root.join(id.as_str()).join(SPEC_FILE);
-        let text = match fs::read(&path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                return Err(RuntimeError::NotFound { id: id.clone() })
-            }
-            Err(source) => return Err(RuntimeError::Io { action: "read", path, source }),
-        };
-        serde_json::from_slice(&text).map_err(|source| RuntimeError::Corrupt { path, source })
+        disk::read_json(&self.root.join(id.as_str()).join(SPEC_FILE))?
+            .ok_or_else(|| RuntimeError::NotFound { id: id.clone() })
     }
 
     async fn inspect(&self, id: &InstanceId) -> Result<Option<ContainerInspectResponse>, RuntimeError> {
@@ -814,17 +801,6 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let day_of_year = (153 * month_index + 2) / 5 + day - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
-}
-
-fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), RuntimeError> {
-    let tmp = path.with_extension("tmp");
-    let text = serde_json::to_vec_pretty(value).expect("specs serialize");
-    fs::write(&tmp, text).map_err(RuntimeError::io("write", &tmp))?;
-    fs::rename(&tmp, path).map_err(RuntimeError::io("rename", path))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 /// A short hex name for a path that stays the same across builds of Drover (64-bit FNV-1a), to

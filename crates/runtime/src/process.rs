@@ -221,17 +221,8 @@ impl Inner {
     }
 
     fn list(&self) -> Result<Vec<InstanceStatus>, RuntimeError> {
-        let entries = match fs::read_dir(&self.root) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(RuntimeError::Io { action: "list", path: self.root.clone(), source }),
-        };
         let mut statuses = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(RuntimeError::io("list", &self.root))?;
-            let Some(id) = entry.file_name().to_str().and_then(|name| InstanceId::parse(name).ok()) else {
-                continue;
-            };
+        for id in disk::instance_ids(&self.root)? {
             if self.is_starting(&id) {
                 continue;
             }
