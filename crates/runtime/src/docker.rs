@@ -32,6 +32,7 @@
 //!   or "removed by someone else" across restarts.
 
 use crate::disk;
+use crate::starting::StartingSet;
 use crate::{Artifact, ExitCause, InstanceSpec, InstanceState, InstanceStatus, Isolation, Runtime, RuntimeError};
 use bollard::container::LogOutput;
 use bollard::models::{
@@ -46,7 +47,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use logs::{LogSource, LogWriter, Stream};
 use model::InstanceId;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -95,7 +96,7 @@ struct Inner {
     /// Each instance's log pump, with when it was started.
     pumps: Mutex<HashMap<InstanceId, (JoinHandle<()>, Instant)>>,
     /// Instances whose `start` is in progress: `list` skips them, `remove` refuses them.
-    starting: Mutex<HashSet<InstanceId>>,
+    starting: StartingSet,
     /// When `list` last looked for containers no instance knows.
     last_sweep: Mutex<Option<Instant>>,
 }
@@ -129,7 +130,7 @@ impl DockerRuntime {
             key_file: None,
             owner,
             pumps: Mutex::new(HashMap::new()),
-            starting: Mutex::new(HashSet::new()),
+            starting: StartingSet::default(),
             last_sweep: Mutex::new(None),
         };
         Ok(Self { inner: Arc::new(inner) })
@@ -176,7 +177,7 @@ impl Runtime for DockerRuntime {
     async fn start(&self, spec: InstanceSpec) -> Result<InstanceStatus, RuntimeError> {
         let inner = &self.inner;
         let (image, slug) = inner.validate(&spec)?;
-        let _starting = Starting::claim(inner, &spec.id)?;
+        let _starting = inner.starting.claim(&spec.id)?;
         let dir = inner.root.join(spec.id.as_str());
         fs::create_dir_all(&inner.root).map_err(RuntimeError::io("create", &inner.root))?;
         match fs::create_dir(&dir) {
@@ -548,7 +549,7 @@ impl Inner {
     }
 
     fn is_starting(&self, id: &InstanceId) -> bool {
-        self.starting.lock().expect("never poisoned").contains(id)
+        self.starting.contains(id)
     }
 
     /// Starts the instance's log pump unless one is running.
@@ -710,27 +711,6 @@ impl Cursor {
             // The instance was removed meanwhile, or the disk is full: lines may repeat later.
             tracing::debug!(path = %self.path.display(), %error, "cannot save the log cursor");
         }
-    }
-}
-
-/// Marks an instance id as being started for as long as it lives.
-struct Starting {
-    inner: Arc<Inner>,
-    id: InstanceId,
-}
-
-impl Starting {
-    fn claim(inner: &Arc<Inner>, id: &InstanceId) -> Result<Self, RuntimeError> {
-        if !inner.starting.lock().expect("never poisoned").insert(id.clone()) {
-            return Err(RuntimeError::AlreadyExists { id: id.clone() });
-        }
-        Ok(Self { inner: Arc::clone(inner), id: id.clone() })
-    }
-}
-
-impl Drop for Starting {
-    fn drop(&mut self) {
-        self.inner.starting.lock().expect("never poisoned").remove(&self.id);
     }
 }
 

@@ -23,6 +23,7 @@ mod process;
 pub mod procfs;
 mod sealed;
 pub mod shim;
+mod starting;
 
 pub use docker::DockerRuntime;
 pub use error::RuntimeError;

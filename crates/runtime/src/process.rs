@@ -13,6 +13,7 @@
 
 use crate::disk::{self, ShimFile, ShimState, SpecFile};
 use crate::isolation::IsolationRequest;
+use crate::starting::StartingSet;
 use crate::{
     procfs, Artifact, ExitCause, InstanceSpec, InstanceState, InstanceStatus, Isolation, Runtime, RuntimeError,
 };
@@ -21,13 +22,12 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
-use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long `start` waits for the shim to start the app.
@@ -55,7 +55,7 @@ struct Inner {
     shim_exe: PathBuf,
     /// Instances whose `start` is in progress in this process: `list` does not report them
     /// half-made, and `remove` does not pull their directory away.
-    starting: Mutex<HashSet<InstanceId>>,
+    starting: StartingSet,
 }
 
 impl ProcessRuntime {
@@ -72,7 +72,7 @@ impl ProcessRuntime {
             root: absolute(root),
             logs_root: absolute(logs_root),
             shim_exe: absolute(shim_exe),
-            starting: Mutex::new(HashSet::new()),
+            starting: StartingSet::default(),
         };
         Self { inner: Arc::new(inner), isolation: IsolationRequest::BestEffort, key_file: None }
     }
@@ -131,7 +131,7 @@ impl ProcessRuntime {
 impl Runtime for ProcessRuntime {
     async fn start(&self, spec: InstanceSpec) -> Result<InstanceStatus, RuntimeError> {
         validate(&spec)?;
-        let _starting = Starting::claim(&self.inner, &spec.id)?;
+        let _starting = self.inner.starting.claim(&spec.id)?;
         let dir = self.inner.instance_dir(&spec.id);
         fs::create_dir_all(&self.inner.root).map_err(RuntimeError::io("create", &self.inner.root))?;
         match fs::create_dir(&dir) {
@@ -206,7 +206,7 @@ impl Inner {
     }
 
     fn is_starting(&self, id: &InstanceId) -> bool {
-        self.starting.lock().expect("the starting set is never left poisoned").contains(id)
+        self.starting.contains(id)
     }
 
     /// The instance's files; `NotFound` if it has no directory.
@@ -261,28 +261,6 @@ impl Inner {
         fs::remove_dir_all(&dir).map_err(RuntimeError::io("remove", &dir))?;
         tracing::info!(instance = %id, "instance removed");
         Ok(())
-    }
-}
-
-/// Marks an instance id as being started for as long as it lives.
-struct Starting {
-    inner: Arc<Inner>,
-    id: InstanceId,
-}
-
-impl Starting {
-    fn claim(inner: &Arc<Inner>, id: &InstanceId) -> Result<Self, RuntimeError> {
-        let mut starting = inner.starting.lock().expect("the starting set is never left poisoned");
-        if !starting.insert(id.clone()) {
-            return Err(RuntimeError::AlreadyExists { id: id.clone() });
-        }
-        Ok(Self { inner: Arc::clone(inner), id: id.clone() })
-    }
-}
-
-impl Drop for Starting {
-    fn drop(&mut self) {
-        self.inner.starting.lock().expect("the starting set is never left poisoned").remove(&self.id);
     }
 }
 
