@@ -19,6 +19,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use model::{AppSpec, BuildStep, Digest};
+use runtime::docker::sh_quote as quote;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -202,11 +203,6 @@ fn docker_cli() -> String {
 /// reads, `DOCKER_HOST`, if the server has one.
 pub(crate) fn docker_host() -> Option<String> {
     std::env::var("DOCKER_HOST").ok().filter(|host| !host.is_empty())
-}
-
-/// `text` as one single-quoted `sh` word.
-fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 #[cfg(test)]

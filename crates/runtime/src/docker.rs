@@ -717,11 +717,12 @@ impl Cursor {
 /// `NAME='value'` lines for `vars`, quoted for `sh`: what a container's shell sources, with
 /// `set -a`, to get its secrets.
 pub fn env_file_text(vars: &[(String, String)]) -> String {
-    let mut text = String::new();
-    for (name, value) in vars {
-        text.push_str(&format!("{name}='{}'\n", value.replace('\'', r"'\''")));
-    }
-    text
+    vars.iter().map(|(name, value)| format!("{name}={}\n", sh_quote(value))).collect()
+}
+
+/// `text` as one single-quoted `sh` word, whatever it holds.
+pub fn sh_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 /// Makes `dir` a directory only this process's user can enter (mode 0700), or checks that it
