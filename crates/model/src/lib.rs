@@ -3,11 +3,16 @@
 //! Values here are parsed once at the edge (`AppName::parse`, `Digest::parse`) and are valid by
 //! construction afterwards. This crate does no IO and knows nothing of SQLite, HTTP or processes.
 
+pub mod env;
 mod name;
 pub mod pipeline;
 mod route;
 mod spec;
 
+pub use env::{check_env_var, EnvVarError};
 pub use name::{AppName, Digest, InstanceId, NameError, ProcessType, ReleaseId};
 pub use route::{Backend, BackendStatus, Balance, HealthCheck, ProxyStatus, RouteTable, Site};
-pub use spec::{AppSpec, BuildStep, DeploySpec, HealthSpec, RoutingSpec, Strategy, VarScope};
+pub use spec::{
+    AppSpec, BuildStep, DeploySpec, DurationRange, DurationRangeError, HealthSpec, HumanDuration, InvalidSpec,
+    RoutingSpec, Strategy, VarScope, TEST_TIMEOUT_RANGE,
+};
