@@ -21,7 +21,8 @@
 //!     inputs: [requirements.txt]   # a cached layer: reused while its inputs are unchanged
 //!     outputs: [.deps]
 //!   - python3 -m compileall -q .
-//! env: {GREETING: hello}     # numbers and booleans are kept as written
+//! env: {GREETING: hello}     # numbers and booleans are kept as written; not PORT, HOME,
+//!                            # TMPDIR or DROVER_*, which drover sets
 //! scale: {web: 2}            # 0 to 100 per declared process; 1 when absent
 //! health: {path: /healthz, interval: 1s, timeout: 1s, start_period: 10s,
 //!          healthy_threshold: 1, unhealthy_threshold: 2, liveness_threshold: 10}
@@ -35,6 +36,12 @@
 //!     - {name: staging, branches: [main]}
 //!     - {name: production, branches: [main], after: staging, approval: required}
 //! ```
+//!
+//! Every duration has a range, documented in `model::spec` (`health.interval` from 100ms to 1h,
+//! `deploy.deadline` from 1s to 24h, ...), and is refused outside it with the field's bound:
+//! `drover.yml:7:13: deploy.deadline: must be at most 24h`. Env entries and commands are checked
+//! by `model::env` for what a process can carry (no NUL byte, portable names, size limits). A
+//! spec this crate returns passes [`model::AppSpec::validate`].
 
 mod duration;
 mod error;

@@ -1,7 +1,8 @@
 //! Procfile: one `name: command` line per process type, as Heroku and Foreman read it.
 //!
 //! A Procfile only declares processes; everything else in the [`AppSpec`] takes its default,
-//! and the app's name comes from the caller.
+//! and the app's name comes from the caller. A command must be something `execve` can carry
+//! (`model::env::check_command`: no NUL byte, not too long).
 
 use crate::error::{field_segment, ConfigError, Position};
 use model::{AppName, AppSpec, ProcessType};
@@ -42,6 +43,11 @@ pub(crate) fn parse(file: &str, text: &str, name: AppName) -> Result<AppSpec, Co
         if command.is_empty() {
             let after_colon = name_column + raw_name.chars().count() + 1;
             return Err(invalid(after_colon, "expected a command after `:`".to_owned()));
+        }
+        if let Err(e) = model::env::check_command(command) {
+            let leading_spaces = rest.chars().count() - rest.trim_start().chars().count();
+            let command_column = name_column + raw_name.chars().count() + 1 + leading_spaces;
+            return Err(invalid(command_column, e.to_string()));
         }
         if let Some(first) = declared_on.get(&process) {
             return Err(invalid(name_column, format!("duplicate process type, first declared on line {first}")));

@@ -73,7 +73,11 @@ fn summary(spec: &AppSpec) -> String {
 
 fn check(input: &str, actual: Result<AppSpec, ConfigError>, expected: &str) {
     let actual = match actual {
-        Ok(spec) => summary(&spec),
+        Ok(spec) => {
+            // What config accepts, model accepts too: the two apply the same rules.
+            assert_eq!(spec.validate(), Ok(()), "\ninput:\n{input}");
+            summary(&spec)
+        }
         Err(err) => err.to_string(),
     };
     assert_eq!(actual, expected, "\ninput:\n{input}");
@@ -234,17 +238,17 @@ fn drover_yml_rejected() {
         // env.
         (
             with("env: {1FOO: x}\n"),
-            "drover.yml:4:7: env.1FOO: expected a variable name of letters, digits and `_`, not starting with a digit".into(),
+            r#"drover.yml:4:7: env.1FOO: "1FOO" is not a variable name: expected letters, digits and `_`, not starting with a digit"#.into(),
         ),
         (
             with("env:\n  MY-VAR: x\n"),
-            "drover.yml:5:3: env.MY-VAR: expected a variable name of letters, digits and `_`, not starting with a digit".into(),
+            r#"drover.yml:5:3: env.MY-VAR: "MY-VAR" is not a variable name: expected letters, digits and `_`, not starting with a digit"#.into(),
         ),
         (
             with("env:\n  \"A B\": x\n"),
-            r#"drover.yml:5:3: env."A B": expected a variable name of letters, digits and `_`, not starting with a digit"#.into(),
+            r#"drover.yml:5:3: env."A B": "A B" is not a variable name: expected letters, digits and `_`, not starting with a digit"#.into(),
         ),
-        (with("env:\n  PORT: 8080\n"), "drover.yml:5:3: env.PORT: PORT is reserved: drover sets it for the `web` process".into()),
+        (with("env:\n  PORT: 8080\n"), "drover.yml:5:3: env.PORT: PORT is reserved: drover sets it to the port the proxy routes to".into()),
         (with("env:\n  A: [1]\n"), "drover.yml:5:6: env.A: expected a string, found a list".into()),
         (with("env:\n  A:\n"), "drover.yml:5:4: env.A: expected a string, found nothing".into()),
         (with("env:\n  A: ~\n"), "drover.yml:5:6: env.A: expected a string, found nothing".into()),
@@ -269,13 +273,13 @@ fn drover_yml_rejected() {
             "app: hello\nprocesses:\n  worker: x\nhealth: {path: /}\n".into(),
             "drover.yml:4:1: health: health checks apply to the `web` process, but there is no `web` process".into(),
         ),
-        (with("health: {interval: 0s}\n"), "drover.yml:4:20: health.interval: expected a duration longer than 0".into()),
+        (with("health: {interval: 0s}\n"), "drover.yml:4:20: health.interval: must be at least 100ms".into()),
         // An alias is reported where it is used, not where its anchor is.
         (
             with("health:\n  timeout: 1s\n  start_period: &zero 0s\n  interval: *zero\n"),
-            "drover.yml:7:13: health.interval: expected a duration longer than 0".into(),
+            "drover.yml:7:13: health.interval: must be at least 100ms".into(),
         ),
-        (with("health:\n  timeout: 0ms\n"), "drover.yml:5:12: health.timeout: expected a duration longer than 0".into()),
+        (with("health:\n  timeout: 0ms\n"), "drover.yml:5:12: health.timeout: must be at least 10ms".into()),
         (
             with("health:\n  interval: 5\n"),
             "drover.yml:5:13: health.interval: expected a duration like 500ms, 1s, 1.5s or 2m, found 5".into(),
@@ -320,7 +324,7 @@ fn drover_yml_rejected() {
         ),
         (with("deploy: {strategy: 1}\n"), "drover.yml:4:20: deploy.strategy: expected one of: rolling, blue-green, found 1".into()),
         (with("deploy: {max_surge: -1}\n"), "drover.yml:4:21: deploy.max_surge: expected a whole number, 0 or more, found -1".into()),
-        (with("deploy: {deadline: 0s}\n"), "drover.yml:4:20: deploy.deadline: expected a duration longer than 0".into()),
+        (with("deploy: {deadline: 0s}\n"), "drover.yml:4:20: deploy.deadline: must be at least 1s".into()),
         (
             with("deploy:\n  drain_timeout: 1 minute\n"),
             r#"drover.yml:5:18: deploy.drain_timeout: expected a duration like 500ms, 1s, 1.5s or 2m, found "1 minute""#.into(),
@@ -442,4 +446,141 @@ fn an_alias_bomb_is_refused_in_plain_words() {
     }
     let error = parse_yaml("drover.yml", &text).unwrap_err().to_string();
     assert!(error.starts_with("drover.yml:") && error.contains("larger or more deeply nested"), "{error}");
+}
+
+#[test]
+fn issue_9_f11_health_interval_has_an_upper_bound() {
+    let table: &[(String, &str)] = &[
+        (with("health:\n  interval: 4000000000000000h\n"), "drover.yml:5:13: health.interval: must be at most 1h"),
+        (with("health:\n  interval: 61m\n"), "drover.yml:5:13: health.interval: must be at most 1h"),
+        (
+            with("health:\n  interval: 1h\n"),
+            r#"hello; web="python3 app.py"; HealthSpec { path: None, interval: 3600s, timeout: 1s, start_period: 10s, healthy_threshold: 1, unhealthy_threshold: 2, liveness_threshold: 10 }"#,
+        ),
+        // Too small is a busy loop of probes.
+        (with("health:\n  interval: 99ms\n"), "drover.yml:5:13: health.interval: must be at least 100ms"),
+    ];
+    for (input, expected) in table {
+        check(input, parse_yaml("drover.yml", input), expected);
+    }
+}
+
+#[test]
+fn issue_9_f11_deploy_deadline_cannot_wrap() {
+    // 18446744073709552s is 385 ms more milliseconds than a u64 holds: it used to wrap to 384 ms.
+    let table: &[(String, &str)] = &[
+        (with("deploy:\n  deadline: 18446744073709552s\n"), "drover.yml:5:13: deploy.deadline: must be at most 24h"),
+        // Too long for any duration at all: still the field's bound, not "expected a duration".
+        (
+            with("deploy:\n  deadline: 99999999999999999999999h\n"),
+            "drover.yml:5:13: deploy.deadline: must be at most 24h",
+        ),
+        (
+            with("deploy:\n  deadline: 24h\n"),
+            r#"hello; web="python3 app.py"; DeploySpec { strategy: Rolling { max_surge: 1, max_unavailable: 0 }, deadline: 86400s, drain_timeout: 30s, stop_grace: 10s }"#,
+        ),
+    ];
+    for (input, expected) in table {
+        check(input, parse_yaml("drover.yml", input), expected);
+    }
+}
+
+#[test]
+fn issue_9_f11_every_duration_field_is_bounded() {
+    let table: &[(&str, &str)] = &[
+        ("health: {interval: 2h}", "drover.yml:4:20: health.interval: must be at most 1h"),
+        ("health: {timeout: 11m}", "drover.yml:4:19: health.timeout: must be at most 10m"),
+        ("health: {timeout: 9ms}", "drover.yml:4:19: health.timeout: must be at least 10ms"),
+        ("health: {start_period: 2h}", "drover.yml:4:24: health.start_period: must be at most 1h"),
+        ("deploy: {deadline: 25h}", "drover.yml:4:20: deploy.deadline: must be at most 24h"),
+        ("deploy: {deadline: 999ms}", "drover.yml:4:20: deploy.deadline: must be at least 1s"),
+        ("deploy: {drain_timeout: 1.5h}", "drover.yml:4:25: deploy.drain_timeout: must be at most 1h"),
+        ("deploy: {stop_grace: 3601s}", "drover.yml:4:22: deploy.stop_grace: must be at most 1h"),
+        ("pipeline: {test: {run: t, timeout: 7h}}", "drover.yml:4:36: pipeline.test.timeout: must be at most 6h"),
+        ("pipeline: {test: {run: t, timeout: 500ms}}", "drover.yml:4:36: pipeline.test.timeout: must be at least 1s"),
+    ];
+    for (extra, expected) in table {
+        let input = with(&format!("{extra}\n"));
+        check(&input, parse_yaml("drover.yml", &input), expected);
+    }
+    // The bounds themselves are accepted.
+    let input = with(
+        "health: {interval: 100ms, timeout: 10m, start_period: 1h}\n\
+         deploy: {deadline: 1s, drain_timeout: 1h, stop_grace: 1h}\n\
+         pipeline: {test: {run: t, timeout: 6h}}\n",
+    );
+    let spec = parse_yaml("drover.yml", &input).expect("bounds are inclusive");
+    assert_eq!(spec.validate(), Ok(()));
+}
+
+#[test]
+fn issue_9_f2_env_is_checked_at_the_edge() {
+    let long = "v".repeat(model::env::MAX_VALUE_LEN + 1);
+    let many: String = (0..9).map(|idx| format!("  K{idx}: {}\n", "v".repeat(model::env::MAX_VALUE_LEN))).collect();
+    let table: &[(String, &str)] = &[
+        (
+            with("env:\n  A: \"x\\0y\"\n"),
+            "drover.yml:5:6: env.A: the value holds a NUL byte, which no process environment can carry",
+        ),
+        (
+            with("env:\n  \"A\\0B\": x\n"),
+            r#"drover.yml:5:3: env."A\0B": "A\0B" is not a variable name: expected letters, digits and `_`, not starting with a digit"#,
+        ),
+        (
+            with("env:\n  \"A=B\": x\n"),
+            r#"drover.yml:5:3: env."A=B": "A=B" is not a variable name: expected letters, digits and `_`, not starting with a digit"#,
+        ),
+        (with("env:\n  \"\": x\n"), r#"drover.yml:5:3: env."": the variable name is empty"#),
+        (
+            with("env:\n  DROVER_APP: other\n"),
+            "drover.yml:5:3: env.DROVER_APP: DROVER_APP is reserved: drover sets the variables starting with DROVER_",
+        ),
+        (
+            with("env:\n  HOME: /root\n"),
+            "drover.yml:5:3: env.HOME: HOME is reserved: drover sets it to the instance's own home directory",
+        ),
+        (
+            with(&format!("env:\n  A: {long}\n")),
+            "drover.yml:5:6: env.A: the value is 32769 bytes long, more than 32768",
+        ),
+        (
+            with(&format!("env:\n{many}")),
+            "drover.yml:4:1: env: the variables take 294948 bytes together, more than 262144",
+        ),
+        (
+            with("env:\n  PATH: /app/bin:/usr/bin\n"),
+            r#"hello; web="python3 app.py"; env={"PATH": "/app/bin:/usr/bin"}"#,
+        ),
+    ];
+    for (input, expected) in table {
+        check(input, parse_yaml("drover.yml", input), expected);
+    }
+}
+
+#[test]
+fn issue_9_f2_commands_and_paths_with_nul_are_refused() {
+    const NUL: &str = "the command holds a NUL byte, which no command line can carry";
+    let table: &[(String, String)] = &[
+        ("app: hello\nprocesses:\n  web: \"a\\0b\"\n".into(), format!("drover.yml:3:8: processes.web: {NUL}")),
+        (with("build: \"make\\0\"\n"), format!("drover.yml:4:8: build: {NUL}")),
+        (
+            with("build:\n  - {run: \"make\\0\", inputs: [a], outputs: [b]}\n"),
+            format!("drover.yml:5:11: build[0].run: {NUL}"),
+        ),
+        (with("pipeline:\n  test: {run: [ok, \"t\\0\"]}\n"), format!("drover.yml:5:20: pipeline.test.run[1]: {NUL}")),
+        (
+            with("build:\n  - {run: make, inputs: [\"a\\0\"], outputs: [b]}\n"),
+            r#"drover.yml:5:26: build[0].inputs[0]: "a\0" holds a control character: expected a plain path"#.into(),
+        ),
+        (
+            with("dockerfile: \"Docker\\tfile\"\n"),
+            r#"drover.yml:4:13: dockerfile: "Docker\tfile" holds a control character: expected a plain path"#.into(),
+        ),
+    ];
+    for (input, expected) in table {
+        check(input, parse_yaml("drover.yml", input), expected);
+    }
+    let name = AppName::parse("hello").expect("valid name");
+    let procfile = "web: ./a\nworker:  run\0me\n";
+    check(procfile, parse_procfile("Procfile", procfile, name), &format!("Procfile:2:10: worker: {NUL}"));
 }

@@ -3,13 +3,22 @@
 //! Each value is checked where it is read, with its dotted path and position at hand, so every
 //! rejection names the file, line, column and field. Checking stops at the first problem.
 //! Absent and empty (`null`) optional fields both mean "use the default".
+//!
+//! The rules that are not about YAML live in `model`, which applies them to specs from
+//! anywhere: each duration's range (`HealthSpec::INTERVAL_RANGE`, ...) and what may become a
+//! process's environment or command line (`model::env`: no NUL byte, portable names, no name
+//! Drover sets itself, size limits). This walker applies the same rules with positions, so a
+//! spec it returns always passes [`AppSpec::validate`].
 
 use crate::duration;
 use crate::error::{field_segment, ConfigError};
 use crate::node::{self, Node, Pos, Value};
 use crate::suggest::did_you_mean;
 use model::pipeline::{Approval, BranchPattern, PipelineSpec, StageSpec, TestSpec};
-use model::{AppName, AppSpec, Balance, BuildStep, DeploySpec, HealthSpec, ProcessType, RoutingSpec, Strategy};
+use model::{
+    env, AppName, AppSpec, Balance, BuildStep, DeploySpec, DurationRange, DurationRangeError, HealthSpec, ProcessType,
+    RoutingSpec, Strategy, TEST_TIMEOUT_RANGE,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -18,7 +27,7 @@ const TOP_FIELDS: &[&str] =
 const BUILD_STEP_FIELDS: &[&str] = &["run", "inputs", "outputs"];
 const PIPELINE_FIELDS: &[&str] = &["test", "stages"];
 const TEST_FIELDS: &[&str] = &["run", "timeout"];
-const STAGE_FIELDS: &[&str] = &["name", "branches", "except", "after", "approval"];
+const STAGE_FIELDS: &[&str] = &["name", "branches", "except", "after", "approval", "hosts"];
 const APPROVALS: &[(&str, Approval)] = &[("none", Approval::None), ("required", Approval::Required)];
 const ROUTING_FIELDS: &[&str] = &["balance", "hosts"];
 const BALANCES: &[(&str, Balance)] =
@@ -193,7 +202,7 @@ impl Doc<'_> {
                 None => return Err(self.missing(test, "run")),
             };
             let timeout = match test_record.given("timeout") {
-                Some(timeout) => self.positive_duration(timeout)?,
+                Some(timeout) => self.duration(timeout, TEST_TIMEOUT_RANGE)?,
                 None => TestSpec::DEFAULT_TIMEOUT,
             };
             pipeline.test = Some(TestSpec { run, timeout });
@@ -221,7 +230,8 @@ impl Doc<'_> {
                     Some(approval) => self.one_of(approval, "approval", APPROVALS)?,
                     None => Approval::None,
                 };
-                pipeline.stages.push(StageSpec { name, branches, except, after, approval });
+                let hosts = stage.given("hosts").map(|hosts| self.hosts(hosts)).transpose()?;
+                pipeline.stages.push(StageSpec { name, branches, except, after, approval, hosts });
                 stage_fields.push(item);
             }
         }
@@ -259,25 +269,34 @@ impl Doc<'_> {
             routing.balance = self.one_of(field, "balance", BALANCES)?;
         }
         if let Some(hosts) = record.given("hosts") {
-            let Value::Seq(items) = &hosts.node.value else {
-                return Err(self.expected(hosts, "a list of host names"));
-            };
-            for (idx, item) in items.iter().enumerate() {
-                let item = Field::item(hosts, idx, item);
-                let host = self.string(&item, "a host name")?;
-                if !is_host_name(host) {
-                    return Err(self.at_value(
-                        &item,
-                        format!("{host:?} is not a lowercase host name such as `shop.example.com` (no port, scheme or path)"),
-                    ));
-                }
-                if routing.hosts.iter().any(|h| h == host) {
-                    return Err(self.at_value(&item, format!("{host:?} is listed twice")));
-                }
-                routing.hosts.push(host.to_owned());
-            }
+            routing.hosts = self.hosts(hosts)?;
         }
         Ok(routing)
+    }
+
+    /// A list of distinct host names, as `routing.hosts` and a stage's `hosts` take them.
+    fn hosts(&self, field: &Field<'_>) -> Result<Vec<String>, ConfigError> {
+        let Value::Seq(items) = &field.node.value else {
+            return Err(self.expected(field, "a list of host names"));
+        };
+        let mut hosts: Vec<String> = Vec::new();
+        for (idx, item) in items.iter().enumerate() {
+            let item = Field::item(field, idx, item);
+            let host = self.string(&item, "a host name")?;
+            if !is_host_name(host) {
+                return Err(self.at_value(
+                    &item,
+                    format!(
+                        "{host:?} is not a lowercase host name such as `shop.example.com` (no port, scheme or path)"
+                    ),
+                ));
+            }
+            if hosts.iter().any(|h| h == host) {
+                return Err(self.at_value(&item, format!("{host:?} is listed twice")));
+            }
+            hosts.push(host.to_owned());
+        }
+        Ok(hosts)
     }
 
     fn app_name(&self, field: &Field<'_>) -> Result<AppName, ConfigError> {
@@ -362,6 +381,9 @@ impl Doc<'_> {
             let item = self.item_of(field, idx);
             let text = self.string(&item, "a path")?;
             let path = text.strip_suffix('/').unwrap_or(text);
+            if path.chars().any(char::is_control) {
+                return Err(self.at_value(&item, format!("{text:?} holds a control character: expected a plain path")));
+            }
             if path.starts_with('/') {
                 return Err(self.at_value(&item, format!("{text:?} is absolute: expected a path relative to the app")));
             }
@@ -400,31 +422,29 @@ impl Doc<'_> {
     }
 
     /// A shell command line; surrounding whitespace (such as the newline a `|` block leaves) is
-    /// dropped.
+    /// dropped. It must be something `execve` can carry ([`env::check_command`]).
     fn command(&self, field: &Field<'_>) -> Result<String, ConfigError> {
         let command = self.string(field, "a command")?.trim();
         if command.is_empty() {
             return Err(self.at_value(field, "expected a command, found an empty string".to_owned()));
         }
+        env::check_command(command).map_err(|e| self.at_value(field, e.to_string()))?;
         Ok(command.to_owned())
     }
 
+    /// `env:`, checked with [`env::check_env_var`]: a bad name is reported at the key, a bad
+    /// value at the value, and too much altogether at `env`.
     fn env(&self, field: &Field<'_>) -> Result<BTreeMap<String, String>, ConfigError> {
-        let mut env = BTreeMap::new();
+        let mut vars = BTreeMap::new();
         for entry in self.entries(field)? {
-            if !is_env_name(&entry.name) {
-                return Err(self.at_key(
-                    &entry,
-                    "expected a variable name of letters, digits and `_`, not starting with a digit".to_owned(),
-                ));
-            }
-            if entry.name == "PORT" {
-                return Err(self.at_key(&entry, "PORT is reserved: drover sets it for the `web` process".to_owned()));
-            }
+            env::check_env_key(&entry.name).map_err(|e| self.at_key(&entry, e.to_string()))?;
             let value = entry.node.scalar_text(self.text).ok_or_else(|| self.expected(&entry, "a string"))?;
-            env.insert(entry.name, value);
+            env::check_env_var(&entry.name, &value).map_err(|e| self.at_value(&entry, e.to_string()))?;
+            vars.insert(entry.name, value);
         }
-        Ok(env)
+        env::check_env_len(vars.iter().map(|(key, value)| (key.as_str(), value.as_str())))
+            .map_err(|e| self.at_key(field, e.to_string()))?;
+        Ok(vars)
     }
 
     fn scale(
@@ -458,13 +478,13 @@ impl Doc<'_> {
             health.path = Some(self.health_path(field)?);
         }
         if let Some(field) = record.given("interval") {
-            health.interval = self.positive_duration(field)?;
+            health.interval = self.duration(field, HealthSpec::INTERVAL_RANGE)?;
         }
         if let Some(field) = record.given("timeout") {
-            health.timeout = self.positive_duration(field)?;
+            health.timeout = self.duration(field, HealthSpec::TIMEOUT_RANGE)?;
         }
         if let Some(field) = record.given("start_period") {
-            health.start_period = self.duration(field)?;
+            health.start_period = self.duration(field, HealthSpec::START_PERIOD_RANGE)?;
         }
         if let Some(field) = record.given("healthy_threshold") {
             health.healthy_threshold = self.count(field, 1, u32::MAX)?;
@@ -523,13 +543,13 @@ impl Doc<'_> {
             }
         };
         if let Some(field) = record.given("deadline") {
-            deploy.deadline = self.positive_duration(field)?;
+            deploy.deadline = self.duration(field, DeploySpec::DEADLINE_RANGE)?;
         }
         if let Some(field) = record.given("drain_timeout") {
-            deploy.drain_timeout = self.duration(field)?;
+            deploy.drain_timeout = self.duration(field, DeploySpec::DRAIN_TIMEOUT_RANGE)?;
         }
         if let Some(field) = record.given("stop_grace") {
-            deploy.stop_grace = self.duration(field)?;
+            deploy.stop_grace = self.duration(field, DeploySpec::STOP_GRACE_RANGE)?;
         }
         Ok(deploy)
     }
@@ -597,21 +617,25 @@ impl Doc<'_> {
         Err(self.expected(field, &what))
     }
 
-    fn duration(&self, field: &Field<'_>) -> Result<Duration, ConfigError> {
-        match &field.node.value {
-            Value::Str(text) => duration::parse(text).ok_or_else(|| self.expected(field, duration::EXPECTED)),
+    /// A duration within the field's `range` (see the table in `model::spec`): downstream it
+    /// becomes milliseconds, timers and deadlines, where a huge value would wrap or overflow,
+    /// and 0 would make a busy loop of an interval.
+    fn duration(&self, field: &Field<'_>, range: DurationRange) -> Result<Duration, ConfigError> {
+        let parsed = match &field.node.value {
+            Value::Str(text) => duration::parse(text),
             Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Seq(_) | Value::Map(_) => {
-                Err(self.expected(field, duration::EXPECTED))
+                Err(duration::Unparsed::Malformed)
             }
-        }
-    }
-
-    /// A duration for something that repeats or waits: 0 would spin or give up at once.
-    fn positive_duration(&self, field: &Field<'_>) -> Result<Duration, ConfigError> {
-        let duration = self.duration(field)?;
-        if duration.is_zero() {
-            return Err(self.at_value(field, "expected a duration longer than 0".to_owned()));
-        }
+        };
+        let duration = match parsed {
+            Ok(duration) => duration,
+            Err(duration::Unparsed::Malformed) => return Err(self.expected(field, duration::EXPECTED)),
+            Err(duration::Unparsed::TooLong) => {
+                let too_long = DurationRangeError::TooLong { max: range.max };
+                return Err(self.at_value(field, too_long.to_string()));
+            }
+        };
+        range.check(duration).map_err(|e| self.at_value(field, e.to_string()))?;
         Ok(duration)
     }
 
@@ -661,7 +685,6 @@ impl Doc<'_> {
     }
 }
 
-/// A POSIX-portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
 /// A DNS name in lowercase: dot-separated labels of letters, digits and inner hyphens.
 fn is_host_name(host: &str) -> bool {
     host.len() <= 253
@@ -678,10 +701,4 @@ fn is_host_name(host: &str) -> bool {
 fn overlaps(a: &str, b: &str) -> bool {
     let inside = |inner: &str, outer: &str| inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('/'));
     a == b || inside(a, b) || inside(b, a)
-}
-
-fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

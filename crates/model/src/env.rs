@@ -28,8 +28,14 @@ pub const MAX_VALUE_LEN: usize = 32 * 1024;
 pub const MAX_ENV_LEN: usize = 256 * 1024;
 /// The longest command line, in bytes.
 pub const MAX_COMMAND_LEN: usize = 64 * 1024;
-/// Names Drover sets in an app's environment (the shim, the Docker backend, the test runner).
-pub const RESERVED: &[&str] = &["PORT", "HOME", "TMPDIR", "TINI_KILL_PROCESS_GROUP"];
+/// Names Drover sets in an app's environment (the shim, the Docker backend, the test runner),
+/// each with what it holds.
+pub const RESERVED: &[(&str, &str)] = &[
+    ("PORT", "drover sets it to the port the proxy routes to"),
+    ("HOME", "drover sets it to the instance's own home directory"),
+    ("TMPDIR", "drover sets it to the instance's private temporary directory"),
+    ("TINI_KILL_PROCESS_GROUP", "drover's container init reads it to stop the whole process group"),
+];
 /// The prefix of the names Drover sets about the instance (`DROVER_APP`, `DROVER_RELEASE`,
 /// `DROVER_INSTANCE`, `DROVER_PROCESS`, `DROVER_REPORTS`, ...), now and in the future.
 pub const RESERVED_PREFIX: &str = "DROVER_";
@@ -43,8 +49,8 @@ pub enum EnvVarError {
     KeyTooLong { len: usize },
     #[error("{key:?} is not a variable name: expected letters, digits and `_`, not starting with a digit")]
     BadKey { key: String },
-    #[error("{key} is reserved: drover sets it itself")]
-    Reserved { key: String },
+    #[error("{key} is reserved: {why}")]
+    Reserved { key: String, why: &'static str },
     #[error("{key} is reserved: drover sets the variables starting with {RESERVED_PREFIX}")]
     ReservedPrefix { key: String },
     #[error("the value holds a NUL byte, which no process environment can carry")]
@@ -82,8 +88,8 @@ pub fn check_env_key(key: &str) -> Result<(), EnvVarError> {
     if !portable {
         return Err(EnvVarError::BadKey { key: key.to_owned() });
     }
-    if RESERVED.contains(&key) {
-        return Err(EnvVarError::Reserved { key: key.to_owned() });
+    if let Some((_, why)) = RESERVED.iter().find(|(name, _)| *name == key) {
+        return Err(EnvVarError::Reserved { key: key.to_owned(), why });
     }
     if key.starts_with(RESERVED_PREFIX) {
         return Err(EnvVarError::ReservedPrefix { key: key.to_owned() });
@@ -155,9 +161,10 @@ mod tests {
             ),
             ("É", "x", r#""É" is not a variable name: expected letters, digits and `_`, not starting with a digit"#),
             (&long_key, "x", "the variable name is 257 bytes long, more than 256"),
-            ("PORT", "8080", "PORT is reserved: drover sets it itself"),
-            ("HOME", "/root", "HOME is reserved: drover sets it itself"),
-            ("TMPDIR", "/tmp", "TMPDIR is reserved: drover sets it itself"),
+            ("PORT", "8080", "PORT is reserved: drover sets it to the port the proxy routes to"),
+            ("HOME", "/root", "HOME is reserved: drover sets it to the instance's own home directory"),
+            ("TMPDIR", "/tmp", "TMPDIR is reserved: drover sets it to the instance's private temporary directory"),
+            ("port", "1", "ok"),
             ("DROVER_APP", "x", "DROVER_APP is reserved: drover sets the variables starting with DROVER_"),
             ("DROVER_", "x", "DROVER_ is reserved: drover sets the variables starting with DROVER_"),
             ("A", "x\0y", "the value holds a NUL byte, which no process environment can carry"),

@@ -488,7 +488,7 @@ mod tests {
             ),
             (
                 |s| drop(s.config.insert("PORT".to_owned(), "1".to_owned())),
-                "config.PORT: PORT is reserved: drover sets it itself",
+                "config.PORT: PORT is reserved: drover sets it to the port the proxy routes to",
             ),
             (
                 |s| s.secrets.push("DROVER_X".to_owned()),
