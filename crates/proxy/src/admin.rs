@@ -1,8 +1,12 @@
 //! The admin API on a unix socket, and the client the control plane uses to call it.
 //!
 //! Two calls, HTTP/1.1 with JSON bodies:
-//! - `PUT /routes` with a [`RouteTable`]: validated, refused with 409 if its generation is older
-//!   than the one in force, persisted to the state file, then swapped in.
+//! - `PUT /routes` with a [`RouteTable`]: refused with 409 if its generation is older than the
+//!   one in force; otherwise checked by [`table::validate`], which takes out only what cannot be
+//!   served (a host another site has, an empty host, a bad backend) and never the whole table.
+//!   The rest is persisted to the state file, then swapped in, and the answer is 200 with
+//!   `{"generation": N, "rejected": [{"app": "x", "reason": "..."}]}` naming what was left out.
+//!   Only a body that is not a routing table at all gets a 400.
 //! - `GET /status`: a [`ProxyStatus`] with health and counters of every backend in the table.
 //!
 //! Updates are serialized by one async mutex on this side only; the request path never sees it.
@@ -13,7 +17,7 @@ use crate::checker::Checkers;
 use crate::error::ProxyError;
 use crate::forward::Shared;
 use crate::state_file;
-use crate::table::{self, NewBackends, Snapshot};
+use crate::table::{self, NewBackends, Rejection, Snapshot};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST};
 use http::{Method, Request, Response, StatusCode};
@@ -59,14 +63,12 @@ impl Control {
                 return Ok(());
             }
         };
-        let table = match table::validate(table) {
-            Ok(table) => table,
-            Err(error) => {
-                tracing::error!(path = %self.state_file.display(), %error, "saved routing table is invalid; starting empty");
-                return Ok(());
-            }
-        };
         let mut checkers = self.checkers.lock().await;
+        // Only accepted tables are saved, so this refuses nothing unless the file was edited.
+        let table::Accepted { table, rejected } = table::validate(table, &self.shared.snapshot.load());
+        for rejection in &rejected {
+            tracing::warn!(app = %rejection.app, reason = %rejection.reason, "saved routing table entry refused");
+        }
         self.swap_in(&table, &mut checkers, NewBackends::AssumedHealthy);
         tracing::info!(generation = table.generation, sites = table.sites.len(), "routing table restored");
         Ok(())
@@ -88,18 +90,18 @@ impl Control {
             Ok(table) => table,
             Err(error) => return text(StatusCode::BAD_REQUEST, format!("not a routing table: {error}")),
         };
-        let table = match table::validate(table) {
-            Ok(table) => table,
-            Err(error) => return text(StatusCode::BAD_REQUEST, error.to_string()),
-        };
         let mut checkers = self.checkers.lock().await;
-        let current = self.shared.snapshot.load().generation;
-        if table.generation < current {
+        let current = self.shared.snapshot.load();
+        if table.generation < current.generation {
             return text(
                 StatusCode::CONFLICT,
-                format!("generation {} is older than generation {current} in force", table.generation),
+                format!("generation {} is older than generation {} in force", table.generation, current.generation),
             );
         }
+        // Contested hosts stay with the site serving them now, so validation needs the snapshot
+        // in force, and no other update may swap one in meanwhile: `checkers` is held.
+        let table::Accepted { table, rejected } = table::validate(table, &current);
+        drop(current);
         let path = self.state_file.clone();
         let saved = {
             let table = table.clone();
@@ -111,8 +113,16 @@ impl Control {
             Err(error) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("saving the table: {error}")),
         }
         self.swap_in(&table, &mut checkers, NewBackends::Starting);
-        tracing::info!(generation = table.generation, sites = table.sites.len(), "routing table updated");
-        json(&serde_json::json!({ "generation": table.generation }))
+        tracing::info!(
+            generation = table.generation,
+            sites = table.sites.len(),
+            rejected = rejected.len(),
+            "routing table updated"
+        );
+        for rejection in &rejected {
+            tracing::warn!(app = %rejection.app, reason = %rejection.reason, "routing table entry refused");
+        }
+        json(&RoutesAnswer { generation: table.generation, rejected })
     }
 
     fn status(&self) -> ProxyStatus {
@@ -131,6 +141,14 @@ impl Control {
             (_, path) => text(StatusCode::NOT_FOUND, format!("no admin endpoint {path}")),
         }
     }
+}
+
+/// The answer to `PUT /routes`: the generation now in force and what of it was left out.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct RoutesAnswer {
+    generation: u64,
+    #[serde(default)]
+    rejected: Vec<Rejection>,
 }
 
 fn text(status: StatusCode, message: String) -> Response<Full<Bytes>> {
@@ -210,13 +228,16 @@ impl AdminClient {
         Self { socket }
     }
 
-    /// Replaces the proxy's routing table. Fails with [`ProxyError::StaleGeneration`] if the
-    /// proxy already serves a newer generation.
-    pub async fn put_routes(&self, table: &RouteTable) -> Result<(), ProxyError> {
+    /// Replaces the proxy's routing table. The proxy serves all of it but the parts it refused,
+    /// which it returns: an empty list means the whole table is in force. Fails with
+    /// [`ProxyError::StaleGeneration`] if the proxy already serves a newer generation.
+    pub async fn put_routes(&self, table: &RouteTable) -> Result<Vec<Rejection>, ProxyError> {
         let body = serde_json::to_vec(table).expect("a route table always serializes");
         let (status, body) = self.call(Method::PUT, "/routes", Bytes::from(body)).await?;
         match status {
-            s if s.is_success() => Ok(()),
+            s if s.is_success() => serde_json::from_slice::<RoutesAnswer>(&body)
+                .map(|answer| answer.rejected)
+                .map_err(|source| ProxyError::Decode { what: "routes", source }),
             StatusCode::CONFLICT => Err(ProxyError::StaleGeneration { message: lossy(&body) }),
             s => Err(ProxyError::Rejected { what: "routes", status: s.as_u16(), message: lossy(&body) }),
         }

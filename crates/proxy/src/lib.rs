@@ -8,7 +8,8 @@
 //! - [`server`]: worker threads (one single-threaded runtime and listener each), graceful
 //!   shutdown.
 //! - [`forward`]: one request's life as phases: route, pick upstream, connect/forward, log.
-//! - [`table`]: the immutable routing snapshot built from a [`model::RouteTable`], and the
+//! - [`table`]: the check of an incoming [`model::RouteTable`] (which drops only the parts that
+//!   cannot be served, see [`Rejection`]), the immutable routing snapshot built from it, and the
 //!   per-backend state (health, counters) that survives table updates.
 //! - [`balance`]: the pure choice of a backend (round-robin, least connections).
 //! - [`upstream`]: per-backend keep-alive connection pools and sending a request.
@@ -38,6 +39,7 @@ mod upstream;
 pub use admin::AdminClient;
 pub use error::ProxyError;
 pub use server::{run, start, ProxyHandle};
+pub use table::Rejection;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

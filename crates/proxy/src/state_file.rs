@@ -1,5 +1,8 @@
 //! The routing table on disk, so that a restarted proxy serves the last table at once.
 //!
+//! The file holds the table as accepted, with the refused parts already taken out, so a restart
+//! serves exactly what was served before it.
+//!
 //! Writes are atomic: the table goes to a temporary file in the same directory, is fsynced,
 //! renamed over the old file, and the directory is fsynced. A crash at any point leaves either
 //! the old table or the new one, never a torn file.

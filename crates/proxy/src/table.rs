@@ -1,4 +1,9 @@
-//! The routing snapshot the request path reads, and the per-backend state that outlives it.
+//! The routing snapshot the request path reads, the per-backend state that outlives it, and the
+//! check of an incoming table.
+//!
+//! [`validate`] never refuses a whole table: it takes out the hosts, backends or sites that
+//! cannot be served (each named in a [`Rejection`]) and keeps the rest, so that one app's bad
+//! entry never holds back routing updates for every other app.
 //!
 //! A [`Snapshot`] is immutable: the admin side builds a new one for every accepted
 //! [`RouteTable`] and swaps it in with `arc-swap`. Per-backend state ([`BackendState`]: health,
@@ -15,44 +20,179 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-/// Why a routing table was refused.
+/// A part of a routing table the proxy refused, and why. The rest of the table is served.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rejection {
+    /// The site the refused host, backend or site belongs to.
+    pub app: AppName,
+    /// What was refused, with the table path, e.g.
+    /// `sites.b.hosts: "x.localhost" is already served by a`.
+    pub reason: String,
+}
+
+/// Why a part of a routing table was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum TableError {
+enum TableError {
+    #[error("sites.{app}: the app appears more than once in the table")]
+    DuplicateSite { app: AppName },
     #[error("sites.{app}.hosts: empty host name")]
     EmptyHost { app: AppName },
+    #[error("sites.{app}.hosts: {host:?} is not a host name without a port")]
+    InvalidHost { app: AppName, host: String },
     #[error("sites.{second}.hosts: {host:?} is already served by {first}")]
     DuplicateHost { host: String, first: AppName, second: AppName },
-    #[error("sites.{app}.backends: instance {id} appears twice in the table")]
-    DuplicateBackend { app: AppName, id: InstanceId },
+    #[error("sites.{second}.backends: instance {id} is already a backend of {first}")]
+    DuplicateBackend { id: InstanceId, first: AppName, second: AppName },
     #[error("sites.{app}.backends.{id}.health.interval: must be more than zero")]
     ZeroInterval { app: AppName, id: InstanceId },
 }
 
-/// Checks a table and normalizes its host names (lowercase, no trailing dot).
-pub(crate) fn validate(mut table: RouteTable) -> Result<RouteTable, TableError> {
-    let mut hosts: HashMap<String, AppName> = HashMap::new();
-    let mut ids = HashSet::new();
-    for site in &mut table.sites {
-        for host in &mut site.hosts {
+impl TableError {
+    /// The site the refused part belonged to.
+    fn app(&self) -> &AppName {
+        match self {
+            TableError::DuplicateSite { app }
+            | TableError::EmptyHost { app }
+            | TableError::InvalidHost { app, .. }
+            | TableError::ZeroInterval { app, .. } => app,
+            TableError::DuplicateHost { second, .. } | TableError::DuplicateBackend { second, .. } => second,
+        }
+    }
+
+    fn into_rejection(self) -> Rejection {
+        Rejection { app: self.app().clone(), reason: self.to_string() }
+    }
+}
+
+/// A table with its refused parts taken out, and what they were.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    pub table: RouteTable,
+    pub rejected: Vec<Rejection>,
+}
+
+/// Normalizes a table's host names (lowercase, no trailing dot) and takes out what cannot be
+/// served, so that one bad site never holds back the others:
+/// - a site whose app already appeared earlier in the table: the later one;
+/// - an empty host, or one that is not a host name (a port, a path, spaces): that host;
+/// - a host of more than one site: kept by the site that serves it in `current` (the snapshot
+///   in force), else by the first of them in table order, and dropped from the others;
+/// - a backend whose health check interval is zero: that backend (its checker would spin);
+/// - a backend id in more than one place: kept where `current` has it (same app), else the
+///   first in table order.
+///
+/// Backends are dropped one by one rather than with their site, so that an app keeps serving
+/// from its good instances; a site that lost all its hosts still has its backends checked.
+pub(crate) fn validate(table: RouteTable, current: &Snapshot) -> Accepted {
+    let mut rejected = Vec::new();
+    let mut apps = HashSet::new();
+    let mut sites = Vec::with_capacity(table.sites.len());
+    for mut site in table.sites {
+        if !apps.insert(site.app.clone()) {
+            rejected.push(TableError::DuplicateSite { app: site.app }.into_rejection());
+            continue;
+        }
+        let mut hosts: Vec<String> = Vec::with_capacity(site.hosts.len());
+        for host in site.hosts.drain(..) {
             let normalized = host.trim().trim_end_matches('.').to_ascii_lowercase();
             if normalized.is_empty() {
-                return Err(TableError::EmptyHost { app: site.app.clone() });
+                rejected.push(TableError::EmptyHost { app: site.app.clone() }.into_rejection());
+            } else if !is_host_name(&normalized) {
+                rejected.push(TableError::InvalidHost { app: site.app.clone(), host }.into_rejection());
+            } else if !hosts.contains(&normalized) {
+                hosts.push(normalized);
             }
-            if let Some(first) = hosts.insert(normalized.clone(), site.app.clone()) {
-                return Err(TableError::DuplicateHost { host: normalized, first, second: site.app.clone() });
+        }
+        site.hosts = hosts;
+        let mut backends = Vec::with_capacity(site.backends.len());
+        for backend in site.backends.drain(..) {
+            match backend.health.interval.is_zero() {
+                true => {
+                    rejected.push(TableError::ZeroInterval { app: site.app.clone(), id: backend.id }.into_rejection())
+                }
+                false => backends.push(backend),
             }
-            *host = normalized;
+        }
+        site.backends = backends;
+        sites.push(site);
+    }
+
+    // Who keeps each contested host and backend id: the site that has it now, else the first.
+    let current_backends: HashMap<&InstanceId, &AppName> =
+        current.backends.iter().map(|b| (&b.state.id, &b.state.app)).collect();
+    let mut host_owner: HashMap<String, usize> = HashMap::new();
+    let mut backend_owner: HashMap<InstanceId, usize> = HashMap::new();
+    for (site_idx, site) in sites.iter().enumerate() {
+        for host in &site.hosts {
+            let serving = current.site_for(host).map(|s| &s.app);
+            claim(&mut host_owner, host.clone(), site_idx, |idx| serving == Some(&sites[idx].app));
         }
         for backend in &site.backends {
-            if !ids.insert(backend.id.clone()) {
-                return Err(TableError::DuplicateBackend { app: site.app.clone(), id: backend.id.clone() });
+            let serving = current_backends.get(&backend.id).copied();
+            claim(&mut backend_owner, backend.id.clone(), site_idx, |idx| serving == Some(&sites[idx].app));
+        }
+    }
+
+    let apps: Vec<AppName> = sites.iter().map(|s| s.app.clone()).collect();
+    let mut kept_backends = HashSet::new();
+    for (site_idx, site) in sites.iter_mut().enumerate() {
+        site.hosts.retain(|host| {
+            let owner = host_owner[host.as_str()];
+            if owner != site_idx {
+                let error = TableError::DuplicateHost {
+                    host: host.clone(),
+                    first: apps[owner].clone(),
+                    second: apps[site_idx].clone(),
+                };
+                rejected.push(error.into_rejection());
             }
-            if backend.health.interval.is_zero() {
-                return Err(TableError::ZeroInterval { app: site.app.clone(), id: backend.id.clone() });
+            owner == site_idx
+        });
+        site.backends.retain(|backend| {
+            let owner = backend_owner[&backend.id];
+            // A backend listed twice in its own site is kept once.
+            let keep = owner == site_idx && kept_backends.insert(backend.id.clone());
+            if !keep {
+                let error = TableError::DuplicateBackend {
+                    id: backend.id.clone(),
+                    first: apps[owner].clone(),
+                    second: apps[site_idx].clone(),
+                };
+                rejected.push(error.into_rejection());
+            }
+            keep
+        });
+    }
+    Accepted { table: RouteTable { generation: table.generation, sites }, rejected }
+}
+
+/// Records that site `site_idx` wants `key`: the first claimant keeps it unless a later one
+/// `is_current` (serves it in the snapshot in force).
+fn claim<K: std::hash::Hash + Eq>(
+    owners: &mut HashMap<K, usize>,
+    key: K,
+    site_idx: usize,
+    is_current: impl Fn(usize) -> bool,
+) {
+    match owners.entry(key) {
+        std::collections::hash_map::Entry::Vacant(entry) => {
+            entry.insert(site_idx);
+        }
+        std::collections::hash_map::Entry::Occupied(mut entry) => {
+            if !is_current(*entry.get()) && is_current(site_idx) {
+                entry.insert(site_idx);
             }
         }
     }
-    Ok(table)
+}
+
+/// Whether `host` (already lowercase) is what a request's host can be once its port is
+/// stripped: a valid URI host (a name, an IPv4 address or a bracketed IPv6 literal), no port.
+fn is_host_name(host: &str) -> bool {
+    match http::uri::Authority::try_from(host) {
+        Ok(authority) => authority.host() == host && authority.port().is_none(),
+        Err(_) => false,
+    }
 }
 
 /// How backends that are new to the proxy start out.
@@ -223,7 +363,7 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds the snapshot for a validated `table`, reusing the state of backends that `previous`
+    /// Builds the snapshot for a [`validate`]d `table`, reusing the state of backends that `previous`
     /// already knows (same id, app and address). New backends get a pool share per worker.
     pub fn build(
         table: &RouteTable,
@@ -297,36 +437,109 @@ mod tests {
         }
     }
 
-    /// Validates a table of `sites` and renders the outcome as the normalized hosts or the error.
-    fn check(sites: Vec<Site>, expected: &str) {
-        let table = RouteTable { generation: 1, sites };
-        let rendered = match validate(table) {
-            Ok(table) => table.sites.iter().map(|s| s.hosts.join(",")).collect::<Vec<_>>().join(" | "),
-            Err(err) => err.to_string(),
-        };
-        assert_eq!(rendered, expected);
+    /// Validates a table of `sites` against the snapshot built from `current` and renders what
+    /// was kept, one `app [hosts] (backends)` per site, then each rejection as `app: reason`.
+    fn check(current: Vec<Site>, sites: Vec<Site>, expected: &str) {
+        let current = RouteTable { generation: 1, sites: current };
+        let current = Snapshot::build(&current, &Snapshot::default(), NewBackends::Starting, 1, Instant::now());
+        let accepted = validate(RouteTable { generation: 2, sites }, &current);
+        assert_eq!(accepted.table.generation, 2);
+        let mut lines: Vec<String> = accepted
+            .table
+            .sites
+            .iter()
+            .map(|s| {
+                let ids: Vec<&str> = s.backends.iter().map(|b| b.id.as_str()).collect();
+                format!("{} [{}] ({})", s.app, s.hosts.join(","), ids.join(","))
+            })
+            .collect();
+        lines.extend(accepted.rejected.iter().map(|r| format!("{}: {}", r.app, r.reason)));
+        assert_eq!(lines.join("\n"), expected.trim());
     }
 
     #[test]
-    fn validate_normalizes_hosts_and_rejects_conflicts() {
-        check(vec![site("a", &["A.Localhost.", " b.localhost"], vec![])], "a.localhost,b.localhost");
-        check(vec![site("a", &[""], vec![])], "sites.a.hosts: empty host name");
+    fn validate_normalizes_hosts() {
         check(
-            vec![site("a", &["x.localhost"], vec![]), site("b", &["X.localhost"], vec![])],
-            r#"sites.b.hosts: "x.localhost" is already served by a"#,
+            vec![],
+            vec![site("a", &["A.Localhost.", " b.localhost", "a.localhost", "[::1]"], vec![])],
+            "a [a.localhost,b.localhost,[::1]] ()",
         );
+    }
+
+    #[test]
+    fn validate_drops_bad_hosts_and_keeps_the_rest_of_the_site() {
         check(
+            vec![],
             vec![
-                site("a", &["a"], vec![backend("a-web-v1-x", 1, true)]),
-                site("b", &["b"], vec![backend("a-web-v1-x", 2, true)]),
+                site("a", &["", "a.localhost:8080", "a/b", "a b", "a"], vec![backend("a-1", 1, true)]),
+                site("b", &["b"], vec![]),
             ],
-            "sites.b.backends: instance a-web-v1-x appears twice in the table",
+            r#"
+a [a] (a-1)
+b [b] ()
+a: sites.a.hosts: empty host name
+a: sites.a.hosts: "a.localhost:8080" is not a host name without a port
+a: sites.a.hosts: "a/b" is not a host name without a port
+a: sites.a.hosts: "a b" is not a host name without a port"#,
         );
-        let mut zero = backend("a-web-v1-x", 1, true);
+    }
+
+    #[test]
+    fn validate_gives_a_contested_host_to_its_current_site_else_the_first() {
+        let contested = || vec![site("a", &["x.localhost", "a"], vec![]), site("b", &["X.localhost", "b"], vec![])];
+        check(
+            vec![],
+            contested(),
+            r#"
+a [x.localhost,a] ()
+b [b] ()
+b: sites.b.hosts: "x.localhost" is already served by a"#,
+        );
+        check(
+            vec![site("b", &["x.localhost"], vec![])],
+            contested(),
+            r#"
+a [a] ()
+b [x.localhost,b] ()
+a: sites.a.hosts: "x.localhost" is already served by b"#,
+        );
+        // A site that loses its only host stays, so its backends are still health-checked.
+        check(
+            vec![],
+            vec![site("a", &["x"], vec![]), site("b", &["x"], vec![backend("b-1", 2, true)])],
+            r#"
+a [x] ()
+b [] (b-1)
+b: sites.b.hosts: "x" is already served by a"#,
+        );
+    }
+
+    #[test]
+    fn validate_drops_bad_backends_and_duplicate_sites() {
+        let mut zero = backend("a-2", 2, true);
         zero.health.interval = std::time::Duration::ZERO;
         check(
-            vec![site("a", &["a"], vec![zero])],
-            "sites.a.backends.a-web-v1-x.health.interval: must be more than zero",
+            vec![],
+            vec![
+                site("a", &["a"], vec![backend("a-1", 1, true), zero, backend("a-1", 1, true)]),
+                site("b", &["b"], vec![backend("a-1", 3, true), backend("b-1", 4, true)]),
+                site("a", &["c"], vec![]),
+            ],
+            "
+a [a] (a-1)
+b [b] (b-1)
+a: sites.a.backends.a-2.health.interval: must be more than zero
+a: sites.a: the app appears more than once in the table
+a: sites.a.backends: instance a-1 is already a backend of a
+b: sites.b.backends: instance a-1 is already a backend of a",
+        );
+        check(
+            vec![site("b", &["b"], vec![backend("x-1", 3, true)])],
+            vec![site("a", &["a"], vec![backend("x-1", 1, true)]), site("b", &["b"], vec![backend("x-1", 3, true)])],
+            "
+a [a] ()
+b [b] (x-1)
+a: sites.a.backends: instance x-1 is already a backend of b",
         );
     }
 

@@ -467,7 +467,7 @@ async fn restarted_proxy_serves_the_saved_table_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_keeps_newer_generations_and_rejects_bad_tables() {
+async fn admin_keeps_newer_generations_and_refuses_what_is_not_a_table() {
     let app = TestBackend::start("g0").await;
     let proxy = TestProxy::start().await;
     let sites =
@@ -484,15 +484,73 @@ async fn admin_keeps_newer_generations_and_rejects_bad_tables() {
 
     // The same generation again is a no-op replay, not an error.
     proxy.put(&table(5, sites("g5.localhost"))).await;
-    let mut duplicate = sites("g6.localhost");
-    duplicate.push(site("h", &["G6.localhost"], Balance::RoundRobin, vec![]));
-    let rejected = proxy.admin.put_routes(&table(6, duplicate)).await.unwrap_err();
-    assert!(matches!(rejected, ProxyError::Rejected { status: 400, .. }), "{rejected:?}");
-    assert!(rejected.to_string().contains("already served by g"), "{rejected}");
+
+    // A body that is not a routing table at all is the only thing refused whole.
+    let mut admin = tokio::net::UnixStream::connect(proxy.dir.path().join("admin.sock")).await.unwrap();
+    admin
+        .write_all(b"PUT /routes HTTP/1.1\r\nhost: p\r\ncontent-length: 1\r\nconnection: close\r\n\r\n{")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    admin.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("not a routing table"), "{answer}");
     assert_eq!(proxy.admin.status().await.unwrap().generation, 5);
-    let saved: model::RouteTable =
-        serde_json::from_slice(&std::fs::read(proxy.dir.path().join("routes.json")).unwrap()).unwrap();
-    assert_eq!(saved.generation, 5);
+    assert_eq!(proxy.saved_table().generation, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_9_f1_a_duplicated_host_is_refused_alone_and_the_rest_of_the_table_applies() {
+    let a = TestBackend::start("a1").await;
+    let b1 = TestBackend::start("b1").await;
+    let b2 = TestBackend::start("b2").await;
+    let proxy = TestProxy::start().await;
+    let site_a = || site("a", &["a.localhost"], Balance::RoundRobin, vec![backend("a1", a.addr, true, quick_health())]);
+    proxy
+        .put(&table(
+            1,
+            vec![
+                site_a(),
+                site("b", &["b.localhost"], Balance::RoundRobin, vec![backend("b1", b1.addr, true, quick_health())]),
+            ],
+        ))
+        .await;
+
+    // App c claims a's host, and comes first in the table; meanwhile app b moves to a new
+    // instance. Only c's claim is refused: a keeps its host, and b's update goes through.
+    let update = table(
+        2,
+        vec![
+            site("c", &["A.localhost", "c.localhost"], Balance::RoundRobin, vec![]),
+            site_a(),
+            site(
+                "b",
+                &["b.localhost"],
+                Balance::RoundRobin,
+                vec![backend("b1", b1.addr, false, quick_health()), backend("b2", b2.addr, true, quick_health())],
+            ),
+        ],
+    );
+    let rejected = proxy.admin.put_routes(&update).await.unwrap();
+    let rendered: Vec<String> = rejected.iter().map(|r| format!("{}: {}", r.app, r.reason)).collect();
+    assert_eq!(rendered, [r#"c: sites.c.hosts: "a.localhost" is already served by a"#]);
+    assert_eq!(proxy.admin.status().await.unwrap().generation, 2);
+    proxy.wait_health("a1", true).await;
+    proxy.wait_health("b2", true).await;
+    let client = client();
+    assert_eq!(spread(&client, &proxy, "b.localhost", 4).await, counts(&[("b2", 4)]));
+    assert_eq!(spread(&client, &proxy, "a.localhost", 2).await, counts(&[("a1", 2)]));
+    assert_eq!(get(&client, proxy.addr, "c.localhost", "/").await.unwrap().status, 503);
+
+    // The state file holds what is served, not what was asked for.
+    let saved = proxy.saved_table();
+    let hosts: Vec<String> = saved.sites.iter().map(|s| format!("{}={}", s.app, s.hosts.join(","))).collect();
+    assert_eq!(
+        (saved.generation, hosts),
+        (2, vec!["c=c.localhost".into(), "a=a.localhost".into(), "b=b.localhost".into()])
+    );
+    let proxy = proxy.restart().await;
+    assert_eq!(spread(&client, &proxy, "a.localhost", 2).await, counts(&[("a1", 2)]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -290,8 +290,15 @@ impl TestProxy {
         self.handle.take().unwrap()
     }
 
+    /// Puts a table the proxy must accept whole.
     pub async fn put(&self, table: &RouteTable) {
-        self.admin.put_routes(table).await.unwrap();
+        let rejected = self.admin.put_routes(table).await.unwrap();
+        assert!(rejected.is_empty(), "the proxy refused part of the table: {rejected:?}");
+    }
+
+    /// The table in the state file.
+    pub fn saved_table(&self) -> RouteTable {
+        serde_json::from_slice(&std::fs::read(self.dir.path().join("routes.json")).unwrap()).unwrap()
     }
 
     pub async fn backend_status(&self, id: &str) -> BackendStatus {
