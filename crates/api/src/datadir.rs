@@ -187,3 +187,199 @@ pub struct ProxyInfo {
     pub start_time: u64,
     pub listen: SocketAddr,
 }
+
+/// The fewest characters an API token may have. A generated token has 64.
+pub const MIN_TOKEN_LEN: usize = 32;
+
+/// Reads a token file's content: surrounding white space is ignored; an empty or short token, or
+/// one with white space or control characters inside, is refused naming the file, since an empty
+/// token would let every request in.
+pub fn check_token(path: &Path, bytes: &[u8]) -> anyhow::Result<String> {
+    let name = path.display();
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        anyhow::bail!("the API token file {name} is not text: remove it and start the server again for a new token");
+    };
+    let token = text.trim();
+    if token.is_empty() {
+        anyhow::bail!(
+            "the API token file {name} is empty: remove it and start the server again for a new token \
+             (then `drover git-remote` sets up your git remotes again)"
+        );
+    }
+    if token.len() < MIN_TOKEN_LEN {
+        anyhow::bail!(
+            "the API token in {name} has {} characters, fewer than the {MIN_TOKEN_LEN} required: remove the file \
+             and start the server again for a new token",
+            token.chars().count()
+        );
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        anyhow::bail!("the API token in {name} holds white space or control characters");
+    }
+    Ok(token.to_owned())
+}
+
+/// Creates `path` holding `content`, readable by this user only, atomically: a temporary file in
+/// the same directory is written and synced, then linked to `path`, so a crash leaves either no
+/// file or the whole one, never an empty file. Fails with `AlreadyExists` when `path` exists.
+pub fn create_secret_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let suffix: u64 = rand::random();
+    let tmp = dir.join(format!(".{file_name}.{}.{suffix:016x}.tmp", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        file.write_all(content)?;
+        file.sync_all()
+    })();
+    // `hard_link`, unlike `rename`, fails when `path` exists: a file made meanwhile wins.
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    linked?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Files of the data directory that stay as they are when it is tightened. `secret.key` is
+/// checked by the keyring, which refuses a key others could read rather than quietly keeping it.
+const KEEP_MODE: &[&str] = &["secret.key"];
+
+/// Directories whose contents keep their modes: unpacked slugs are mounted into containers whose
+/// user may not be this one, and are reachable on the host only through the private root.
+const KEEP_TREE: &[&str] = &["artifacts"];
+
+impl DataDir {
+    /// Makes the data directory private: the root 0700, and every file and directory below it
+    /// without group or other permissions (except what [`KEEP_MODE`] and [`KEEP_TREE`] name). Run
+    /// on every start, so a directory made by an older version, copied or loosened by hand is
+    /// tightened before any state is read.
+    pub fn tighten(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.root)?;
+        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))?;
+        for entry in std::fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if KEEP_MODE.contains(&name.as_ref()) {
+                continue;
+            }
+            let path = entry.path();
+            if KEEP_TREE.contains(&name.as_ref()) {
+                strip_group_and_other(&path)?;
+                continue;
+            }
+            tighten_tree(&path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes group and other permissions from `path` and, for a directory, everything below it.
+/// Symbolic links are not followed.
+fn tighten_tree(path: &Path) -> std::io::Result<()> {
+    let metadata = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        // Something removed meanwhile (a finished run's scratch) needs no tightening.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if metadata.file_type().is_symlink() {
+        return Ok(());
+    }
+    strip_group_and_other(path)?;
+    if metadata.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            tighten_tree(&entry?.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn strip_group_and_other(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = std::fs::symlink_metadata(path)?;
+    let mode = metadata.permissions().mode();
+    if metadata.file_type().is_symlink() || mode & 0o077 == 0 {
+        return Ok(());
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & !0o077))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn issue_9_f3_empty_short_or_odd_tokens_are_refused_by_name() {
+        let path = Path::new("/data/token");
+        for (content, says) in [
+            (&b""[..], "is empty"),
+            (b"  \n", "is empty"),
+            (b"abc", "fewer than the 32"),
+            (b"0123456789abcdef0123456789abcde", "fewer than the 32"),
+            (b"0123456789abcdef 0123456789abcdef", "white space"),
+            (b"\xff\xfe0123456789abcdef0123456789abcdef", "not text"),
+        ] {
+            let error = check_token(path, content).unwrap_err().to_string();
+            assert!(error.contains("/data/token") && error.contains(says), "{content:?}: {error}");
+        }
+        let token = "0123456789abcdef0123456789abcdef";
+        assert_eq!(check_token(path, format!("{token}\n").as_bytes()).unwrap(), token);
+    }
+
+    #[test]
+    fn issue_9_f3_secret_files_are_created_whole_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        create_secret_file(&path, b"first").unwrap();
+        let error = create_secret_file(&path, b"second").unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        // No temporary file is left beside it.
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["token"]);
+    }
+
+    #[test]
+    fn issue_9_f5_tighten_makes_everything_private_but_what_it_keeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path().join("data"));
+        let root = data.root();
+        std::fs::create_dir_all(root.join("repos/app.git/objects")).unwrap();
+        std::fs::create_dir_all(root.join("artifacts/unpacked/abc")).unwrap();
+        std::fs::write(root.join("state.db"), "x").unwrap();
+        std::fs::write(root.join("repos/app.git/config"), "x").unwrap();
+        std::fs::write(root.join("secret.key"), "x").unwrap();
+        std::fs::write(root.join("artifacts/unpacked/abc/app.py"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("link")).unwrap();
+        let mode = |p: &str| std::fs::symlink_metadata(root.join(p)).unwrap().permissions().mode() & 0o777;
+        let set = |p: &str, m: u32| std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(m)).unwrap();
+        for (p, m) in [
+            ("", 0o755),
+            ("state.db", 0o644),
+            ("repos", 0o755),
+            ("repos/app.git/objects", 0o777),
+            ("repos/app.git/config", 0o666),
+            ("secret.key", 0o644),
+            ("artifacts", 0o755),
+            ("artifacts/unpacked/abc/app.py", 0o444),
+        ] {
+            set(p, m);
+        }
+        data.tighten().unwrap();
+        assert_eq!(mode(""), 0o700);
+        assert_eq!(mode("state.db"), 0o600);
+        assert_eq!(mode("repos"), 0o700);
+        assert_eq!(mode("repos/app.git/objects"), 0o700);
+        assert_eq!(mode("repos/app.git/config"), 0o600);
+        assert_eq!(mode("artifacts"), 0o700);
+        // Kept: the keyring refuses a loose key itself; unpacked slugs are read inside containers.
+        assert_eq!(mode("secret.key"), 0o644);
+        assert_eq!(mode("artifacts/unpacked/abc/app.py"), 0o444);
+        // A link is not followed.
+        assert_eq!(std::fs::metadata("/etc/passwd").unwrap().permissions().mode() & 0o777, 0o644);
+    }
+}

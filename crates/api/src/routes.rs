@@ -40,6 +40,7 @@ impl From<store::StoreError> for ApiError {
     fn from(e: store::StoreError) -> Self {
         match e {
             store::StoreError::NoApp(_) | store::StoreError::NoRelease { .. } => Self::not_found(e.to_string()),
+            store::StoreError::Refused(_) => Self(StatusCode::CONFLICT, e.to_string()),
             other => Self(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
         }
     }
@@ -91,9 +92,13 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
         .with_state(ctx)
 }
 
-/// Compares without an early exit, so timing does not reveal how much of the token matched.
-pub(crate) fn same_token(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `given` is the server's `token`. An empty token matches nothing, whatever the server
+/// was started with. The comparison has no early exit, so timing does not reveal how much of the
+/// token matched.
+pub(crate) fn same_token(given: &[u8], token: &[u8]) -> bool {
+    !token.is_empty()
+        && given.len() == token.len()
+        && given.iter().zip(token).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn require_token(State(ctx): State<Arc<Ctx>>, request: Request, next: Next) -> Response {
@@ -238,7 +243,8 @@ async fn create_deploy(
     .expect("validation does not panic")
     .map_err(ApiError::bad_request)?;
 
-    check_hosts(&ctx, &spec)?;
+    // Refused now rather than after a long build; the release checks again when it is made.
+    ctx.store().check_release(&spec, &ctx.settings.domain)?;
     let app = spec.name.clone();
     let deploy_id = ctx.store().create_deploy(Some(&app), "building", now_ms())?;
     info!(app = %app, deploy = deploy_id, "deploy accepted");
@@ -246,24 +252,6 @@ async fn create_deploy(
     tokio::spawn(build_and_release(ctx.clone(), deploy_id, spec, workdir, gate));
     let view = deploy_view(&ctx, deploy_id, 0)?;
     Ok((StatusCode::ACCEPTED, Json(view)))
-}
-
-/// A host name belongs to one app: refuse a spec that claims another app's host.
-fn check_hosts(ctx: &Ctx, spec: &model::AppSpec) -> ApiResult<()> {
-    let store = ctx.store();
-    for other in store.apps()?.into_iter().filter(|a| a.name != spec.name) {
-        let mut taken = vec![format!("{}.{}", other.name, ctx.settings.domain)];
-        if let Some(target) = other.target {
-            taken.extend(store.release(&other.name, target)?.spec.routing.hosts);
-        }
-        if let Some(host) = spec.routing.hosts.iter().find(|h| taken.contains(h)) {
-            return Err(ApiError::bad_request(format!(
-                "routing.hosts: {host} is already served by app {}",
-                other.name
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// An upload's pipeline: build, test inside the artifact (unless forced), release.
@@ -376,7 +364,8 @@ pub(crate) fn release(
     crate::vars::apply_vars(&store, &mut spec).map_err(|e| e.to_string())?;
     let spec = &spec;
     let previous = store.app(&spec.name).ok().and_then(|a| a.stable);
-    let release = store.create_release(spec, digest, description, now).map_err(|e| e.to_string())?;
+    let release =
+        store.create_release(spec, digest, description, now, &ctx.settings.domain).map_err(|e| e.to_string())?;
     store.deploy_released(deploy_id, &spec.name, release.id, previous).map_err(|e| e.to_string())?;
     store
         .append_deploy_log(deploy_id, &format!("release {} created; rolling out", release.id))
@@ -454,8 +443,12 @@ async fn rollback(
         if !ctx.artifacts.has(&source.digest) {
             return Err(ApiError::bad_request(format!("the artifact of {to} ({}) is no longer stored", source.digest)));
         }
+        // Checked before the deploy row exists, so a refusal leaves no deploy behind; the store
+        // stays locked until the release is made.
+        store.check_release(&source.spec, &ctx.settings.domain)?;
         let deploy_id = store.create_deploy(Some(&app), &format!("rollback to {to}"), now)?;
-        let release = store.create_release(&source.spec, &source.digest, &format!("rollback to {to}"), now)?;
+        let description = format!("rollback to {to}");
+        let release = store.create_release(&source.spec, &source.digest, &description, now, &ctx.settings.domain)?;
         store.deploy_released(deploy_id, &app, release.id, state.stable)?;
         store
             .append_deploy_log(deploy_id, &format!("release {} = {to} ({}); rolling out", release.id, source.digest))?;

@@ -14,22 +14,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use store::{AppVar, Store};
 
-/// Names Drover sets itself; an app cannot override them.
-const RESERVED: &[&str] = &["PORT", "HOME", "TMPDIR"];
-
-fn check_key(key: &str) -> ApiResult<()> {
-    let mut chars = key.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
-        return Err(ApiError::bad_request(format!(
-            "{key:?} is not an environment variable name (letters, digits and _, not starting with a digit)"
-        )));
-    }
-    if RESERVED.contains(&key) || key.starts_with("DROVER_") {
-        return Err(ApiError::bad_request(format!("{key} is set by Drover and cannot be configured")));
-    }
-    Ok(())
+/// Refuses a variable no process could be started with (a NUL byte, an oversized value) or
+/// that Drover sets itself, before anything is stored: see `model::env`.
+fn check_var(key: &str, value: Option<&str>) -> ApiResult<()> {
+    let checked = match value {
+        Some(value) => model::env::check_env_var(key, value),
+        None => model::env::check_env_key(key),
+    };
+    checked.map_err(|e| ApiError::bad_request(format!("{}: {e}", key.escape_debug())))
 }
 
 /// Puts the app's current config vars and secret names into `spec`.
@@ -112,6 +104,20 @@ pub(crate) async fn show(
 }
 
 /// The app and stage a request names; a stage must be a pipeline stage's name (a DNS label).
+/// The scope a change of vars is for: [`scope`], unless the app is a pipeline stage's. A stage's
+/// app takes its vars from its pipeline's scope, so vars set on it directly would never reach a
+/// release.
+fn scope_to_change(ctx: &Ctx, app: &str, stage: Option<&str>) -> ApiResult<VarScope> {
+    let scope = scope(app, stage)?;
+    if let Some(owner) = ctx.store().stage_owner(&scope.app)? {
+        return Err(ApiError::bad_request(format!(
+            "{} is the {} app of {}'s pipeline: set its vars with `--stage {}` on {}",
+            scope.app, owner.stage, owner.pipeline_app, owner.stage, owner.pipeline_app
+        )));
+    }
+    Ok(scope)
+}
+
 fn scope(app: &str, stage: Option<&str>) -> ApiResult<VarScope> {
     let app = AppName::parse(app).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let stage = stage.unwrap_or("");
@@ -171,9 +177,12 @@ pub(crate) async fn set(
     Path(app): Path<String>,
     Json(req): Json<ConfigRequest>,
 ) -> ApiResult<Json<Option<DeployView>>> {
-    let scope = scope(&app, req.stage.as_deref())?;
-    for key in req.set.keys().chain(&req.unset) {
-        check_key(key)?;
+    let scope = scope_to_change(&ctx, &app, req.stage.as_deref())?;
+    for (key, value) in &req.set {
+        check_var(key, Some(value))?;
+    }
+    for key in &req.unset {
+        check_var(key, None)?;
     }
     if req.set.is_empty() && req.unset.is_empty() {
         return Err(ApiError::bad_request("nothing to set or unset"));
@@ -202,8 +211,8 @@ pub(crate) async fn set_secret(
     Path(app): Path<String>,
     Json(req): Json<SecretRequest>,
 ) -> ApiResult<Json<Option<DeployView>>> {
-    let scope = scope(&app, req.stage.as_deref())?;
-    check_key(&req.key)?;
+    let scope = scope_to_change(&ctx, &app, req.stage.as_deref())?;
+    check_var(&req.key, Some(&req.value))?;
     if req.value.is_empty() {
         return Err(ApiError::bad_request(format!("secret {} is empty", req.key)));
     }

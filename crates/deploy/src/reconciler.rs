@@ -4,6 +4,12 @@
 //! One `tick` is one pass of observe → plan → apply → publish routes. The same pass runs for the
 //! first deploy, for every rollout step, for scaling and after a control-plane restart, when it
 //! re-adopts whatever the runtime reports as running.
+//!
+//! Each app is planned and applied on its own, the apps of a pass concurrently: an error in one
+//! app (a start the runtime refuses, a release that cannot be read) is recorded against that app,
+//! as an `app.error` event and in its deploy's log, and the app is tried again after a back-off,
+//! while every other app is planned, applied and routed as usual. Only what every app needs (the
+//! runtime's and the proxy's view) fails a whole pass.
 
 use crate::plan::{self, Action, Desired, Life, Observed, Outcome, Rollout};
 use artifact::ArtifactStore;
@@ -14,7 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
-use store::{DeployStatus, InstanceRow, Store};
+use store::{AppState, DeployStatus, InstanceRow, Store};
 use tracing::{info, warn};
 
 /// What a secret is sealed under: the app, stage and name it belongs to, so a sealed value moved
@@ -66,6 +72,26 @@ pub struct Reconciler<R: Runtime> {
     domain: String,
     stopping: Arc<Mutex<HashSet<InstanceId>>>,
     published: Option<Vec<Site>>,
+    /// Apps whose last pass failed: what failed, and when to try again.
+    failing: HashMap<AppName, Failing>,
+    /// What the proxy last refused of each app's site, so each refusal is recorded once.
+    refused: HashMap<AppName, String>,
+}
+
+/// An app whose last pass failed.
+#[derive(Debug, Clone)]
+struct Failing {
+    error: String,
+    /// Failed passes in a row.
+    count: u32,
+    retry_at_ms: u64,
+}
+
+impl Failing {
+    /// The first retry comes after a pass interval; each failure doubles it, up to 10 s.
+    fn backoff_ms(count: u32) -> u64 {
+        (200u64 << count.min(6)).min(10_000)
+    }
 }
 
 impl<R: Runtime> Reconciler<R> {
@@ -76,7 +102,17 @@ impl<R: Runtime> Reconciler<R> {
         artifacts: Arc<ArtifactStore>,
         domain: String,
     ) -> Self {
-        Self { store, runtime, proxy, artifacts, domain, stopping: Default::default(), published: None }
+        Self {
+            store,
+            runtime,
+            proxy,
+            artifacts,
+            domain,
+            stopping: Default::default(),
+            published: None,
+            failing: HashMap::new(),
+            refused: HashMap::new(),
+        }
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -96,35 +132,77 @@ impl<R: Runtime> Reconciler<R> {
         };
 
         self.stop_orphans(&statuses, &rows);
-        for app in apps.iter().filter(|a| a.destroyed && !rows.iter().any(|r| r.app == a.name)) {
+        let due: Vec<&AppState> = apps
+            .iter()
+            .filter(|app| self.failing.get(&app.name).is_none_or(|failing| failing.retry_at_ms <= now))
+            .collect();
+        let observed = Observation { rows: &rows, deploys: &deploys, statuses: &statuses, proxy: &proxy_status };
+        let passes = due.iter().map(|app| self.reconcile_app(app, &observed, now));
+        let results = futures_util::future::join_all(passes).await;
+        for (app, result) in due.into_iter().zip(results) {
+            match result {
+                Ok(()) => self.app_succeeded(&app.name),
+                Err(e) => self.app_failed(app, &deploys, &e, now),
+            }
+        }
+        self.publish_routes(now).await
+    }
+
+    /// Plans and applies one app: purges it once destroyed and drained, else makes its instances
+    /// match its target.
+    async fn reconcile_app(&self, app: &AppState, observed: &Observation<'_>, now: u64) -> Result<(), ReconcileError> {
+        if app.destroyed && !observed.rows.iter().any(|r| r.app == app.name) {
             if self.store().purge_app(&app.name)? {
                 info!(app = %app.name, "destroyed app removed");
             }
+            return Ok(());
         }
-
-        for app in &apps {
-            let target = match app.target {
-                Some(id) => Some((id, self.store().release(&app.name, id)?.spec)),
-                None => None,
-            };
-            let rollout = deploys
-                .iter()
-                .find(|d| d.app.as_ref() == Some(&app.name) && d.release == app.target)
-                .map(|d| Rollout { deploy_id: d.id, started_ms: d.started_at_ms, previous: d.previous });
-            let desired = Desired { app: app.name.clone(), target, scale: app.scale.clone(), rollout };
-            let observed: Vec<Observed> = rows
-                .iter()
-                .filter(|r| r.app == app.name)
-                .map(|r| self.observe(r, statuses.get(&r.id), proxy_status.get(&r.id)))
-                .collect();
-            let actions = plan::plan(&desired, &observed, now);
-            for action in actions {
-                self.apply(&app.name, &desired, action, now).await?;
-            }
+        let target = match app.target {
+            Some(id) => Some((id, self.store().release(&app.name, id)?.spec)),
+            None => None,
+        };
+        let rollout = observed
+            .deploys
+            .iter()
+            .find(|d| d.app.as_ref() == Some(&app.name) && d.release == app.target)
+            .map(|d| Rollout { deploy_id: d.id, started_ms: d.started_at_ms, previous: d.previous });
+        let desired = Desired { app: app.name.clone(), target, scale: app.scale.clone(), rollout };
+        let instances: Vec<Observed> = observed
+            .rows
+            .iter()
+            .filter(|r| r.app == app.name)
+            .map(|r| self.observe(r, observed.statuses.get(&r.id), observed.proxy.get(&r.id)))
+            .collect();
+        for action in plan::plan(&desired, &instances, now) {
+            self.apply(&app.name, &desired, action, now).await?;
         }
-        self.publish_routes().await
+        Ok(())
     }
 
+    fn app_succeeded(&mut self, app: &AppName) {
+        if let Some(failing) = self.failing.remove(app) {
+            info!(app = %app, after = failing.count, "app reconciles again");
+        }
+    }
+
+    /// Records a failed pass against `app` alone: an event and a line in its deploy's log when
+    /// the error is new, and a later retry.
+    fn app_failed(&mut self, app: &AppState, deploys: &[store::Deploy], error: &ReconcileError, now: u64) {
+        let error = error.to_string();
+        let count = self.failing.get(&app.name).map_or(0, |f| f.count) + 1;
+        let retry_at_ms = now + Failing::backoff_ms(count);
+        let new = self.failing.get(&app.name).is_none_or(|f| f.error != error);
+        self.failing.insert(app.name.clone(), Failing { error: error.clone(), count, retry_at_ms });
+        if !new {
+            return;
+        }
+        warn!(app = %app.name, %error, "reconciling the app failed; other apps carry on");
+        let deploy = deploys.iter().find(|d| d.app.as_ref() == Some(&app.name) && d.release == app.target);
+        self.note(deploy.map(|d| d.id), &app.name, &format!("error: {error}"));
+        if let Err(e) = self.store().add_event(Some(&app.name), "app.error", &error, now) {
+            warn!(app = %app.name, error = %e, "could not record the app's error");
+        }
+    }
     fn observe(&self, row: &InstanceRow, status: Option<&InstanceStatus>, health: Option<&BackendStatus>) -> Observed {
         let life = if self.stopping.lock().expect("never poisoned").contains(&row.id) {
             Life::Stopping
@@ -173,13 +251,7 @@ impl<R: Runtime> Reconciler<R> {
         }
     }
 
-    async fn apply(
-        &mut self,
-        app: &AppName,
-        desired: &Desired,
-        action: Action,
-        now: u64,
-    ) -> Result<(), ReconcileError> {
+    async fn apply(&self, app: &AppName, desired: &Desired, action: Action, now: u64) -> Result<(), ReconcileError> {
         let deploy_id = desired.rollout.map(|r| r.deploy_id);
         match action {
             Action::Start { process, routed } => {
@@ -363,15 +435,28 @@ impl<R: Runtime> Reconciler<R> {
 
     /// The routing table implied by the records: every web instance with a port, routed or not,
     /// so the proxy health-checks candidates and counts in-flight requests of draining ones.
+    /// An app serves `APP.DOMAIN` and those extra hosts of its target release that it holds the
+    /// claim of (see `store::hosts`). An app whose release cannot be read is left out, with a
+    /// warning, rather than keeping every other app's routes from being published.
     fn sites(&self) -> Result<Vec<Site>, ReconcileError> {
         let store = self.store();
+        let claims = store.host_claims()?;
         let mut specs: HashMap<(AppName, ReleaseId), model::AppSpec> = HashMap::new();
         let mut by_app: BTreeMap<AppName, Vec<Backend>> = BTreeMap::new();
+        let mut unreadable: HashSet<AppName> = HashSet::new();
         for row in store.instances()? {
             let Some(port) = row.port else { continue };
             let key = (row.app.clone(), row.release);
             if !specs.contains_key(&key) {
-                specs.insert(key.clone(), store.release(&row.app, row.release)?.spec);
+                match store.release(&row.app, row.release) {
+                    Ok(release) => specs.insert(key.clone(), release.spec),
+                    Err(e) => {
+                        if unreadable.insert(row.app.clone()) {
+                            warn!(app = %row.app, error = %e, "cannot read a release; its site is left out");
+                        }
+                        continue;
+                    }
+                };
             }
             by_app.entry(row.app.clone()).or_default().push(Backend {
                 id: row.id.clone(),
@@ -382,28 +467,69 @@ impl<R: Runtime> Reconciler<R> {
         }
         let mut sites = Vec::with_capacity(by_app.len());
         for (app, backends) in by_app {
+            if unreadable.contains(&app) {
+                continue;
+            }
             // Hosts and balancing follow the release the app is meant to run.
-            let routing = match store.app(&app)?.target {
-                Some(target) => store.release(&app, target)?.spec.routing,
-                None => model::RoutingSpec::default(),
+            let target = store.app(&app).and_then(|state| state.target.map(|t| store.release(&app, t)).transpose());
+            let routing = match target {
+                Ok(Some(release)) => release.spec.routing,
+                Ok(None) => model::RoutingSpec::default(),
+                Err(e) => {
+                    warn!(app = %app, error = %e, "cannot read the app's target; its site is left out");
+                    continue;
+                }
             };
-            let mut hosts = vec![format!("{app}.{}", self.domain)];
-            hosts.extend(routing.hosts);
+            let mut hosts = vec![store::own_host(&app, &self.domain)];
+            hosts.extend(routing.hosts.into_iter().filter(|host| claims.get(host) == Some(&app)));
             sites.push(Site { hosts, app, balance: routing.balance, backends });
         }
         Ok(sites)
     }
 
-    async fn publish_routes(&mut self) -> Result<(), ReconcileError> {
+    async fn publish_routes(&mut self, now: u64) -> Result<(), ReconcileError> {
         let sites = self.sites()?;
         if self.published.as_ref() == Some(&sites) {
             return Ok(());
         }
         let generation = self.store().next_counter("routes.generation")?;
-        self.proxy.put_routes(&RouteTable { generation, sites: sites.clone() }).await?;
+        let rejected = self.proxy.put_routes(&RouteTable { generation, sites: sites.clone() }).await?;
         self.published = Some(sites);
+        self.record_refusals(rejected, now);
         Ok(())
     }
+
+    /// Records what the proxy refused of the table, against the app it belongs to, once per
+    /// refusal; the rest of the table is live.
+    fn record_refusals(&mut self, rejected: Vec<proxy::Rejection>, now: u64) {
+        let mut current: HashMap<AppName, String> = HashMap::new();
+        for rejection in rejected {
+            let reasons = current.entry(rejection.app).or_default();
+            if !reasons.is_empty() {
+                reasons.push_str("; ");
+            }
+            reasons.push_str(&rejection.reason);
+        }
+        for (app, reason) in &current {
+            if self.refused.get(app) == Some(reason) {
+                continue;
+            }
+            warn!(app = %app, %reason, "the proxy refused part of the app's routes");
+            let message = format!("the proxy refused part of its routes: {reason}");
+            if let Err(e) = self.store().add_event(Some(app), "routes.refused", &message, now) {
+                warn!(app = %app, error = %e, "could not record the refusal");
+            }
+        }
+        self.refused = current;
+    }
+}
+
+/// What one pass observed, shared by every app's plan.
+struct Observation<'a> {
+    rows: &'a [InstanceRow],
+    deploys: &'a [store::Deploy],
+    statuses: &'a HashMap<InstanceId, InstanceStatus>,
+    proxy: &'a HashMap<InstanceId, BackendStatus>,
 }
 
 fn random_suffix() -> String {

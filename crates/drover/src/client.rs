@@ -31,12 +31,13 @@ impl Client {
                 data.root().display()
             );
         };
-        let token = std::fs::read_to_string(data.token())
-            .with_context(|| format!("reading the API token {}", data.token().display()))?;
+        let bytes =
+            std::fs::read(data.token()).with_context(|| format!("reading the API token {}", data.token().display()))?;
+        let token = api::datadir::check_token(&data.token(), &bytes)?;
         Ok(Self {
             http: reqwest::Client::builder().no_proxy().build()?,
             base: format!("http://{}/api/v1", info.api_addr),
-            token: token.trim().to_owned(),
+            token,
         })
     }
 
@@ -81,9 +82,19 @@ pub async fn start_server(data: &DataDir, flags: &crate::ServerFlags) -> anyhow:
     if let Some(info) = running_server(data) {
         return Ok(info);
     }
-    std::fs::create_dir_all(data.root()).with_context(|| format!("creating {}", data.root().display()))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data.root())
+            .with_context(|| format!("creating {}", data.root().display()))?;
+    }
     let log_path = data.server_log();
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let log = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&log_path)?
+    };
     let log_start = log.metadata()?.len();
     let mut command = std::process::Command::new(std::env::current_exe()?);
     command.arg("--data-dir").arg(data.root()).arg("server").arg("run");

@@ -304,7 +304,20 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
             }
             Ok(0)
         }
-        Command::Proxy { .. } | Command::Shim { .. } | Command::Hook { .. } => unreachable!("handled in main"),
+        Command::GitRemote { app, remote } => {
+            let app = resolve_app(app)?;
+            let url = crate::credential::set_remote(&data, Path::new("."), &app, &remote)?;
+            if out.json {
+                out.print_json(&serde_json::json!({ "remote": remote, "url": url }));
+            } else {
+                println!("git remote {remote} → {url} (the token comes from drover as git's credential helper)");
+                println!("push with: git push {remote} main");
+            }
+            Ok(0)
+        }
+        Command::Proxy { .. } | Command::Shim { .. } | Command::Hook { .. } | Command::GitCredential { .. } => {
+            unreachable!("handled in main")
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod client;
 mod commands;
+mod credential;
 mod hook;
 
 use clap::{Args, Parser, Subcommand};
@@ -141,6 +142,20 @@ enum Command {
     Approve { run: u64 },
     /// Refuse the deploy a waiting run waits for.
     Reject { run: u64 },
+    /// Make this git work tree push to Drover: sets remote `drover` to the app's repository on
+    /// the server, with Drover as git's credential helper for it, so the token is never on a
+    /// command line or in `.git/config`.
+    GitRemote {
+        /// The app (default: the app of the drover.yml here).
+        #[arg(short, long)]
+        app: Option<String>,
+        /// The remote's name.
+        #[arg(long, default_value = "drover")]
+        remote: String,
+    },
+    /// git's credential helper for Drover's remotes (set up by `drover git-remote`).
+    #[command(hide = true)]
+    GitCredential { action: String },
     /// Called by git in a pushed repository.
     #[command(hide = true)]
     Hook {
@@ -269,7 +284,11 @@ fn main() {
     let cli = Cli::parse();
     let serves = matches!(
         cli.command,
-        Command::Proxy { .. } | Command::Shim { .. } | Command::Hook { .. } | Command::Server(ServerCommand::Run(_))
+        Command::Proxy { .. }
+            | Command::Shim { .. }
+            | Command::Hook { .. }
+            | Command::GitCredential { .. }
+            | Command::Server(ServerCommand::Run(_))
     );
     if !serves {
         // A command's output piped into `head` ends quietly when `head` exits, as with any Unix
@@ -297,6 +316,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             proxy::run(proxy::ProxyOptions { listen, admin_socket, state_file, threads })?;
             Ok(0)
         }
+        Command::GitCredential { action } => credential::helper(&data, &action),
         Command::Hook { kind: HookKind::PreReceive } => hook::pre_receive(),
         Command::Hook { kind: HookKind::PostReceive } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

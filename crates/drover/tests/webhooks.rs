@@ -127,7 +127,24 @@ fn signed_github_deliveries_start_runs_and_bad_ones_do_not() {
     assert!(answer.contains("stale delivery"), "{answer}");
     let fresh = github_push(&second);
     let (_, answer) = post(&url, &signed("d3", &fresh), fresh.clone());
-    drover.ok(&["run", "logs", &run_id(&answer), "-f"]);
+    let second_run = run_id(&answer);
+    drover.ok(&["run", "logs", &second_run, "-f"]);
+
+    // issue 9, finding 10: the same signed delivery replayed under a new delivery id, or none,
+    // names the commit the branch is at: it has its run, and nothing more is queued.
+    let (status, answer) = post(&url, &signed("d3-replayed", &fresh), fresh.clone());
+    assert_eq!(status, 202, "{answer}");
+    assert!(answer.contains(&format!("already has run {second_run}")), "{answer}");
+    let (status, answer) = post(&url, &[signed("-", &fresh)[0].clone(), signed("-", &fresh)[2].clone()], fresh.clone());
+    assert_eq!(status, 202, "{answer}");
+    assert!(answer.contains("already has run"), "{answer}");
+    // A delivery whose signed push time is old is refused, whatever its id.
+    let mut old = serde_json::from_slice::<serde_json::Value>(&fresh).unwrap();
+    old["repository"]["pushed_at"] = serde_json::json!(1_600_000_000u64);
+    let old = old.to_string().into_bytes();
+    let (status, answer) = post(&url, &signed("d-old", &old), old.clone());
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("a replay?"), "{answer}");
 
     // Oversized bodies are refused before anything is parsed.
     let huge = vec![b' '; 6 * 1024 * 1024];

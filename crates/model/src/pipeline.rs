@@ -65,9 +65,29 @@ pub struct StageSpec {
     pub after: Option<String>,
     #[serde(default)]
     pub approval: Approval,
+    /// The extra host names of this stage's app, in place of those [`StageSpec::hosts`] derives
+    /// from the app's `routing.hosts`.
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
 }
 
 impl StageSpec {
+    /// The extra host names this stage's app serves, given the app's own `routing.hosts`: the
+    /// stage's `hosts:` when it has them; else `production` serves the app's hosts, a `preview`
+    /// none (each branch is an app of its own, reached at its own `APP.DOMAIN`), and any other
+    /// stage `STAGE.HOST` for each of them, e.g. `staging.shop.example.com`. A stage app never
+    /// gets a copy of production's hosts, which production holds.
+    pub fn hosts(&self, app_hosts: &[String]) -> Vec<String> {
+        if let Some(hosts) = &self.hosts {
+            return hosts.clone();
+        }
+        match self.name.as_str() {
+            "production" => app_hosts.to_vec(),
+            "preview" => Vec::new(),
+            stage => app_hosts.iter().map(|host| format!("{stage}.{host}")).collect(),
+        }
+    }
+
     /// Whether `branch` deploys to this stage: it matches a pattern of `branches` and none of
     /// `except`.
     pub fn matches(&self, branch: &str) -> bool {
@@ -124,6 +144,12 @@ impl PipelineSpec {
             if let Some(after) = &stage.after {
                 check_after(&self.stages, stage_idx, after)
                     .map_err(|message| SpecError::stage(stage_idx, "after", message))?;
+            }
+            if stage.name == "preview" && stage.hosts.as_ref().is_some_and(|hosts| !hosts.is_empty()) {
+                let message = "a preview is an app per branch, so these hosts would be every branch's: \
+                               previews answer at their own APP.DOMAIN"
+                    .to_owned();
+                return Err(SpecError::stage(stage_idx, "hosts", message));
             }
         }
         Ok(())

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+mod hosts;
+pub use hosts::{own_host, ReleaseRefused};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
@@ -21,6 +24,9 @@ pub enum StoreError {
     NoApp(AppName),
     #[error("app {app} has no release {release}")]
     NoRelease { app: AppName, release: ReleaseId },
+    /// The release would serve another app's host, or take over a pipeline stage's app.
+    #[error(transparent)]
+    Refused(#[from] ReleaseRefused),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -545,6 +551,13 @@ CREATE TABLE stage_apps (
 );
 CREATE INDEX stage_apps_by_owner ON stage_apps (pipeline_app, stage, branch);
 "#,
+    r#"
+CREATE TABLE host_claims (
+    host TEXT PRIMARY KEY,
+    app TEXT NOT NULL
+);
+CREATE INDEX host_claims_by_app ON host_claims (app);
+"#,
 ];
 
 fn parse_json<T: for<'de> Deserialize<'de>>(what: &'static str, text: &str) -> Result<T> {
@@ -553,6 +566,11 @@ fn parse_json<T: for<'de> Deserialize<'de>>(what: &'static str, text: &str) -> R
 
 fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("domain types always serialize")
+}
+
+/// An app name read from column `index`.
+fn parse_app_name(index: usize, text: &str) -> Result<AppName> {
+    AppName::parse(text).map_err(|e| StoreError::Sql(sql_err(index, e)))
 }
 
 fn sql_err<E: std::error::Error + Send + Sync + 'static>(index: usize, e: E) -> rusqlite::Error {
@@ -692,6 +710,7 @@ impl Store {
         }
         tx.execute("DELETE FROM releases WHERE app = ?1", [name.as_str()])?;
         tx.execute("DELETE FROM app_vars WHERE app = ?1", [name.as_str()])?;
+        tx.execute("DELETE FROM host_claims WHERE app = ?1", [name.as_str()])?;
         tx.execute("DELETE FROM apps WHERE name = ?1", [name.as_str()])?;
         tx.commit()?;
         Ok(true)
@@ -705,15 +724,20 @@ impl Store {
     // ----- releases -----
 
     /// Creates the app if needed, adds the next numbered release and makes it the target, in one
-    /// transaction. Returns the new release.
+    /// transaction, with the hosts it serves claimed (apps answer at `APP.DOMAIN`). Refused
+    /// ([`StoreError::Refused`]) when the release would serve another app's host or take over a
+    /// pipeline stage's app; see the `hosts` module. Returns the new release.
     pub fn create_release(
         &mut self,
         spec: &AppSpec,
         digest: &Digest,
         description: &str,
         now_ms: u64,
+        domain: &str,
     ) -> Result<Release> {
         let tx = self.conn.transaction()?;
+        hosts::check(&tx, spec, domain)?;
+        hosts::claim(&tx, spec)?;
         tx.execute(
             "INSERT OR IGNORE INTO apps (name, created_at_ms) VALUES (?1, ?2)",
             params![spec.name.as_str(), now_ms],
@@ -936,6 +960,18 @@ impl Store {
 
     pub fn run(&self, id: u64) -> Result<Option<Run>> {
         Ok(self.conn.query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"), [id], row_run).optional()?)
+    }
+
+    /// The newest run of one branch of an app, whatever its status.
+    pub fn latest_run_of_branch(&self, app: &AppName, branch: &str) -> Result<Option<Run>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE app = ?1 AND branch = ?2 ORDER BY id DESC LIMIT 1"),
+                params![app.as_str(), branch],
+                row_run,
+            )
+            .optional()?)
     }
 
     /// The newest runs, of one app or of all.
@@ -1221,6 +1257,21 @@ impl Store {
         name.map(|name| AppName::parse(&name).map_err(|e| StoreError::Sql(sql_err(0, e)))).transpose()
     }
 
+    /// Whose stage `app` is, if a pipeline stage claimed it.
+    pub fn stage_owner(&self, app: &AppName) -> Result<Option<StageOwner>> {
+        let owner: Option<(String, String, String)> = self
+            .conn
+            .query_row("SELECT pipeline_app, stage, branch FROM stage_apps WHERE app = ?1", [app.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        owner
+            .map(|(pipeline_app, stage, branch)| {
+                Ok(StageOwner { pipeline_app: parse_app_name(0, &pipeline_app)?, stage, branch })
+            })
+            .transpose()
+    }
+
     /// Lets go of a stage's app, when it is destroyed.
     pub fn release_stage_app(&self, app: &AppName) -> Result<()> {
         self.conn.execute("DELETE FROM stage_apps WHERE app = ?1", [app.as_str()])?;
@@ -1408,7 +1459,7 @@ mod tests {
             store.claim_stage_app(&name("feature-login-shop"), &owner("preview", "feature-login")).unwrap(),
             Claim::Taken("it is the preview app of shop for branch \"feature/login\"".to_owned())
         );
-        store.create_release(&spec("shop-staging"), &Digest::from_sha256(&[1; 32]), "by hand", 1).unwrap();
+        store.create_release(&spec("shop-staging"), &Digest::from_sha256(&[1; 32]), "by hand", 1, "localhost").unwrap();
         assert_eq!(
             store.claim_stage_app(&name("shop-staging"), &owner("staging", "")).unwrap(),
             Claim::Taken("an app of that name exists and belongs to no pipeline stage".to_owned())
@@ -1421,9 +1472,9 @@ mod tests {
     fn releases_are_numbered_per_app_and_become_target() {
         let mut store = Store::open_in_memory().unwrap();
         let d = Digest::from_sha256(&[1; 32]);
-        let r1 = store.create_release(&spec("hello"), &d, "first", 1).unwrap();
-        let r2 = store.create_release(&spec("hello"), &d, "second", 2).unwrap();
-        let other = store.create_release(&spec("other"), &d, "first", 3).unwrap();
+        let r1 = store.create_release(&spec("hello"), &d, "first", 1, "localhost").unwrap();
+        let r2 = store.create_release(&spec("hello"), &d, "second", 2, "localhost").unwrap();
+        let other = store.create_release(&spec("other"), &d, "first", 3, "localhost").unwrap();
         assert_eq!((r1.id, r2.id, other.id), (ReleaseId(1), ReleaseId(2), ReleaseId(1)));
         let app = store.app(&AppName::parse("hello").unwrap()).unwrap();
         assert_eq!(app.target, Some(ReleaseId(2)));
@@ -1574,7 +1625,7 @@ mod tests {
     fn a_destroyed_app_is_purged_only_once_its_instances_are_gone() {
         let mut store = Store::open_in_memory().unwrap();
         let app = AppName::parse("hello").unwrap();
-        store.create_release(&spec("hello"), &Digest::from_sha256(&[1; 32]), "first", 1).unwrap();
+        store.create_release(&spec("hello"), &Digest::from_sha256(&[1; 32]), "first", 1, "localhost").unwrap();
         let id = InstanceId::new(&app, &ProcessType::web(), ReleaseId(1), "a");
         let row = InstanceRow {
             id: id.clone(),

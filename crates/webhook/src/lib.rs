@@ -146,6 +146,9 @@ pub struct Delivery {
     /// The provider's id of this delivery; a redelivery carries the same one.
     pub id: Option<String>,
     pub event: Event,
+    /// When the provider says the push happened, in seconds since the Unix epoch, from inside
+    /// the signed body: GitHub's `repository.pushed_at`. The other providers sign no time.
+    pub signed_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +182,15 @@ struct RefPush {
     after: Option<String>,
     #[serde(default)]
     deleted: bool,
+    #[serde(default)]
+    repository: Option<PushRepository>,
+}
+
+#[derive(Deserialize)]
+struct PushRepository {
+    /// GitHub: seconds since the epoch in push events (a date string in other events).
+    #[serde(default)]
+    pushed_at: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -222,10 +234,14 @@ pub fn parse(provider: Provider, headers: &(impl Headers + ?Sized), body: &[u8])
     let event_name = headers.get(provider.event_header()).ok_or(WebhookError::MissingEvent(provider.event_header()))?;
     let id = provider.delivery_headers().iter().find_map(|h| headers.get(h)).map(str::to_owned);
     let bad = |e: serde_json::Error| WebhookError::BadPayload { provider: provider.name(), message: e.to_string() };
+    let mut signed_at = None;
     let event = match (provider, event_name) {
         (Provider::GitHub, "ping") => Event::Ping,
         (Provider::GitHub | Provider::Gitea, "push") | (Provider::GitLab, "Push Hook" | "Tag Push Hook") => {
             let push: RefPush = serde_json::from_slice(body).map_err(bad)?;
+            if provider == Provider::GitHub {
+                signed_at = push.repository.and_then(|r| r.pushed_at).and_then(|t| t.as_u64());
+            }
             let after = if push.deleted { None } else { commit(push.after) };
             Event::Push(vec![RefChange { refname: push.refname, after }])
         }
@@ -247,7 +263,7 @@ pub fn parse(provider: Provider, headers: &(impl Headers + ?Sized), body: &[u8])
         }
         (_, other) => Event::Other(other.to_owned()),
     };
-    Ok(Delivery { id, event })
+    Ok(Delivery { id, event, signed_at })
 }
 
 #[cfg(test)]

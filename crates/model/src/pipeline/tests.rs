@@ -13,6 +13,7 @@ fn stage(name: &str, branches: &[&str], except: &[&str]) -> StageSpec {
         except: except.iter().map(|text| pattern(text)).collect(),
         after: None,
         approval: Approval::None,
+        hosts: None,
     }
 }
 
@@ -324,4 +325,25 @@ fn hashed_preview_names_keep_branches_apart_that_plain_names_merge() {
     let name = hashed("feature/login");
     assert!(name.starts_with("feature-login-") && name.ends_with("-hello") && name.len() == 26, "{name}");
     assert_eq!(preview_app_name_hashed(&hello, ""), None);
+}
+
+#[test]
+fn issue_9_f1_stage_apps_get_hosts_of_their_own() {
+    let app_hosts = vec!["shop.example.com".to_owned(), "www.shop.example.com".to_owned()];
+    let table = [
+        ("production", None, "shop.example.com www.shop.example.com"),
+        ("staging", None, "staging.shop.example.com staging.www.shop.example.com"),
+        ("preview", None, ""),
+        ("staging", Some(vec!["beta.example.com".to_owned()]), "beta.example.com"),
+        ("production", Some(vec![]), ""),
+    ];
+    for (name, hosts, expected) in table {
+        let mut spec = stage(name, &["main"], &[]);
+        spec.hosts = hosts;
+        assert_eq!(spec.hosts(&app_hosts).join(" "), expected, "{name}");
+    }
+    let mut pipeline = example();
+    pipeline.stages[0].hosts = Some(vec!["preview.example.com".to_owned()]);
+    let error = pipeline.validate().unwrap_err();
+    assert_eq!((error.stage_idx, error.field.as_str()), (Some(0), "pipeline.stages[0].hosts"), "{error:?}");
 }

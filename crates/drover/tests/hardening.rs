@@ -1,0 +1,306 @@
+//! Issue 9: one app, one push or one bad input never hurts another. Each test is named after the
+//! finding of the attack run it replays, through the real binary over loopback.
+
+mod common;
+
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Whether user `nobody` can read `path`.
+fn nobody_reads(path: &Path) -> bool {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn issue_9_f3_an_empty_or_short_token_file_keeps_the_server_from_starting() {
+    let drover = Drover::new();
+    let http = drover.http.to_string();
+    let start = ["server", "start", "--http-addr", &http, "--api-addr", "127.0.0.1:0"];
+    for (content, says) in [("", "is empty"), ("\n", "is empty"), ("short", "fewer than the 32")] {
+        std::fs::write(drover.path("token"), content).unwrap();
+        let out = drover.run(&start);
+        let error = stderr_of(&out);
+        assert!(!out.status.success(), "started with token {content:?}");
+        assert!(error.contains(&drover.path("token").display().to_string()) && error.contains(says), "{error}");
+        assert!(!drover.path("server.json").exists());
+    }
+    // With the file gone, a new token is made, whole, readable by this user only.
+    std::fs::remove_file(drover.path("token")).unwrap();
+    drover.start();
+    let token = std::fs::read_to_string(drover.path("token")).unwrap();
+    assert_eq!(token.len(), 64, "{token:?}");
+    assert_eq!(mode(&drover.path("token")), 0o600);
+}
+
+#[test]
+fn issue_9_f5_the_data_dir_is_private_and_tightened_on_every_start() {
+    let drover = Drover::new();
+    drover.start();
+    drover.ok(&["config", "set", "shop", "DATABASE_URL=postgres://u:hunter2@db/shop"]);
+    let root = drover.data.path();
+    // As an older version, or a careless copy, left it: readable by everyone.
+    let loosen = std::process::Command::new("chmod").args(["-R", "go+rX"]).arg(root).status().unwrap();
+    assert!(loosen.success());
+    assert!(nobody_reads(&drover.path("state.db")), "the test must start from a readable state.db");
+    drover.ok(&["server", "stop"]);
+    // The secret key is not quietly kept: a key others could read is refused by name.
+    let http = drover.http.to_string();
+    let out = drover.run(&["server", "start", "--http-addr", &http, "--api-addr", "127.0.0.1:0"]);
+    assert!(!out.status.success() && stderr_of(&out).contains("secret.key has mode 644"), "{}", stderr_of(&out));
+    std::fs::set_permissions(drover.path("secret.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    drover.start();
+    assert_eq!(mode(root), 0o700);
+    for file in ["state.db", "token", "settings.json", "server.json", "server.log", "proxy.json"] {
+        assert_eq!(mode(&drover.path(file)), 0o600, "{file}");
+    }
+    for dir in ["logs", "instances", "tmp"] {
+        assert_eq!(mode(&drover.path(dir)), 0o700, "{dir}");
+    }
+    // The check that matters: another local user reads nothing, the config var included.
+    for file in ["state.db", "token", "server.log"] {
+        assert!(!nobody_reads(&drover.path(file)), "nobody can read {file}");
+    }
+}
+
+#[test]
+fn issue_9_f6_git_remote_pushes_with_the_token_in_no_command_line_and_no_file() {
+    let drover = Drover::new();
+    drover.start();
+    let token = std::fs::read_to_string(drover.path("token")).unwrap().trim().to_owned();
+    let repo = Repo::new();
+    let app = app_dir("creds", "");
+    for file in ["app.py", "drover.yml"] {
+        std::fs::copy(app.path().join(file), repo.path().join(file)).unwrap();
+    }
+    repo.commit_all("creds");
+    // A helper in the user's global config that would save any password it is told of.
+    repo.ok(&["config", "--global", "credential.helper", "store"]);
+
+    let out = drover.command(&["git-remote"]).current_dir(repo.path()).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let url = repo.ok(&["remote", "get-url", "drover"]);
+    assert!(url.trim().ends_with("/git/creds.git") && !url.contains(&token), "{url}");
+
+    // Watch every process's command line while the push runs.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = std::thread::spawn({
+        let watching = watching.clone();
+        let token = token.clone();
+        move || {
+            let mut seen = Vec::new();
+            let mut scans = 0u32;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) && scans < 100_000 {
+                scans += 1;
+                for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                    if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+                        if String::from_utf8_lossy(&cmdline).contains(&token) {
+                            seen.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
+                        }
+                    }
+                }
+            }
+            seen
+        }
+    });
+    let pushed = repo.git(&["push", "drover", "main"]);
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
+    let output = format!("{}{}", String::from_utf8_lossy(&pushed.stdout), stderr_of(&pushed));
+    assert!(pushed.status.success(), "{output}");
+    assert!(output.contains("drover: run "), "{output}");
+    assert!(seen.is_empty(), "the token was on a command line: {seen:?}");
+    let config = std::fs::read_to_string(repo.path().join(".git/config")).unwrap();
+    assert!(!config.contains(&token), "{config}");
+    // The global `store` helper was neither asked nor told: nothing saved the token.
+    let home = repo.ok(&["config", "--global", "--list", "--show-origin"]);
+    let home_dir = home.lines().find_map(|l| l.strip_prefix("file:")).and_then(|l| l.split('\t').next()).unwrap();
+    let credentials = Path::new(home_dir).parent().unwrap().join(".git-credentials");
+    assert!(!credentials.exists(), "{}", std::fs::read_to_string(&credentials).unwrap_or_default());
+}
+
+/// Deploys DIR by hand and returns the CLI's output, failing the test if the deploy failed.
+fn deploy(drover: &Drover, dir: &Path) -> String {
+    drover.ok(&["deploy", dir.to_str().unwrap()])
+}
+
+#[test]
+fn issue_9_f1_a_host_is_one_apps_for_uploads_and_rollbacks() {
+    let drover = Drover::new();
+    drover.start();
+    let shop = app_dir("shop", "routing: {hosts: [shop.example.com]}");
+    deploy(&drover, shop.path());
+    // Another app naming shop's host, or shop's own APP.DOMAIN, is refused before a build.
+    let blog = app_dir("blog", "routing: {hosts: [shop.example.com]}");
+    let out = drover.run(&["deploy", blog.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("shop.example.com is already served by app shop"), "{}", stderr_of(&out));
+    write_config(blog.path(), "blog", "routing: {hosts: [shop.localhost]}");
+    let out = drover.run(&["deploy", blog.path().to_str().unwrap()]);
+    assert!(stderr_of(&out).contains("shop.localhost is already served by app shop"), "{}", stderr_of(&out));
+
+    // shop lets go of its host; blog takes it; a rollback of shop to v1 cannot take it back.
+    write_config(shop.path(), "shop", "");
+    deploy(&drover, shop.path());
+    write_config(blog.path(), "blog", "routing: {hosts: [shop.example.com]}");
+    deploy(&drover, blog.path());
+    assert_eq!(drover.get_host("shop.example.com", "/").0, 200);
+    let deploys_before = drover.json(&["events", "shop"]).as_array().unwrap().len();
+    let out = drover.run(&["rollback", "v1", "-a", "shop"]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("shop.example.com is already served by app blog"), "{}", stderr_of(&out));
+    let releases = drover.json(&["releases", "shop"]);
+    assert_eq!(releases.as_array().unwrap().len(), 2, "a refused rollback makes no release: {releases}");
+    assert_eq!(drover.json(&["events", "shop"]).as_array().unwrap().len(), deploys_before);
+    // Both apps kept serving throughout.
+    assert_eq!(drover.get("shop", "/").0, 200);
+    assert_eq!(drover.get("blog", "/").0, 200);
+}
+
+/// A git repository of `app` with `yaml` as its drover.yml (plus the example's app and tests),
+/// pushing to this server through `drover git-remote`.
+fn pushed_repo(drover: &Drover, app: &str, yaml: &str) -> Repo {
+    let repo = Repo::new();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-python");
+    for file in ["app.py", "test_app.py"] {
+        std::fs::copy(example.join(file), repo.path().join(file)).unwrap();
+    }
+    std::fs::write(repo.path().join("drover.yml"), yaml).unwrap();
+    repo.commit_all(app);
+    let out = drover.command(&["git-remote", "-a", app]).current_dir(repo.path()).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    repo
+}
+
+/// Pushes `branch`, waits for the run it queued to end, and returns the run as JSON.
+fn push_and_wait(drover: &Drover, repo: &Repo, branch: &str) -> serde_json::Value {
+    let out = repo.ok(&["push", "drover", branch]);
+    let run = run_id(&out[out.find("drover: run ").unwrap() + "drover: ".len()..]);
+    let _ = drover.run(&["run", "logs", &run, "-f"]);
+    drover.json(&["run", "show", &run])
+}
+
+const STAGED: &str = r#"app: shop
+processes:
+  web: python3 app.py
+health: {path: /healthz, interval: 200ms, timeout: 1s, start_period: 5s}
+routing: {hosts: [shop.example.com]}
+pipeline:
+  test:
+    run: python3 test_app.py
+  stages:
+    - {name: staging, branches: [main]}
+    - {name: production, branches: [main], after: staging}
+"#;
+
+#[test]
+fn issue_9_f1_stage_apps_get_their_own_hosts_and_a_pushed_app_cannot_take_one() {
+    let drover = Drover::new();
+    drover.start();
+    let shop = pushed_repo(&drover, "shop", STAGED);
+    let run = push_and_wait(&drover, &shop, "main");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    // Staging and production both live, each on its own host; routing was never frozen.
+    assert_eq!(drover.get_host("shop.example.com", "/").0, 200);
+    assert_eq!(drover.get_host("staging.shop.example.com", "/").0, 200);
+    let staging = drover.json(&["releases", "shop-staging"]);
+    assert_eq!(staging.as_array().unwrap().len(), 1, "{staging}");
+
+    // A pushed app naming shop's host fails its own deploy, saying whose the host is...
+    let thief = STAGED.replace("app: shop", "app: thief").replace("pipeline:", "unused:");
+    let thief = thief.split("unused:").next().unwrap().to_owned();
+    let repo = pushed_repo(&drover, "thief", &thief);
+    let run = push_and_wait(&drover, &repo, "main");
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(run["message"].as_str().unwrap().contains("shop.example.com is already served by app shop"), "{run}");
+    // ...and nothing else: shop serves, and a later deploy of another app goes live.
+    assert_eq!(drover.get_host("shop.example.com", "/").0, 200);
+    let other = app_dir("other", "");
+    deploy(&drover, other.path());
+    assert_eq!(drover.get("other", "/").0, 200);
+    let refused = drover.json(&["events"]);
+    assert!(!refused.to_string().contains("routes.refused"), "the proxy refused nothing: {refused}");
+}
+
+#[test]
+fn issue_9_f12_a_stage_app_is_released_only_by_its_stage() {
+    let drover = Drover::new();
+    drover.start();
+    let yaml = STAGED
+        .replace("routing: {hosts: [shop.example.com]}\n", "")
+        .replace("    - {name: production, branches: [main], after: staging}\n", "");
+    let shop = pushed_repo(&drover, "shop", &yaml);
+    let run = push_and_wait(&drover, &shop, "main");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let before = drover.json(&["releases", "shop-staging"]);
+
+    // By hand: refused, naming the stage.
+    let hand = app_dir("shop-staging", "");
+    let out = drover.run(&["deploy", "--force", hand.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("is the staging app of shop's pipeline"), "{}", stderr_of(&out));
+    // By a push to its own repository: the run fails, the stage app is untouched.
+    let own = yaml
+        .replace("app: shop", "app: shop-staging")
+        .replace("    - {name: staging, branches: [main]}\n", "    - {name: production, branches: [main]}\n");
+    let repo = pushed_repo(&drover, "shop-staging", &own);
+    let run = push_and_wait(&drover, &repo, "main");
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(run["message"].as_str().unwrap().contains("released only by that stage"), "{run}");
+    // Vars set on it directly would never reach its releases: refused, pointing at the stage.
+    let out = drover.run(&["config", "set", "shop-staging", "LEVEL=debug"]);
+    assert!(stderr_of(&out).contains("--stage staging"), "{}", stderr_of(&out));
+    assert_eq!(drover.json(&["releases", "shop-staging"]), before);
+    // The stage itself still can.
+    drover.ok(&["config", "set", "shop", "--stage", "staging", "LEVEL=debug"]);
+    wait_until("a staging release with the var", Duration::from_secs(60), || {
+        drover.json(&["releases", "shop-staging"]).as_array().unwrap().len() == 2
+    });
+}
+
+#[test]
+fn issue_9_f2_a_broken_app_never_slows_an_unrelated_deploy() {
+    let drover = Drover::new();
+    drover.start();
+    // The broken app sorts first, so a pass that stopped at its error would reach nothing else.
+    let broken = app_dir("aaa-broken", "");
+    deploy(&drover, broken.path());
+    let digest = drover.json(&["releases", "aaa-broken"])[0]["digest"].as_str().unwrap().to_owned();
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    // Its artifact is lost, so no new instance of it can start.
+    let unpacked = drover.path("artifacts/unpacked").join(hex);
+    std::process::Command::new("chmod").args(["-R", "u+w"]).arg(&unpacked).status().unwrap();
+    std::fs::remove_dir_all(&unpacked).unwrap();
+    std::fs::remove_file(drover.path("artifacts/slugs").join(format!("{hex}.tar.gz"))).unwrap();
+    drover.ok(&["scale", "web=3", "-a", "aaa-broken"]);
+    wait_until("the broken app's error to be recorded", Duration::from_secs(30), || {
+        drover.json(&["events", "aaa-broken"]).to_string().contains("app.error")
+    });
+
+    // An unrelated app deploys, is routed and serves while the broken one keeps failing.
+    let fine = app_dir("zzz-fine", "scale: {web: 2}");
+    let out = deploy(&drover, fine.path());
+    assert!(out.contains("is live"), "{out}");
+    drover.wait_settled("zzz-fine", 1, 2);
+    assert_eq!(drover.get("zzz-fine", "/").0, 200);
+    // The broken app's running instance still serves, and its error is its own.
+    assert_eq!(drover.get("aaa-broken", "/").0, 200);
+    let events = drover.json(&["events", "zzz-fine"]).to_string();
+    assert!(!events.contains("app.error"), "{events}");
+}
