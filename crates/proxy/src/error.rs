@@ -49,12 +49,59 @@ pub(crate) enum Retry {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorKind {
-    MissingHost,
+    /// The request head is malformed or ambiguous; it is refused before routing.
+    BadHead(BadHead),
     UnknownHost,
     NoHealthyBackend,
     ConnectFailed,
     UpstreamBroken,
     BadUpgrade,
+}
+
+/// What is wrong with a request head the proxy refuses (see [`crate::headers::check_request`]).
+/// Each of these is a way for the proxy and the backend to read one request differently, so
+/// the proxy answers instead of guessing, and closes the connection after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BadHead {
+    /// HTTP/1.1 without a `Host` header, or no host to route by at all.
+    MissingHost,
+    /// More than one `Host` header.
+    DuplicateHost,
+    /// A `Host` that is not `host[:port]`.
+    InvalidHost,
+    /// An absolute-form target with userinfo or a scheme other than http(s).
+    InvalidTarget,
+    /// `chunked` applied more than once.
+    ChunkedTwice,
+    /// A transfer coding other than `chunked`: the proxy would pass on a body it cannot decode.
+    UnsupportedCoding,
+    /// `CONNECT`: the proxy does not open tunnels to arbitrary authorities.
+    Connect,
+}
+
+impl BadHead {
+    fn status(self) -> StatusCode {
+        match self {
+            BadHead::UnsupportedCoding | BadHead::Connect => StatusCode::NOT_IMPLEMENTED,
+            BadHead::MissingHost
+            | BadHead::DuplicateHost
+            | BadHead::InvalidHost
+            | BadHead::InvalidTarget
+            | BadHead::ChunkedTwice => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            BadHead::MissingHost => "missing host header",
+            BadHead::DuplicateHost => "more than one host header",
+            BadHead::InvalidHost => "host header is not a valid host[:port]",
+            BadHead::InvalidTarget => "request target is not an http uri without userinfo",
+            BadHead::ChunkedTwice => "chunked transfer coding applied more than once",
+            BadHead::UnsupportedCoding => "transfer coding other than chunked is not supported",
+            BadHead::Connect => "connect is not supported",
+        }
+    }
 }
 
 /// A failure while forwarding one request.
@@ -69,7 +116,7 @@ pub(crate) struct ForwardError {
 impl ForwardError {
     pub fn new(kind: ErrorKind) -> Self {
         let (side, retry) = match kind {
-            ErrorKind::MissingHost | ErrorKind::UnknownHost => (Side::Downstream, Retry::Never),
+            ErrorKind::BadHead(_) | ErrorKind::UnknownHost => (Side::Downstream, Retry::Never),
             ErrorKind::NoHealthyBackend => (Side::Internal, Retry::Never),
             ErrorKind::ConnectFailed => (Side::Upstream, Retry::Safe),
             ErrorKind::UpstreamBroken => (Side::Upstream, Retry::IfIdempotent),
@@ -95,7 +142,7 @@ impl ForwardError {
     /// The status code of the error page.
     pub fn status(&self) -> StatusCode {
         match self.kind {
-            ErrorKind::MissingHost => StatusCode::BAD_REQUEST,
+            ErrorKind::BadHead(bad) => bad.status(),
             ErrorKind::UnknownHost => StatusCode::NOT_FOUND,
             ErrorKind::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::ConnectFailed | ErrorKind::UpstreamBroken | ErrorKind::BadUpgrade => StatusCode::BAD_GATEWAY,
@@ -105,7 +152,7 @@ impl ForwardError {
     /// The error page's text; `host` is the normalized host the request asked for.
     pub fn page(&self, host: &str) -> String {
         match self.kind {
-            ErrorKind::MissingHost => "missing host header\n".to_owned(),
+            ErrorKind::BadHead(bad) => format!("{}\n", bad.describe()),
             ErrorKind::UnknownHost => format!("no app for host {host}\n"),
             ErrorKind::NoHealthyBackend => format!("no healthy instance for {host}\n"),
             ErrorKind::ConnectFailed | ErrorKind::UpstreamBroken | ErrorKind::BadUpgrade => {
@@ -118,7 +165,7 @@ impl ForwardError {
 impl fmt::Display for ForwardError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self.kind {
-            ErrorKind::MissingHost => "request has no host",
+            ErrorKind::BadHead(bad) => bad.describe(),
             ErrorKind::UnknownHost => "no site for host",
             ErrorKind::NoHealthyBackend => "no healthy backend",
             ErrorKind::ConnectFailed => "cannot connect to backend",
@@ -142,7 +189,8 @@ mod tests {
     #[test]
     fn kinds_map_to_side_retry_and_status() {
         let table = [
-            (ErrorKind::MissingHost, Side::Downstream, false, false, 400),
+            (ErrorKind::BadHead(BadHead::MissingHost), Side::Downstream, false, false, 400),
+            (ErrorKind::BadHead(BadHead::UnsupportedCoding), Side::Downstream, false, false, 501),
             (ErrorKind::UnknownHost, Side::Downstream, false, false, 404),
             (ErrorKind::NoHealthyBackend, Side::Internal, false, false, 503),
             (ErrorKind::ConnectFailed, Side::Upstream, true, true, 502),

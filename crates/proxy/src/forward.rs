@@ -1,7 +1,8 @@
-//! One request's life, as named phases: route, pick upstream, forward (connect and send, with
-//! retries), log.
+//! One request's life, as named phases: check, route, pick upstream, forward (connect and send,
+//! with retries), log.
 //!
 //! Each phase is its own function so that retries and error pages each have one home:
+//! [`headers::check_request`] refuses malformed heads and says which host the request is for,
 //! [`route`] maps the host to a site, [`pick_upstream`] chooses a healthy routed backend not yet
 //! tried, [`forward`] sends the request and decides from the [`ForwardError`] whether another
 //! backend may be tried, and [`log_request`] records the outcome at `debug`.
@@ -12,12 +13,12 @@
 
 use crate::balance;
 use crate::body::{ProxyBody, UpstreamBody};
-use crate::error::{ErrorKind, ForwardError};
+use crate::error::{BadHead, ErrorKind, ForwardError};
 use crate::headers::{self, RequestIds};
 use crate::table::{InflightGuard, SiteRoute, Snapshot};
 use crate::upstream;
 use arc_swap::ArcSwap;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, HOST};
+use http::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Incoming};
@@ -56,7 +57,7 @@ pub(crate) async fn handle(conn: Arc<Conn>, request: Request<Incoming>) -> Resul
     let request_id = conn.shared.request_ids.for_request(request.headers());
     let log = RequestLog::start(&request);
     let snapshot = conn.shared.snapshot.load_full();
-    let (site, first) = match route_and_pick(&snapshot, &request) {
+    let (host, site, first) = match check_route_and_pick(&snapshot, &request) {
         Ok(found) => found,
         Err((error, page)) => {
             let response = error_page(&error, &page, &request_id);
@@ -64,7 +65,7 @@ pub(crate) async fn handle(conn: Arc<Conn>, request: Request<Incoming>) -> Resul
             return Ok(response);
         }
     };
-    let outcome = forward(&conn, site, first, request, &request_id).await;
+    let outcome = forward(&conn, site, first, request, host, &request_id).await;
     let (response, error) = match outcome.result {
         Ok(response) => (response, None),
         Err(error) => (error_page(&error, "", &request_id), Some(error)),
@@ -73,21 +74,23 @@ pub(crate) async fn handle(conn: Arc<Conn>, request: Request<Incoming>) -> Resul
     Ok(response)
 }
 
-/// Phases route and pick, done together because the error pages of both name the host, which
-/// borrows from the request that [`forward`] then consumes.
-fn route_and_pick<'s>(
+/// Phases check, route and pick, done together because the error pages name the host, which
+/// borrows from the request that [`forward`] then consumes. Returns the `Host` to send on.
+fn check_route_and_pick<'s>(
     snapshot: &'s Snapshot,
     request: &Request<Incoming>,
-) -> Result<(&'s SiteRoute, usize), (ForwardError, String)> {
-    let Some(host) = headers::routing_host(request.uri(), request.headers()) else {
-        return Err((ForwardError::new(ErrorKind::MissingHost), String::new()));
+) -> Result<(HeaderValue, &'s SiteRoute, usize), (ForwardError, String)> {
+    let host = headers::check_request(request.version(), request.method(), request.uri(), request.headers())
+        .map_err(|bad| (ForwardError::new(ErrorKind::BadHead(bad)), String::new()))?;
+    let Some(routing_host) = headers::routing_host(&host) else {
+        return Err((ForwardError::new(ErrorKind::BadHead(BadHead::MissingHost)), String::new()));
     };
-    let Some(site) = route(snapshot, &host) else {
-        return Err((ForwardError::new(ErrorKind::UnknownHost), host.into_owned()));
+    let Some(site) = route(snapshot, &routing_host) else {
+        return Err((ForwardError::new(ErrorKind::UnknownHost), routing_host.into_owned()));
     };
     match pick_upstream(site, &Tried::default()) {
-        Some(idx) => Ok((site, idx)),
-        None => Err((ForwardError::new(ErrorKind::NoHealthyBackend), host.into_owned())),
+        Some(idx) => Ok((host, site, idx)),
+        None => Err((ForwardError::new(ErrorKind::NoHealthyBackend), routing_host.into_owned())),
     }
 }
 
@@ -164,6 +167,7 @@ async fn forward(
     site: &SiteRoute,
     first: usize,
     request: Request<Incoming>,
+    host: HeaderValue,
     request_id: &HeaderValue,
 ) -> Outcome {
     let (mut parts, body) = request.into_parts();
@@ -172,13 +176,7 @@ async fn forward(
         Some(_) => parts.extensions.remove::<OnUpgrade>(),
         None => None,
     };
-    if !parts.headers.contains_key(HOST) {
-        // An absolute-form request: the backend gets the host it asked for, not our address.
-        if let Some(value) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-            parts.headers.insert(HOST, value);
-        }
-    }
-    headers::to_upstream(&mut parts.headers, &conn.client, request_id, upgrade.as_ref(), parts.uri.authority());
+    headers::to_upstream(&mut parts.headers, &conn.client, request_id, upgrade.as_ref(), host);
     let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
     let replayable = body.is_end_stream();
     let (mut body, max_attempts) = match replayable {
@@ -274,6 +272,11 @@ fn error_page(error: &ForwardError, host: &str, request_id: &HeaderValue) -> Res
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(headers::X_REQUEST_ID.clone(), request_id.clone());
+    if let ErrorKind::BadHead(_) = error.kind {
+        // The client and the proxy disagree about this request's framing or target, so
+        // whatever follows it on the connection cannot be trusted either.
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 

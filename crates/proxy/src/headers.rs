@@ -1,12 +1,35 @@
-//! Header rewriting between client and backend: hop-by-hop removal, `X-Forwarded-*`,
-//! `X-Request-Id`, and host normalization for routing.
+//! The request head's check, and header rewriting between client and backend: hop-by-hop
+//! removal, `X-Forwarded-*`, `X-Request-Id`, and host normalization for routing.
+//!
+//! [`check_request`] refuses, before routing, the heads that the proxy and a backend could read
+//! as different requests (RFC 9112 §3.2, §6): no `Host` on HTTP/1.1, more than one, one that is
+//! not `host[:port]`; a transfer coding other than one `chunked`; `CONNECT`. For an absolute-form
+//! target (`GET http://a.localhost/ HTTP/1.1`) the URI's authority is the host: it routes the
+//! request, and replaces `Host` (and so `X-Forwarded-Host`) on the way to the backend.
+//!
+//! What hyper already refuses with 400 before a request reaches the proxy, each proven by a test
+//! in `tests/proxy.rs`: differing `Content-Length`s or one that is not digits, `Transfer-Encoding`
+//! whose last coding is not `chunked` or on HTTP/1.0, control characters (NUL, DEL, a bare CR)
+//! in field values, whitespace before the colon, obsolete line folding, and names that are not
+//! tokens. A repeated identical `Content-Length` reaches the proxy once; with both
+//! `Content-Length` and `Transfer-Encoding`, hyper frames the body by the latter, drops the
+//! former and closes the connection after the response, so nothing can be smuggled behind it.
+//!
+//! The proxy is the edge: clients reach it directly, so nothing a client says about the hops
+//! before it is trusted. `X-Forwarded-For`, `-Proto` and `-Host` are overwritten, not appended
+//! to; `Forwarded`, `X-Real-IP` and the other proxy-set headers frameworks read
+//! ([`CLIENT_MAY_NOT_SET`]) are removed. A client's `X-Request-Id` is kept when it is short and
+//! made of safe characters (so logs can follow a request across the caller's systems), and
+//! replaced otherwise. The `Host` the backend gets is set after the headers named in
+//! `Connection` are removed, so `Connection: host` cannot strip it.
 //!
 //! Everything here runs for every request, so it avoids allocating unless the request makes it
-//! necessary (an existing `X-Forwarded-For`, extension tokens in `Connection`, an uppercase
-//! host name).
+//! necessary (an absolute-form target, extension tokens in `Connection`, an uppercase host
+//! name); checking `Host` costs one copy of it, which `http::uri::Authority` parses.
 
+use crate::error::BadHead;
 use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
-use http::HeaderMap;
+use http::{HeaderMap, Method, Uri, Version};
 use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -18,13 +41,84 @@ pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// The host a request is for, normalized for routing: no port, no trailing dot, lowercase.
-/// Absolute-form request targets win over the `Host` header, as RFC 9112 says.
-pub(crate) fn routing_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<Cow<'a, str>> {
-    let raw = match uri.host() {
-        Some(host) => host,
-        None => headers.get(HOST)?.to_str().ok()?,
+/// Checks a request head before routing, and returns the value the backend gets as `Host`: the
+/// absolute-form target's authority if there is one, else the client's `Host`.
+pub(crate) fn check_request(
+    version: Version,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<HeaderValue, BadHead> {
+    if method == Method::CONNECT {
+        return Err(BadHead::Connect);
+    }
+    check_transfer_encoding(headers)?;
+    let mut hosts = headers.get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(BadHead::DuplicateHost);
+    }
+    // An empty `Host` is what a client sends for a URI without an authority: well-formed, but
+    // nothing to route by unless the target names the host.
+    if let Some(host) = host.filter(|h| !h.is_empty()) {
+        if !is_authority(host.as_bytes()) {
+            return Err(BadHead::InvalidHost);
+        }
+    }
+    let Some(authority) = uri.authority() else {
+        return host.filter(|h| !h.is_empty()).cloned().ok_or(BadHead::MissingHost);
     };
+    // Absolute form. HTTP/1.1 still requires a `Host` (RFC 9112 §3.2), which is then replaced.
+    if host.is_none() && version == Version::HTTP_11 {
+        return Err(BadHead::MissingHost);
+    }
+    let http = uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"));
+    if !http || !is_authority(authority.as_str().as_bytes()) {
+        return Err(BadHead::InvalidTarget);
+    }
+    HeaderValue::from_str(authority.as_str()).map_err(|_| BadHead::InvalidTarget)
+}
+
+/// Whether `value` is `host[:port]` (RFC 9110 §7.2): a URI host, no userinfo, digits as port.
+fn is_authority(value: &[u8]) -> bool {
+    let Ok(authority) = http::uri::Authority::try_from(value) else {
+        return false;
+    };
+    let text = authority.as_str();
+    // `Authority` allows userinfo and any port text; `Host` allows neither.
+    if text.contains('@') {
+        return false;
+    }
+    match text[authority.host().len()..].strip_prefix(':') {
+        Some(port) => port.bytes().all(|b| b.is_ascii_digit()),
+        None => authority.host().len() == text.len(),
+    }
+}
+
+/// Accepts no transfer coding, or exactly one `chunked`. hyper refuses a last coding other than
+/// `chunked` itself, but passes `gzip, chunked` and `chunked, chunked`: it removes one chunked
+/// layer and the backend would get the rest, undecoded and unlabeled, as the body.
+fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), BadHead> {
+    let mut chunked = 0;
+    for value in &headers.get_all(TRANSFER_ENCODING) {
+        let codings = value.to_str().map_err(|_| BadHead::UnsupportedCoding)?;
+        for coding in codings.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            if !coding.eq_ignore_ascii_case("chunked") {
+                return Err(BadHead::UnsupportedCoding);
+            }
+            chunked += 1;
+        }
+    }
+    match chunked {
+        0 | 1 => Ok(()),
+        _ => Err(BadHead::ChunkedTwice),
+    }
+}
+
+/// The host a request is for, normalized for routing: no port, no trailing dot, lowercase.
+/// `host` is what [`check_request`] returned.
+pub(crate) fn routing_host(host: &HeaderValue) -> Option<Cow<'_, str>> {
+    let raw = host.to_str().ok()?;
     let host = strip_port(raw).trim_end_matches('.');
     if host.is_empty() {
         return None;
@@ -62,12 +156,27 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Headers that must not cross the proxy, as bits: the hop-by-hop ones (RFC 9110 §7.6.1) and
-/// `Expect`, which the proxy answers itself.
-const HOP_CONNECTION: u8 = 1;
-const HOP_EXPECT: u8 = 1 << 7;
+/// Headers that must not cross the proxy, as bits: the hop-by-hop ones (RFC 9110 §7.6.1),
+/// `Expect`, which the proxy answers itself, and [`CLIENT_MAY_NOT_SET`] (requests only).
+const HOP_CONNECTION: u16 = 1;
+const HOP_EXPECT: u16 = 1 << 7;
+/// The bits of [`CLIENT_MAY_NOT_SET`].
+const PROXY_SET: u16 = !((1 << 8) - 1);
 
-fn hop_bit(name: &HeaderName) -> u8 {
+/// Headers that say what a proxy saw, which apps and their frameworks trust for the client's
+/// address, scheme, port or path prefix (Rack, Flask's `ProxyFix`, Express, nginx's realip).
+/// The proxy is the first hop, so a client sending these is lying; the proxy sets the
+/// `X-Forwarded-For`, `-Proto` and `-Host` it knows and removes the rest.
+pub(crate) static CLIENT_MAY_NOT_SET: [HeaderName; 6] = [
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-forwarded-scheme"),
+];
+
+fn hop_bit(name: &HeaderName) -> u16 {
     // Most headers are none of these; standard names compare as enum tags, custom ones by bytes.
     if name == CONNECTION {
         HOP_CONNECTION
@@ -86,11 +195,11 @@ fn hop_bit(name: &HeaderName) -> u8 {
     } else if name == EXPECT {
         HOP_EXPECT
     } else {
-        0
+        CLIENT_MAY_NOT_SET.iter().position(|n| n == name).map_or(0, |idx| 1 << (8 + idx))
     }
 }
 
-fn hop_name(bit: u8) -> &'static HeaderName {
+fn hop_name(bit: u16) -> &'static HeaderName {
     match bit {
         HOP_CONNECTION => &CONNECTION,
         0b10 => &TRANSFER_ENCODING,
@@ -99,14 +208,15 @@ fn hop_name(bit: u8) -> &'static HeaderName {
         0b1_0000 => &TRAILER,
         0b10_0000 => &KEEP_ALIVE,
         0b100_0000 => &PROXY_CONNECTION,
-        _ => &EXPECT,
+        HOP_EXPECT => &EXPECT,
+        _ => &CLIENT_MAY_NOT_SET[bit.trailing_zeros() as usize - 8],
     }
 }
 
 /// Removes the headers in `remove` (a set of bits from [`hop_bit`]) and those the `Connection`
 /// header names. One pass over the map finds them, so the common case (none present, or only
 /// `Connection: keep-alive`) costs no hash lookups beyond the removals themselves.
-fn remove_hop_by_hop(headers: &mut HeaderMap, remove: u8) {
+fn remove_hop_by_hop(headers: &mut HeaderMap, remove: u16) {
     let found = headers.keys().fold(0, |found, name| found | hop_bit(name)) & remove;
     if found == 0 {
         return;
@@ -120,8 +230,8 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, remove: u8) {
             headers.remove(name);
         }
     }
-    for shift in 0..8 {
-        let bit = 1u8 << shift;
+    for shift in 0..(8 + CLIENT_MAY_NOT_SET.len()) {
+        let bit = 1u16 << shift;
         if found & bit != 0 {
             headers.remove(hop_name(bit));
         }
@@ -137,49 +247,29 @@ pub(crate) struct Client {
 
 /// Turns the client's request headers into the backend's.
 ///
-/// `upgrade` is the protocol from [`requested_upgrade`], kept across the hop.
+/// `upgrade` is the protocol from [`requested_upgrade`], kept across the hop; `host` is what
+/// [`check_request`] returned, sent as both `Host` and `X-Forwarded-Host`.
 pub(crate) fn to_upstream(
     headers: &mut HeaderMap,
     client: &Client,
     request_id: &HeaderValue,
     upgrade: Option<&HeaderValue>,
-    authority: Option<&http::uri::Authority>,
+    host: HeaderValue,
 ) {
     // The proxy answers `Expect: 100-continue` itself when it starts reading the body.
-    remove_hop_by_hop(headers, u8::MAX);
+    remove_hop_by_hop(headers, u16::MAX);
     // Room for the headers added below at once, rather than growing the map twice.
-    headers.reserve(6);
+    headers.reserve(7);
     if let Some(protocol) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol.clone());
     }
-    append_forwarded_for(headers, &client.ip);
+    // `insert` replaces every value the client sent under these names.
+    headers.insert(X_FORWARDED_FOR.clone(), client.ip.clone());
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    let forwarded_host = match headers.get(HOST) {
-        Some(host) => Some(host.clone()),
-        None => authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    };
-    if let Some(host) = forwarded_host {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
-    }
+    headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    headers.insert(HOST, host);
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-}
-
-fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
-    let mut previous = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
-    if previous.peek().is_none() {
-        headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
-        return;
-    }
-    let mut joined = Vec::with_capacity(64);
-    for value in previous {
-        joined.extend_from_slice(value.as_bytes());
-        joined.extend_from_slice(b", ");
-    }
-    joined.extend_from_slice(ip.as_bytes());
-    // Both halves were valid header values and ", " is too, so the join is one.
-    let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).expect("joined header values are valid");
-    headers.insert(X_FORWARDED_FOR.clone(), value);
 }
 
 /// Turns the backend's response headers into the client's. A `101 Switching Protocols` keeps
@@ -189,7 +279,7 @@ pub(crate) fn to_downstream(headers: &mut HeaderMap, switching_protocols: bool, 
         true => headers.get(UPGRADE).cloned(),
         false => None,
     };
-    remove_hop_by_hop(headers, !HOP_EXPECT);
+    remove_hop_by_hop(headers, !HOP_EXPECT & !PROXY_SET);
     if let Some(protocol) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol);
@@ -221,10 +311,12 @@ impl RequestIds {
         Self { prefix, counter: AtomicU64::new(1) }
     }
 
-    /// The client's id if it sent a usable one, else a new one.
+    /// The client's id if it sent a usable one, else a new one. Usable means 1 to 200 ASCII
+    /// letters, digits and `-_.:+/=` (UUIDs, base64, prefixed ids): an id that apps log and
+    /// echo cannot carry spaces, quotes or bytes a log viewer would interpret.
     pub fn for_request(&self, headers: &HeaderMap) -> HeaderValue {
         match headers.get(&X_REQUEST_ID) {
-            Some(id) if !id.is_empty() && id.len() <= 200 => id.clone(),
+            Some(id) if is_usable_request_id(id.as_bytes()) => id.clone(),
             _ => self.next(),
         }
     }
@@ -240,6 +332,10 @@ impl RequestIds {
         }
         HeaderValue::from_bytes(&buf[..13 + digits]).expect("hex digits and '-' are a valid header value")
     }
+}
+
+fn is_usable_request_id(id: &[u8]) -> bool {
+    (1..=200).contains(&id.len()) && id.iter().all(|&b| b.is_ascii_alphanumeric() || b"-_.:+/=".contains(&b))
 }
 
 fn hex_digit(nibble: u64) -> u8 {
@@ -264,12 +360,14 @@ mod tests {
         lines.join("\n")
     }
 
-    /// Runs request headers through [`to_upstream`] from client 10.0.0.9 with request id `rid`.
+    /// Runs request headers through [`check_request`] (origin form) and [`to_upstream`] from
+    /// client 10.0.0.9 with request id `rid`.
     fn check_upstream(input: &[(&str, &str)], expected: &str) {
         let mut map = headers(input);
         let upgrade = requested_upgrade(&map);
         let client = Client { ip: HeaderValue::from_static("10.0.0.9") };
-        to_upstream(&mut map, &client, &HeaderValue::from_static("rid"), upgrade.as_ref(), None);
+        let host = check_request(Version::HTTP_11, &Method::GET, &Uri::from_static("/"), &map).unwrap();
+        to_upstream(&mut map, &client, &HeaderValue::from_static("rid"), upgrade.as_ref(), host);
         assert_eq!(render(&map), expected.trim(), "input: {input:?}");
     }
 
@@ -285,16 +383,24 @@ x-forwarded-host: a.localhost:8080
 x-forwarded-proto: http
 x-request-id: rid",
         );
+        // The proxy is the first hop: what a client says about earlier hops is not passed on.
         check_upstream(
             &[
                 ("host", "a"),
                 ("x-forwarded-for", "1.1.1.1"),
                 ("x-forwarded-for", "2.2.2.2"),
                 ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "evil"),
+                ("forwarded", "for=1.1.1.1;proto=https"),
+                ("x-real-ip", "1.1.1.1"),
+                ("x-forwarded-port", "443"),
+                ("x-forwarded-prefix", "/admin"),
+                ("x-forwarded-ssl", "on"),
+                ("x-forwarded-scheme", "https"),
             ],
             "
 host: a
-x-forwarded-for: 1.1.1.1, 2.2.2.2, 10.0.0.9
+x-forwarded-for: 10.0.0.9
 x-forwarded-host: a
 x-forwarded-proto: http
 x-request-id: rid",
@@ -313,7 +419,19 @@ x-request-id: rid",
                 ("transfer-encoding", "chunked"),
                 ("expect", "100-continue"),
                 ("upgrade", "h2c"),
+                ("proxy-connection", "keep-alive"),
+                ("trailer", "x-sum"),
             ],
+            "
+host: a
+x-forwarded-for: 10.0.0.9
+x-forwarded-host: a
+x-forwarded-proto: http
+x-request-id: rid",
+        );
+        // `Connection` may not remove what the proxy sets.
+        check_upstream(
+            &[("host", "a"), ("connection", "host, x-forwarded-for, content-length"), ("content-length", "3")],
             "
 host: a
 x-forwarded-for: 10.0.0.9
@@ -362,13 +480,65 @@ x-request-id: rid",
             ("", None),
         ];
         for (host, expected) in table {
-            let map = headers(&[("host", host)]);
-            let uri = http::Uri::from_static("/");
-            assert_eq!(routing_host(&uri, &map).as_deref(), expected, "{host:?}");
+            assert_eq!(routing_host(&HeaderValue::from_str(host).unwrap()).as_deref(), expected, "{host:?}");
         }
-        let uri = http::Uri::from_static("http://B.localhost:1/x");
-        assert_eq!(routing_host(&uri, &headers(&[("host", "other")])).as_deref(), Some("b.localhost"));
-        assert_eq!(routing_host(&http::Uri::from_static("/"), &HeaderMap::new()), None);
+    }
+
+    /// Checks a request to `target` with headers `input`; renders the host or the error.
+    fn check_head(version: Version, method: &str, target: &str, input: &[(&str, &str)], expected: &str) {
+        let uri: Uri = target.parse().unwrap();
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let rendered = match check_request(version, &method, &uri, &headers(input)) {
+            Ok(host) => format!("host {}", host.to_str().unwrap()),
+            Err(bad) => format!("{bad:?}"),
+        };
+        assert_eq!(rendered, expected, "{method} {target} {input:?}");
+    }
+
+    #[test]
+    fn check_request_takes_the_host_from_an_absolute_target_and_refuses_ambiguous_heads() {
+        use Version as V;
+        let h11 = V::HTTP_11;
+        /// Version, method, target, headers, expected.
+        type Case = (V, &'static str, &'static str, &'static [(&'static str, &'static str)], &'static str);
+        let table: &[Case] = &[
+            (h11, "GET", "/", &[("host", "a.localhost:8080")], "host a.localhost:8080"),
+            (h11, "GET", "/", &[("host", "[::1]:80")], "host [::1]:80"),
+            (h11, "GET", "/", &[("host", "a.localhost:")], "host a.localhost:"),
+            (h11, "GET", "http://A.localhost:1/x", &[("host", "b.localhost")], "host A.localhost:1"),
+            (h11, "GET", "http://a.localhost/", &[("host", "")], "host a.localhost"),
+            (V::HTTP_10, "GET", "http://a.localhost/", &[], "host a.localhost"),
+            (h11, "GET", "http://a.localhost/", &[], "MissingHost"),
+            (h11, "GET", "/", &[], "MissingHost"),
+            (h11, "GET", "/", &[("host", "")], "MissingHost"),
+            (V::HTTP_10, "GET", "/", &[], "MissingHost"),
+            (h11, "GET", "/", &[("host", "a"), ("host", "a")], "DuplicateHost"),
+            (h11, "GET", "http://a/", &[("host", "a"), ("host", "b")], "DuplicateHost"),
+            (h11, "GET", "/", &[("host", "a/b")], "InvalidHost"),
+            (h11, "GET", "/", &[("host", "a b")], "InvalidHost"),
+            (h11, "GET", "/", &[("host", "a:http")], "InvalidHost"),
+            (h11, "GET", "/", &[("host", "a:1:2")], "InvalidHost"),
+            (h11, "GET", "/", &[("host", "user@a")], "InvalidHost"),
+            (h11, "GET", "/", &[("host", "[::1")], "InvalidHost"),
+            (h11, "GET", "http://a/", &[("host", "a?")], "InvalidHost"),
+            (h11, "GET", "http://user@a/", &[("host", "a")], "InvalidTarget"),
+            (h11, "GET", "ftp://a/", &[("host", "a")], "InvalidTarget"),
+            (h11, "CONNECT", "a.localhost:443", &[("host", "a.localhost:443")], "Connect"),
+            (h11, "POST", "/", &[("host", "a"), ("transfer-encoding", "chunked")], "host a"),
+            (h11, "POST", "/", &[("host", "a"), ("transfer-encoding", "gzip, chunked")], "UnsupportedCoding"),
+            (h11, "POST", "/", &[("host", "a"), ("transfer-encoding", "chunked;x=1")], "UnsupportedCoding"),
+            (h11, "POST", "/", &[("host", "a"), ("transfer-encoding", "chunked, chunked")], "ChunkedTwice"),
+            (
+                h11,
+                "POST",
+                "/",
+                &[("host", "a"), ("transfer-encoding", "chunked"), ("transfer-encoding", "Chunked")],
+                "ChunkedTwice",
+            ),
+        ];
+        for &(version, method, target, input, expected) in table {
+            check_head(version, method, target, input, expected);
+        }
     }
 
     #[test]
@@ -381,8 +551,12 @@ x-request-id: rid",
         assert_eq!(text.len(), 14, "{text}");
         assert!(text.ends_with("-1"), "{text}");
         assert!(RequestIds::new().next() != first, "two processes share a prefix");
-        let incoming = headers(&[("x-request-id", "abc")]);
-        assert_eq!(ids.for_request(&incoming), "abc");
-        assert_ne!(ids.for_request(&headers(&[("x-request-id", "")])), "");
+        for kept in ["abc", "3f9c1a02-b7e4-4c1a-9e0f-1a2b3c4d5e6f", "svc:req/1+2=="] {
+            assert_eq!(ids.for_request(&headers(&[("x-request-id", kept)])), kept);
+        }
+        let long = "a".repeat(201);
+        for replaced in ["", "a b", "a\"b", "<script>", "a\tb", long.as_str()] {
+            assert_ne!(ids.for_request(&headers(&[("x-request-id", replaced)])), replaced, "{replaced:?}");
+        }
     }
 }

@@ -54,6 +54,7 @@ pub struct Control {
 /// - `/slow`: answers after the test adds a permit to `control.gate`;
 /// - `/echo`: streams the request body back;
 /// - `/stream`: streams what the test sends into `control.stream`;
+/// - `/head`: the request as received: request line, every header (sorted), then the body;
 /// - anything else: its name, with `x-seen-*` headers echoing what it received.
 pub struct TestBackend {
     pub name: String,
@@ -140,6 +141,18 @@ async fn respond(
             Ok(text(StatusCode::OK, name))
         }
         "/echo" => Ok(Response::new(request.into_body().boxed())),
+        "/head" => {
+            let (parts, body) = request.into_parts();
+            let mut lines: Vec<String> = parts
+                .headers
+                .iter()
+                .map(|(name, value)| format!("{name}: {}", String::from_utf8_lossy(value.as_bytes())))
+                .collect();
+            lines.sort();
+            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let head = format!("{} {} {:?}\n{}\n\n", parts.method, parts.uri, parts.version, lines.join("\n"));
+            Ok(text(StatusCode::OK, head + &String::from_utf8_lossy(&body)))
+        }
         "/stream" => {
             let receiver = control.stream.lock().unwrap().take().expect("the test set up a stream");
             let body = ChannelBody(receiver).map_err(|never| match never {}).boxed();
