@@ -243,14 +243,18 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let n: u64 = number.parse().map_err(|_| format!("{text:?}: expected a duration such as 30s or 5m"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
         _ => return Err(format!("{text:?}: expected a unit of ms, s, m or h")),
     };
-    Ok(std::time::Duration::from_millis(ms))
+    // The server takes up to a day; anything longer is refused here rather than wrapped.
+    match n.checked_mul(unit_ms) {
+        Some(ms) if ms <= 24 * 3_600_000 => Ok(std::time::Duration::from_millis(ms)),
+        _ => Err(format!("{text:?}: longer than 24h")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -360,4 +364,17 @@ impl From<ServerFlags> for api::server::Overrides {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG").unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn issue_9_f11_a_poll_interval_never_wraps() {
+        assert_eq!(super::parse_duration("30s"), Ok(std::time::Duration::from_secs(30)));
+        assert_eq!(super::parse_duration("24h"), Ok(std::time::Duration::from_secs(86_400)));
+        for text in ["25h", "18446744073709552s", "99999999999999999999h"] {
+            let error = super::parse_duration(text).unwrap_err();
+            assert!(error.contains("24h") || error.contains("expected"), "{text}: {error}");
+        }
+    }
 }
