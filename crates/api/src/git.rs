@@ -4,18 +4,40 @@
 //! `git push drover main` talks to `/git/APP.git/...`. The repository is created on first use
 //! under `repos/APP.git`. Ref names, commit messages and authors never reach a shell: the hooks
 //! are `drover hook pre-receive|post-receive`, which read ref updates from stdin as data.
+//!
+//! `git http-backend` runs with nothing of the operator's git configuration ([`crate::gitcmd`])
+//! and with the repository's `hooks/` as its hooks, in a process group recorded in the store, so
+//! neither a pusher that goes away nor a `kill -9` of the server leaves git running:
+//!
+//! 1. A request whose client went away mid-answer gets its group stopped (SIGTERM, so
+//!    `receive-pack` removes its quarantine directory, then SIGKILL), and the branches of a
+//!    push cut off that way are checked for runs, as below.
+//! 2. A server that died mid-push killed `http-backend` with it (parent-death signal); a
+//!    starting server kills the rest of the group (`groups::kill_leftovers`), then [`recover`]s
+//!    each repository: it removes the quarantine directories, temporary packs, `.keep` files
+//!    and lock files the killed processes left, and queues a run for each branch whose head has
+//!    none, which is what a push stored by a `receive-pack` outliving its server looks like
+//!    (its post-receive hook found no server to tell).
 
+use crate::gitcmd::{Access, Repo};
+use crate::groups::GroupRecord;
 use crate::server::Ctx;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use deploy::reconciler::now_ms;
 use model::AppName;
-use std::path::PathBuf;
+use nix::sys::signal::Signal;
+use std::path::{Path as FsPath, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tracing::warn;
+use tracing::{info, warn};
+
+/// How long git gets to clean up after SIGTERM (its quarantine directory) before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// The smart-HTTP endpoints a git client uses; nothing else of a repository is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,16 +100,19 @@ pub(crate) async fn ensure_repo(ctx: &Ctx, app: &AppName) -> std::io::Result<Pat
     let repo = ctx.data.repos().join(format!("{app}.git"));
     if !repo.join("HEAD").exists() {
         std::fs::create_dir_all(ctx.data.repos())?;
-        let status = tokio::process::Command::new("git")
-            .args(["init", "--quiet", "--bare", "--initial-branch=main"])
-            .arg(&repo)
-            .stdin(Stdio::null())
-            .status()
-            .await?;
-        if !status.success() {
-            return Err(std::io::Error::other(format!("git init --bare failed: {status}")));
+        // No template: nothing but what git needs and the hooks written below.
+        let mut init = crate::gitcmd::command(Repo::Unnamed, Access::Local);
+        init.args(["init", "--quiet", "--bare", "--initial-branch=main", "--template="]).arg(&repo);
+        let out = crate::gitcmd::output(ctx, init, format!("git init for {app}")).await?;
+        if !out.status.success() {
+            return Err(std::io::Error::other(format!(
+                "git init --bare failed: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
         }
     }
+    std::fs::create_dir_all(repo.join("hooks"))?;
     for hook in ["pre-receive", "post-receive"] {
         let script = format!(
             "#!/bin/sh\n# Written by drover: validates pushes and queues their pipeline runs.\nexec {} --data-dir {} hook {hook}\n",
@@ -145,11 +170,10 @@ pub(crate) async fn serve(State(ctx): State<Arc<Ctx>>, Path(path): Path<String>,
         }
     };
 
-    let mut command = tokio::process::Command::new("git");
+    let hooks = ctx.data.repos().join(format!("{app}.git")).join("hooks");
+    let mut command = crate::gitcmd::command(Repo::Unnamed, Access::Serve { hooks: &hooks });
     command
         .arg("http-backend")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("GIT_PROJECT_ROOT", ctx.data.repos())
         .env("GIT_HTTP_EXPORT_ALL", "1")
         .env("PATH_INFO", format!("/{path}"))
@@ -161,21 +185,18 @@ pub(crate) async fn serve(State(ctx): State<Arc<Ctx>>, Path(path): Path<String>,
         .env("REMOTE_ADDR", "127.0.0.1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     if !encoding.is_empty() {
         command.env("HTTP_CONTENT_ENCODING", encoding);
     }
-    if let Some(home) = std::env::var_os("HOME") {
-        command.env("HOME", home);
-    }
-    let mut child = match command.spawn() {
-        Ok(child) => child,
+    let running = match crate::gitcmd::spawn(&ctx, command, format!("git http-backend for {app}")).await {
+        Ok(running) => running,
         Err(e) => {
             return (StatusCode::INTERNAL_SERVER_ERROR, format!("drover: running git http-backend: {e}\n"))
                 .into_response()
         }
     };
+    let crate::gitcmd::Running { mut child, group } = running;
     let mut stdin = child.stdin.take().expect("stdin is piped");
     tokio::spawn(async move {
         let _ = stdin.write_all(&body).await;
@@ -188,6 +209,14 @@ pub(crate) async fn serve(State(ctx): State<Arc<Ctx>>, Path(path): Path<String>,
         }
     });
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let backend = Backend {
+        child: Some(child),
+        group: Some(group),
+        ctx: ctx.clone(),
+        app: app.clone(),
+        served: if endpoint == Endpoint::ReceivePack { Served::Push } else { Served::Other },
+        answered: false,
+    };
 
     // CGI answer: header lines, a blank line, then the body.
     let mut builder = Response::builder().status(StatusCode::OK);
@@ -215,19 +244,228 @@ pub(crate) async fn serve(State(ctx): State<Arc<Ctx>>, Path(path): Path<String>,
             builder = builder.header(name, value);
         }
     }
-    let stream = futures_util::stream::unfold((stdout, child), |(mut stdout, child)| async move {
+    let stream = futures_util::stream::unfold((stdout, backend), |(mut stdout, mut backend)| async move {
         let mut chunk = vec![0u8; 64 * 1024];
         match stdout.read(&mut chunk).await {
-            Ok(0) | Err(_) => None,
+            Ok(0) => {
+                backend.answered();
+                None
+            }
+            Err(_) => None,
             Ok(n) => {
                 chunk.truncate(n);
-                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), (stdout, child)))
+                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), (stdout, backend)))
             }
         }
     });
     builder.body(Body::from_stream(stream)).unwrap_or_else(|e| {
         (StatusCode::INTERNAL_SERVER_ERROR, format!("drover: bad answer from git http-backend: {e}\n")).into_response()
     })
+}
+
+/// What a `git http-backend` request was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Served {
+    /// `git-receive-pack`: a push, which may have moved branches.
+    Push,
+    Other,
+}
+
+/// A running `git http-backend` and its recorded process group, owned by its response body.
+/// Dropped with the body, at its end or when the client went away, it has [`finish`] wait
+/// for git (or stop it) in the background.
+struct Backend {
+    child: Option<tokio::process::Child>,
+    group: Option<GroupRecord>,
+    ctx: Arc<Ctx>,
+    app: AppName,
+    served: Served,
+    /// The whole answer was read: git is done, or about to exit.
+    answered: bool,
+}
+
+impl Backend {
+    /// Notes that the whole answer was read.
+    fn answered(&mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let (Some(child), Some(group)) = (self.child.take(), self.group.take()) else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // The server is going away: dropping the record kills the group.
+            return;
+        };
+        let cut_off = match self.answered {
+            true => CutOff::No,
+            false => CutOff::Yes,
+        };
+        runtime.spawn(finish(self.ctx.clone(), self.app.clone(), self.served, cut_off, child, group));
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CutOff {
+    No,
+    /// The answer was not read to its end (the client went away, or it was malformed).
+    Yes,
+}
+
+/// Waits for a request's git to exit; one cut off gets SIGTERM first, so `receive-pack` removes
+/// its quarantine directory, and SIGKILL after [`STOP_GRACE`]. Then the group is killed and
+/// forgotten, and the branches of a push that was cut off are checked for runs: it may have
+/// moved a branch without its post-receive hook queueing the run.
+async fn finish(
+    ctx: Arc<Ctx>,
+    app: AppName,
+    served: Served,
+    cut_off: CutOff,
+    mut child: tokio::process::Child,
+    group: GroupRecord,
+) {
+    if cut_off == CutOff::Yes {
+        group.signal(Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    let _ = tokio::time::timeout(STOP_GRACE, child.wait()).await;
+    while group.is_alive() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(group);
+    drop(child);
+    if served == Served::Push && cut_off == CutOff::Yes {
+        queue_lost_runs(&ctx, &app).await;
+    }
+}
+
+/// Makes every repository whole after a server that died: call it at startup, after the
+/// process groups a dead server left were killed and before the API serves or a source is
+/// polled, so no git runs on the repositories meanwhile.
+pub(crate) async fn recover(ctx: &Ctx) {
+    let Ok(entries) = std::fs::read_dir(ctx.data.repos()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(app) = name.to_str().and_then(|n| n.strip_suffix(".git")).and_then(|n| AppName::parse(n).ok()) else {
+            continue;
+        };
+        let repo = entry.path();
+        let removed = remove_leftovers(&repo);
+        if removed > 0 {
+            info!(app = %app, removed, "removed what git processes of a stopped server left in the repository");
+        }
+        queue_lost_runs(ctx, &app).await;
+    }
+}
+
+/// What a killed git leaves in a repository it was writing: quarantine directories of
+/// pushes (`objects/tmp_objdir-incoming-*`, `objects/incoming-*` before git 2.13), temporary
+/// packs and indexes (`objects/pack/tmp_*`), `.keep` files of packs being received or fetched,
+/// and lock files (`*.lock`, which would refuse every later update of that ref). Removes them
+/// and returns how many there were; only safe while no git process uses the repository.
+fn remove_leftovers(repo: &FsPath) -> usize {
+    let mut removed = 0;
+    let mut remove = |path: &FsPath, is_dir: bool| {
+        let result = if is_dir { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+        match result {
+            Ok(()) => removed += 1,
+            Err(e) => warn!(path = %path.display(), error = %e, "cannot remove what a stopped git left"),
+        }
+    };
+    let objects = repo.join("objects");
+    for entry in std::fs::read_dir(&objects).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && (name.starts_with("tmp_objdir-incoming-") || name.starts_with("incoming-")) {
+            remove(&entry.path(), true);
+        }
+    }
+    for entry in std::fs::read_dir(objects.join("pack")).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        // A pack is kept while git receives or fetches it; `git gc` would never repack it.
+        let transfer_keep = name.ends_with(".keep")
+            && std::fs::read_to_string(&path)
+                .is_ok_and(|text| text.starts_with("receive-pack ") || text.starts_with("fetch-pack "));
+        if name.starts_with("tmp_") || transfer_keep {
+            remove(&path, false);
+        }
+    }
+    // Lock files: of refs anywhere under refs/, and of HEAD, packed-refs, config, shallow and
+    // the object directory's info files. Loose objects are not walked.
+    let mut dirs = vec![repo.to_path_buf(), objects.join("info")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(file_type) = entry.file_type() else { continue };
+            let path = entry.path();
+            if file_type.is_dir() && path.starts_with(repo.join("refs")) {
+                dirs.push(path);
+            } else if file_type.is_file() && entry.file_name().to_string_lossy().ends_with(".lock") {
+                remove(&path, false);
+            }
+        }
+    }
+    removed
+}
+
+/// Queues a run for each branch of `app`'s repository whose head is not the commit of the
+/// branch's newest run: a push that moved it was stored, but its run never queued. A branch
+/// whose newest run is of its head is left alone whatever became of that run (finished,
+/// cancelled, waiting); a deleted branch has no head and gets nothing.
+pub(crate) async fn queue_lost_runs(ctx: &Ctx, app: &AppName) {
+    let repo = ctx.data.repos().join(format!("{app}.git"));
+    let mut list = crate::gitcmd::command(Repo::At(&repo), Access::Local);
+    list.args(["for-each-ref", "--format=%(objecttype) %(objectname) %(refname)", "refs/heads/"]);
+    let out = match crate::gitcmd::output(ctx, list, format!("git for-each-ref for {app}")).await {
+        Ok(out) if out.status.success() => out,
+        Ok(out) => {
+            warn!(app = %app, error = %String::from_utf8_lossy(&out.stderr).trim(), "cannot list the branches of a repository");
+            return;
+        }
+        Err(e) => {
+            warn!(app = %app, error = %e, "cannot list the branches of a repository");
+            return;
+        }
+    };
+    for (branch, commit) in branch_heads(&String::from_utf8_lossy(&out.stdout)) {
+        let latest = ctx.store().latest_run_of_branch(app, branch);
+        match latest {
+            Ok(Some(run)) if run.commit == commit => continue,
+            Ok(_) => {}
+            Err(e) => {
+                warn!(app = %app, branch, error = %e, "cannot read the runs of a branch");
+                continue;
+            }
+        }
+        let mut store = ctx.store();
+        match store.queue_run(app, branch, commit, "push", now_ms()) {
+            Ok((run, _)) => {
+                let message = format!(
+                    "run {run} queued for branch {branch:?} at {}: its push was stored, but its run was not queued",
+                    &commit[..12]
+                );
+                let _ = store.append_run_log(run, &message);
+                let _ = store.add_event(Some(app), "run.recovered", &message, now_ms());
+                info!(app = %app, branch, run, "queued the run of a push that had none");
+            }
+            Err(e) => warn!(app = %app, branch, error = %e, "cannot queue the run of a push that had none"),
+        }
+    }
+    ctx.runs_wake.notify_one();
+}
+
+/// `(branch, commit)` of each line `commit SHA refs/heads/BRANCH` of `git for-each-ref`.
+fn branch_heads(listing: &str) -> Vec<(&str, &str)> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("commit ")?;
+            let (commit, refname) = rest.split_once(' ')?;
+            let branch = refname.strip_prefix("refs/heads/")?;
+            (commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())).then_some((branch, commit))
+        })
+        .collect()
 }
 
 /// Reads a request body of at most `limit` bytes. A larger one is read on to its end (up to a
@@ -277,6 +515,44 @@ mod tests {
         for (path, expected) in table {
             let got = parse_path(path).map(|(app, e)| (app.to_string(), e));
             assert_eq!(got, expected.map(|(a, e)| (a.to_owned(), e)), "{path}");
+        }
+    }
+
+    #[test]
+    fn branch_heads_are_the_commits_of_refs_heads() {
+        let a = "a".repeat(40);
+        let listing = format!(
+            "commit {a} refs/heads/main\ncommit {a} refs/heads/feature/x;y\ntag {a} refs/heads/odd\ncommit short refs/heads/bad\n"
+        );
+        assert_eq!(branch_heads(&listing), [("main", a.as_str()), ("feature/x;y", a.as_str())]);
+    }
+
+    #[test]
+    fn leftovers_of_killed_git_are_removed_and_nothing_else() {
+        let repo = tempfile::tempdir().unwrap();
+        let r = repo.path();
+        let files = [
+            ("objects/tmp_objdir-incoming-abc/pack/tmp_pack_1", true),
+            ("objects/incoming-xyz/ab/cdef", true),
+            ("objects/pack/tmp_pack_2", true),
+            ("objects/pack/pack-1.keep", true),
+            ("objects/pack/pack-2.keep", false),
+            ("objects/pack/pack-1.pack", false),
+            ("objects/ab/cdef", false),
+            ("refs/heads/feature/x.lock", true),
+            ("refs/heads/feature/x", false),
+            ("packed-refs.lock", true),
+            ("HEAD", false),
+        ];
+        for (file, _) in files {
+            std::fs::create_dir_all(r.join(file).parent().unwrap()).unwrap();
+            std::fs::write(r.join(file), "x").unwrap();
+        }
+        std::fs::write(r.join("objects/pack/pack-1.keep"), "receive-pack 123 on host\n").unwrap();
+        std::fs::write(r.join("objects/pack/pack-2.keep"), "kept by the operator\n").unwrap();
+        assert_eq!(remove_leftovers(r), 6);
+        for (file, removed) in files {
+            assert_eq!(!r.join(file).exists(), removed, "{file}");
         }
     }
 

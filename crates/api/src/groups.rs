@@ -8,6 +8,10 @@
 //! right after its shell is spawned, and forgotten once the spawner has killed it. A server
 //! that starts kills whatever is left of the recorded groups before anything else runs.
 //!
+//! The server's git processes (`git http-backend` serving a push, `git archive`, a source's
+//! fetch) run in recorded groups too ([`GroupRecord`], used by [`crate::gitcmd`]): a push cut
+//! off by a `kill -9` leaves `receive-pack`, `unpack-objects` or a hook behind.
+//!
 //! Only processes of the recorded group that started no earlier than its leader are killed:
 //! older ones cannot be its descendants. A group id that the kernel handed to an unrelated
 //! group while the server was down (the pid counter would have to wrap around) is not told
@@ -18,7 +22,7 @@ use deploy::reconciler::now_ms;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use runtime::procfs;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use store::{StepGroup, Store};
 use tracing::{info, warn};
@@ -46,29 +50,12 @@ impl<'a> GroupRecorder<'a> {
     /// kill a command's group before they start the next command.
     pub(crate) fn spawned(&mut self, pid: u32) {
         self.forget();
-        // The leader is not reaped yet, so its /proc entry is there even if it already exited.
-        let (Some(stat), Some(boot_id)) = (procfs::stat(pid), self.boot_id.clone()) else {
-            warn!(pid, what = %self.what, "cannot read the start time of a step's process group; it is not recorded");
-            return;
-        };
-        let group = StepGroup {
-            pgid: pid,
-            leader_start_time: stat.start_time,
-            boot_id,
-            what: self.what.clone(),
-            recorded_at_ms: now_ms(),
-        };
-        match self.lock().record_step_group(&group) {
-            Ok(()) => self.current = Some(group),
-            Err(e) => warn!(pid, what = %self.what, error = %e, "could not record a step's process group"),
-        }
+        self.current = record(&self.lock(), pid, self.boot_id.clone(), &self.what);
     }
 
     fn forget(&mut self) {
         if let Some(group) = self.current.take() {
-            if let Err(e) = self.lock().forget_step_group(&group) {
-                warn!(pgid = group.pgid, what = %group.what, error = %e, "could not forget a step's process group");
-            }
+            forget(&self.lock(), &group);
         }
     }
 
@@ -83,7 +70,92 @@ impl Drop for GroupRecorder<'_> {
     }
 }
 
-/// Kills (SIGKILL) what is left of the build and test process groups a previous server
+/// Records the group led by `pid`, just spawned (its leader not reaped yet, so its /proc entry
+/// is there even if it already exited). `None`, logged, if it cannot be recorded.
+fn record(store: &Store, pid: u32, boot_id: Option<String>, what: &str) -> Option<StepGroup> {
+    let (Some(stat), Some(boot_id)) = (procfs::stat(pid), boot_id) else {
+        warn!(pid, what, "cannot read the start time of a process group; it is not recorded");
+        return None;
+    };
+    let group = StepGroup {
+        pgid: pid,
+        leader_start_time: stat.start_time,
+        boot_id,
+        what: what.to_owned(),
+        recorded_at_ms: now_ms(),
+    };
+    match store.record_step_group(&group) {
+        Ok(()) => Some(group),
+        Err(e) => {
+            warn!(pid, what, error = %e, "could not record a process group");
+            None
+        }
+    }
+}
+
+fn forget(store: &Store, group: &StepGroup) {
+    if let Err(e) = store.forget_step_group(group) {
+        warn!(pgid = group.pgid, what = %group.what, error = %e, "could not forget a process group");
+    }
+}
+
+/// The live processes of `group` that can be its leader's descendants.
+fn members(group: &StepGroup) -> Vec<u32> {
+    procfs::group_members_since(group.pgid, group.leader_start_time)
+}
+
+/// Sends `signal` to each live process of `group`.
+fn signal_members(group: &StepGroup, signal: Signal) {
+    for pid in members(group) {
+        let Ok(pid) = i32::try_from(pid) else { continue };
+        if let Err(errno) = kill(Pid::from_raw(pid), signal) {
+            warn!(pid, pgid = group.pgid, %errno, ?signal, "cannot signal a process of a recorded group");
+        }
+    }
+}
+
+/// The store's record of the process group of one git process of the server's, from just
+/// after it was spawned until this is dropped. Dropping it SIGKILLs what is left of the group
+/// (nothing, when git finished) and forgets it.
+pub(crate) struct GroupRecord {
+    store: Arc<Mutex<Store>>,
+    group: Option<StepGroup>,
+}
+
+impl GroupRecord {
+    /// Records the group led by `pid`, just spawned; `what` names it in logs.
+    pub(crate) fn new(store: Arc<Mutex<Store>>, pid: u32, what: String) -> Self {
+        let group = record(&lock(&store), pid, procfs::boot_id(), &what);
+        Self { store, group }
+    }
+
+    /// Whether a process of the group still runs.
+    pub(crate) fn is_alive(&self) -> bool {
+        self.group.as_ref().is_some_and(|group| !members(group).is_empty())
+    }
+
+    /// Sends `signal` to every process of the group.
+    pub(crate) fn signal(&self, signal: Signal) {
+        if let Some(group) = &self.group {
+            signal_members(group, signal);
+        }
+    }
+}
+
+impl Drop for GroupRecord {
+    fn drop(&mut self) {
+        if let Some(group) = self.group.take() {
+            signal_members(&group, Signal::SIGKILL);
+            forget(&lock(&self.store), &group);
+        }
+    }
+}
+
+fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    store.lock().expect("store mutex is never poisoned: holders do not panic")
+}
+
+/// Kills (SIGKILL) what is left of the process groups (build, test, git) a previous server
 /// recorded, waits (bounded) for it to be gone, and forgets the groups that are. Call it at
 /// startup, before runs are marked interrupted and before anything new is spawned.
 pub(crate) async fn kill_leftovers(store: &Store) -> anyhow::Result<()> {
@@ -94,20 +166,14 @@ pub(crate) async fn kill_leftovers(store: &Store) -> anyhow::Result<()> {
     let boot_id = procfs::boot_id();
     let ours = |group: &StepGroup| boot_id.as_deref() == Some(group.boot_id.as_str());
     for group in groups.iter().filter(|group| ours(group)) {
-        let members = procfs::group_members_since(group.pgid, group.leader_start_time);
-        if !members.is_empty() {
-            info!(pgid = group.pgid, what = %group.what, n_processes = members.len(), "killing processes left by a server that stopped");
+        let n_processes = members(group).len();
+        if n_processes > 0 {
+            info!(pgid = group.pgid, what = %group.what, n_processes, "killing processes left by a server that stopped");
         }
-        for pid in members {
-            let Ok(pid) = i32::try_from(pid) else { continue };
-            if let Err(errno) = kill(Pid::from_raw(pid), Signal::SIGKILL) {
-                warn!(pid, pgid = group.pgid, %errno, "cannot kill a leftover step process");
-            }
-        }
+        signal_members(group, Signal::SIGKILL);
     }
     let deadline = Instant::now() + KILL_WAIT;
-    let alive =
-        |group: &StepGroup| ours(group) && !procfs::group_members_since(group.pgid, group.leader_start_time).is_empty();
+    let alive = |group: &StepGroup| ours(group) && !members(group).is_empty();
     while groups.iter().any(alive) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -5,6 +5,7 @@
 
 pub mod datadir;
 mod git;
+pub mod gitcmd;
 mod groups;
 mod images;
 mod pipeline;

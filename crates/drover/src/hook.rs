@@ -1,11 +1,12 @@
 //! `drover hook pre-receive|post-receive`: git calls these in a pushed repository. Ref names
-//! arrive on stdin and stay data: they are never put into a command line.
+//! arrive on stdin and stay data: they are never put into a command line. The hooks' own git
+//! commands are built by `api::gitcmd`, like the server's: no configuration of the operator's.
 
 use crate::client::Client;
 use api::datadir::DataDir;
+use api::gitcmd;
 use api::wire::{PushRequest, PushResponse, RefUpdate};
 use std::io::BufRead;
-use std::process::Command;
 
 /// The app a repository belongs to: its directory is `repos/APP.git`, and git runs hooks there.
 fn app_of_repo() -> anyhow::Result<model::AppName> {
@@ -30,9 +31,11 @@ fn is_commit_id(text: &str) -> bool {
     text.len() == 40 && text.bytes().all(|b| b.is_ascii_hexdigit()) && !text.bytes().all(|b| b == b'0')
 }
 
-/// The contents of `path` in commit `commit`, if it has that file.
+/// The contents of `path` in commit `commit`, if it has that file. The pushed objects are still
+/// in git's quarantine directory, which `Repo::OfHook` passes on.
 fn show(commit: &str, path: &str) -> Option<String> {
-    let out = Command::new("git").args(["cat-file", "-p"]).arg(format!("{commit}:{path}")).output().ok()?;
+    let mut git = gitcmd::command(gitcmd::Repo::OfHook, gitcmd::Access::Local);
+    let out = git.args(["cat-file", "-p"]).arg(format!("{commit}:{path}")).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 

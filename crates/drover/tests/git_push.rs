@@ -1,10 +1,14 @@
 //! `git push` to Drover with the real git client over smart HTTP: a push queues a run that
-//! builds and deploys; bad pushes are refused with a clear message and change nothing.
+//! builds and deploys; bad pushes are refused with a clear message and change nothing; a push
+//! cut off by a `kill -9` of the server leaves no git behind and loses no run; git on pushed
+//! data never uses the operator's git configuration.
 
 mod common;
 
 use common::*;
+use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 fn remote(drover: &Drover, app: &str, token: &str) -> String {
     let info: serde_json::Value = serde_json::from_slice(&std::fs::read(drover.path("server.json")).unwrap()).unwrap();
@@ -200,4 +204,212 @@ fn a_push_changing_only_app_code_reuses_the_dependency_layer() {
     repo.commit_all("deps");
     pushed_logs("manifest push");
     assert_eq!(installs_run(), 2);
+}
+
+/// A repository of one commit of app `name`, with `drover` as its remote; its first push went
+/// through (which creates Drover's repository).
+fn pushed_repo(drover: &Drover, name: &str) -> Repo {
+    let repo = Repo::new();
+    let app = app_dir(name, "");
+    for file in ["app.py", "drover.yml"] {
+        std::fs::copy(app.path().join(file), repo.path().join(file)).unwrap();
+    }
+    repo.commit_all("first");
+    repo.ok(&["remote", "add", "drover", &remote(drover, name, &token(drover))]);
+    let out = repo.ok(&["push", "drover", "main"]);
+    assert!(out.contains("queued for branch \"main\""), "{out}");
+    repo
+}
+
+fn head(repo: &Repo) -> String {
+    repo.ok(&["rev-parse", "HEAD"]).trim().to_owned()
+}
+
+fn kill_server(drover: &Drover) {
+    let server = drover.server_pid();
+    assert!(Command::new("kill").args(["-9", &server.to_string()]).status().unwrap().success());
+    wait_until("the killed server to be gone", Duration::from_secs(10), || {
+        runtime::procfs::stat(server).is_none_or(|stat| stat.is_dead())
+    });
+}
+
+/// The live processes working on Drover's repository `bare`: their working directory is in
+/// it, their command line names it, or they are the `git http-backend` serving it.
+fn repo_processes(bare: &Path) -> Vec<String> {
+    let app_path = format!("PATH_INFO=/{}/", bare.file_name().unwrap().to_str().unwrap());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if pid == std::process::id() || runtime::procfs::stat(pid).is_none_or(|stat| stat.is_dead()) {
+            continue;
+        }
+        let proc = entry.path();
+        let cmdline = std::fs::read(proc.join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let cwd_in_repo = std::fs::read_link(proc.join("cwd")).is_ok_and(|cwd| cwd.starts_with(bare));
+        let serves_repo = std::fs::read(proc.join("environ"))
+            .is_ok_and(|env| env.split(|&b| b == 0).any(|item| item.starts_with(app_path.as_bytes())));
+        if cwd_in_repo || serves_repo || cmdline.contains(bare.to_str().unwrap()) {
+            found.push(format!("{pid}: {cmdline}"));
+        }
+    }
+    found
+}
+
+/// Quarantine directories of pushes in progress (or of pushes killed in progress).
+fn quarantines(bare: &Path) -> Vec<String> {
+    std::fs::read_dir(bare.join("objects"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("tmp_objdir-incoming-") || name.starts_with("incoming-"))
+        .collect()
+}
+
+#[test]
+fn issue_9_f4_kill_9_during_push_leaves_no_git_process() {
+    let drover = Drover::new();
+    drover.start();
+    let repo = pushed_repo(&drover, "killed");
+    std::fs::write(repo.path().join("more.txt"), "more").unwrap();
+    repo.commit_all("second");
+    let bare = drover.path("repos/killed.git");
+    // The next push stops in its quarantine, with `receive-pack` checking the pushed commits:
+    // git reads `info/grafts` when it parses them, and opening a FIFO without a writer blocks.
+    let grafts = bare.join("info/grafts");
+    std::fs::create_dir_all(bare.join("info")).unwrap();
+    assert!(Command::new("mkfifo").arg(&grafts).status().unwrap().success());
+    std::thread::scope(|scope| {
+        let push = scope.spawn(|| repo.git(&["push", "drover", "main"]));
+        wait_until("the push to block in its quarantine", Duration::from_secs(60), || {
+            !quarantines(&bare).is_empty() && !repo_processes(&bare).is_empty()
+        });
+        kill_server(&drover);
+        assert!(!push.join().unwrap().status.success(), "the push cannot succeed without its server");
+    });
+    // `git http-backend` dies with the server; what it started is blocked until the next start.
+    wait_until("git http-backend to die with the server", Duration::from_secs(10), || {
+        repo_processes(&bare).iter().all(|p| !p.contains("http-backend"))
+    });
+    std::fs::remove_file(&grafts).unwrap();
+
+    drover.start();
+    assert_eq!(quarantines(&bare), Vec::<String>::new(), "a restarted server removes quarantines");
+    wait_until("no git process of the repository to be left", Duration::from_secs(30), || {
+        repo_processes(&bare).is_empty()
+    });
+    // The restarted server listens on a new port.
+    repo.ok(&["remote", "set-url", "drover", &remote(&drover, "killed", &token(&drover))]);
+    let out = repo.ok(&["push", "drover", "main"]);
+    assert!(!out.contains("Everything up-to-date") && out.contains("queued for branch \"main\""), "{out}");
+    let run = drover.json(&["run", "show", &run_id(&out)]);
+    assert_eq!(run["commit"], head(&repo), "{run}");
+}
+
+#[test]
+fn issue_9_f4_push_stored_without_a_run_is_queued_on_restart() {
+    let drover = Drover::new();
+    drover.start();
+    let repo = pushed_repo(&drover, "stored");
+    std::fs::write(repo.path().join("more.txt"), "more").unwrap();
+    repo.commit_all("second");
+    let bare = drover.path("repos/stored.git");
+    // An operator's hook that stops the push just after the branch moved, before Drover's
+    // post-receive hook can queue its run: where a `kill -9` of the server leaves a push.
+    let outside = tempfile::tempdir().unwrap();
+    let moved = outside.path().join("moved");
+    let hook = bare.join("hooks/reference-transaction");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\n[ \"$1\" = committed ] || exit 0\ntouch '{}'\nexec sleep 300\n", moved.display()),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::thread::scope(|scope| {
+        let push = scope.spawn(|| repo.git(&["push", "drover", "main"]));
+        wait_until("the push to move the branch", Duration::from_secs(60), || moved.exists());
+        kill_server(&drover);
+        push.join().unwrap();
+    });
+    std::fs::remove_file(&hook).unwrap();
+    let stored = Command::new("git")
+        .args(["--git-dir", bare.to_str().unwrap(), "rev-parse", "refs/heads/main"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&stored.stdout).trim(), head(&repo), "the branch moved before the kill");
+
+    drover.start();
+    wait_until("no git process of the repository to be left", Duration::from_secs(30), || {
+        repo_processes(&bare).is_empty()
+    });
+    let runs = drover.json(&["runs", "stored"]);
+    let of_head: Vec<&serde_json::Value> =
+        runs.as_array().unwrap().iter().filter(|r| r["commit"] == head(&repo).as_str()).collect();
+    assert_eq!(of_head.len(), 1, "the stored push gets one run: {runs}");
+    assert_eq!(of_head[0]["branch"], "main");
+    let logs = drover.ok(&["run", "logs", &of_head[0]["id"].to_string(), "-f"]);
+    assert!(logs.contains("its run was not queued") && logs.contains("run succeeded"), "{logs}");
+
+    // A second start finds the run and queues nothing more.
+    drover.ok(&["server", "stop"]);
+    drover.start();
+    let runs = drover.json(&["runs", "stored"]);
+    assert_eq!(runs.as_array().unwrap().len(), 2, "{runs}");
+}
+
+#[test]
+fn issue_9_f13_checkout_runs_no_filter_or_hook_of_the_operators_git_config() {
+    // The operator's git configuration names a filter driver and a hooks directory, in the
+    // global config file and in `GIT_CONFIG_*` variables; each would leave a marker.
+    let home = tempfile::tempdir().unwrap();
+    let marker = |name: &str| home.path().join(name);
+    let hooks = home.path().join("hooks");
+    std::fs::create_dir(&hooks).unwrap();
+    for hook in ["pre-receive", "post-receive"] {
+        use std::os::unix::fs::PermissionsExt;
+        let path = hooks.join(hook);
+        std::fs::write(&path, format!("#!/bin/sh\ntouch '{}'\n", marker("hook-ran").display())).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let gitconfig = home.path().join(".gitconfig");
+    std::fs::write(
+        &gitconfig,
+        format!(
+            "[filter \"evil\"]\n\tsmudge = \"touch '{}'; cat\"\n\tclean = cat\n[core]\n\thooksPath = {}\n",
+            marker("global-filter-ran").display(),
+            hooks.display()
+        ),
+    )
+    .unwrap();
+    let drover = Drover::new();
+    let http = drover.http.to_string();
+    let out = drover
+        .command(&["server", "start", "--http-addr", &http, "--api-addr", "127.0.0.1:0"])
+        .env("HOME", home.path())
+        .env("GIT_CONFIG_GLOBAL", &gitconfig)
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "filter.fromenv.smudge")
+        .env("GIT_CONFIG_VALUE_0", format!("touch '{}'; cat", marker("env-filter-ran").display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let repo = Repo::new();
+    let app = app_dir("filtered", "");
+    for file in ["app.py", "drover.yml"] {
+        std::fs::copy(app.path().join(file), repo.path().join(file)).unwrap();
+    }
+    std::fs::write(repo.path().join(".gitattributes"), "*.py filter=evil\ndrover.yml filter=fromenv\n").unwrap();
+    repo.commit_all("names the operator's filters");
+    repo.ok(&["remote", "add", "drover", &remote(&drover, "filtered", &token(&drover))]);
+    let out = repo.ok(&["push", "drover", "main"]);
+    assert!(out.contains("queued for branch \"main\""), "Drover's own hooks ran: {out}");
+    let logs = drover.ok(&["run", "logs", &run_id(&out), "-f"]);
+    assert!(logs.contains("run succeeded"), "{logs}");
+    for name in ["global-filter-ran", "env-filter-ran", "hook-ran"] {
+        assert!(!marker(name).exists(), "{name}: git used the operator's configuration");
+    }
 }
