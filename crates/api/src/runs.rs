@@ -216,13 +216,9 @@ enum Step {
 async fn checkout(ctx: &Ctx, run: &Run, dir: &std::path::Path) -> Result<model::AppSpec, String> {
     let repo = ctx.data.repos().join(format!("{}.git", run.app));
     // The commit id was checked to be 40 hex digits; the branch name is not passed to git.
-    let archive = tokio::process::Command::new("git")
-        .arg("--git-dir")
-        .arg(&repo)
-        .args(["archive", "--format=tar.gz"])
-        .arg(&run.commit)
-        .stdin(std::process::Stdio::null())
-        .output()
+    let mut archive = crate::gitcmd::command(crate::gitcmd::Repo::At(&repo), crate::gitcmd::Access::Local);
+    archive.args(["archive", "--format=tar.gz"]).arg(&run.commit);
+    let archive = crate::gitcmd::output(ctx, archive, format!("git archive for run {}", run.id))
         .await
         .map_err(|e| format!("running git archive: {e}"))?;
     if !archive.status.success() {
@@ -327,6 +323,7 @@ async fn steps(ctx: &Arc<Ctx>, run: &Run, cancel: &Arc<AtomicBool>) -> Result<St
         log(ctx, run.id, &format!("stage {}: deploying {digest} to {app}", stage.name));
         let mut staged = spec.clone();
         staged.vars_from = Some(model::VarScope { app: spec.name.clone(), stage: stage.name.clone() });
+        staged.routing.hosts = stage.hosts(&spec.routing.hosts);
         let deploy = deploy_to(ctx, run, &staged, &app, &digest);
         let name = format!("deploy:{}", stage.name);
         let release =

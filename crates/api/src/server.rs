@@ -147,25 +147,28 @@ async fn backends(data: &DataDir, settings: &Settings, exe: &std::path::Path) ->
     }
 }
 
-/// The API token, created with 0600 permissions on first start.
+/// The API token: created on first start (random, 64 hex digits, 0600, written atomically), and
+/// on later starts read and checked. An empty, short or unreadable token file is refused by name:
+/// an empty token would let every request in, and the CLI and git remotes hold the old one.
 fn token(data: &DataDir) -> anyhow::Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = data.token();
-    if let Ok(token) = std::fs::read_to_string(&path) {
-        return Ok(token.trim().to_owned());
+    match std::fs::read(&path) {
+        Ok(bytes) => return crate::datadir::check_token(&path, &bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => bail!("cannot read the API token file {}: {e}", path.display()),
     }
     let bytes: [u8; 32] = rand::random();
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(token.as_bytes())?;
-    file.sync_all()?;
-    Ok(token)
+    match crate::datadir::create_secret_file(&path, token.as_bytes()) {
+        Ok(()) => Ok(token),
+        // Another server created it meanwhile: use that one.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading the API token file {}", path.display()))?;
+            crate::datadir::check_token(&path, &bytes)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("creating the API token file {}", path.display()))),
+    }
 }
 
 /// Makes sure a proxy serves `settings.http_addr`: re-adopts a live one, or starts one in its own
@@ -260,12 +263,16 @@ fn clear_scratch(data: &DataDir, artifacts: &ArtifactStore) {
 /// Runs the server until SIGTERM, SIGINT or a shutdown request.
 pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     let data = opts.data;
+    // Before anything is read: state, repos, logs and settings are this user's alone.
+    data.tighten().with_context(|| format!("making the data directory {} private", data.root().display()))?;
     for dir in [data.root().to_path_buf(), data.tmp(), data.instances(), data.logs()] {
         create_private_dir(&dir)?;
     }
     let settings = settings(&data, &opts.overrides)?;
     let token = token(&data)?;
-    let store = Store::open(&data.db()).context("opening state.db")?;
+    let mut store = Store::open(&data.db()).context("opening state.db")?;
+    // State from before host claims: each app claims its hosts, the oldest release first.
+    store.backfill_host_claims().context("claiming the hosts of existing apps")?;
     // Before anything is marked interrupted or started anew: a server killed with -9 left its
     // build and test commands running.
     if let Err(e) = crate::groups::kill_leftovers(&store).await {
@@ -317,6 +324,8 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     let reconcile = tokio::spawn(reconcile_loop(ctx.clone()));
     // Test containers a killed server's image tests left running.
     crate::images::remove_test_containers(&ctx, None).await;
+    // Before any push or fetch: what git processes of a killed server left in the repositories.
+    crate::git::recover(&ctx).await;
     let runs = tokio::spawn(crate::runs::run_loop(ctx.clone()));
     let polls = tokio::spawn(crate::sources::poll_loop(ctx.clone()));
     DataDir::write_json(&data.server_info(), &info, 0o600)?;
@@ -362,7 +371,13 @@ async fn reconcile_loop(ctx: Arc<Ctx>) {
         drop(pass);
         match result {
             Ok(()) => failures = 0,
-            Err(deploy::reconciler::ReconcileError::Proxy(e)) => {
+            // Only a proxy that cannot be reached is replaced: one that answered, even with a
+            // refusal, is alive, and restarting it would not change its answer.
+            Err(deploy::reconciler::ReconcileError::Proxy(
+                e @ (proxy::ProxyError::Connect { .. }
+                | proxy::ProxyError::Timeout { .. }
+                | proxy::ProxyError::Http { .. }),
+            )) => {
                 warn!(error = %e, "the proxy does not answer; restarting it");
                 if let Err(e) = ensure_proxy(&ctx.data, &ctx.settings, &ctx.exe).await {
                     error!(error = %format!("{e:#}"), "could not restart the proxy");

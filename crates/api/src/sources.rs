@@ -39,15 +39,14 @@ fn check_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn git() -> tokio::process::Command {
-    let mut command = tokio::process::Command::new("git");
-    command
-        .env("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    command
+/// A git command that talks to a source, over [`ALLOWED_PROTOCOLS`] only.
+fn git() -> std::process::Command {
+    crate::gitcmd::command(crate::gitcmd::Repo::Unnamed, crate::gitcmd::Access::Remote { protocols: ALLOWED_PROTOCOLS })
+}
+
+/// A git command that reads the app's repository.
+fn local_git(repo: &std::path::Path) -> std::process::Command {
+    crate::gitcmd::command(crate::gitcmd::Repo::At(repo), crate::gitcmd::Access::Local)
 }
 
 fn view(ctx: &Ctx, source: &Source) -> SourceView {
@@ -84,6 +83,10 @@ pub(crate) async fn set(
     }
     if req.poll_interval_ms.is_some_and(|ms| ms < 1000) {
         return Err(ApiError::bad_request("poll interval must be at least 1s"));
+    }
+    // Longer would be a source that is never polled; and the next poll's time must not overflow.
+    if req.poll_interval_ms.is_some_and(|ms| ms > MAX_POLL_INTERVAL_MS) {
+        return Err(ApiError::bad_request("poll interval must be at most 24h"));
     }
     crate::git::ensure_repo(&ctx, &app)
         .await
@@ -156,6 +159,12 @@ pub(crate) async fn receive(
         Ok(delivery) => delivery,
         Err(e) => return answer(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    if let Some(signed_at) = delivery.signed_at {
+        if let Err(message) = check_signed_time(signed_at, now_ms() / 1000) {
+            warn!(app = %app, provider = provider.name(), %message, "webhook refused");
+            return answer(StatusCode::BAD_REQUEST, message);
+        }
+    }
     if let Some(id) = &delivery.id {
         match ctx.store().record_delivery(provider.name(), id, &app, now_ms()) {
             Ok(true) => {}
@@ -176,6 +185,30 @@ pub(crate) async fn receive(
     (StatusCode::ACCEPTED, Json(serde_json::json!({ "messages": messages }))).into_response()
 }
 
+/// The longest poll interval.
+const MAX_POLL_INTERVAL_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// How old a delivery's signed push time may be: a captured delivery replayed later, under any
+/// delivery id, is refused once this has passed. A delivery redelivered by hand after that is
+/// refused too; pushing again (or polling) brings the branch in.
+const MAX_DELIVERY_AGE_SECS: u64 = 60 * 60;
+/// How far ahead of this clock a signed push time may be, for clocks that disagree.
+const MAX_CLOCK_SKEW_SECS: u64 = 5 * 60;
+
+/// Refuses a delivery whose signed push time is too old, or too far in the future.
+fn check_signed_time(signed_at: u64, now: u64) -> Result<(), String> {
+    if signed_at > now + MAX_CLOCK_SKEW_SECS {
+        return Err(format!("the delivery is signed {}s in the future: check this machine's clock", signed_at - now));
+    }
+    let age = now.saturating_sub(signed_at);
+    if age > MAX_DELIVERY_AGE_SECS {
+        return Err(format!(
+            "the delivery's signed push time is {age}s old, more than {MAX_DELIVERY_AGE_SECS}s: a replay? push again to deploy"
+        ));
+    }
+    Ok(())
+}
+
 /// Fetches a moved branch and queues a run of `after`; returns a line saying what happened.
 async fn apply_change(ctx: &Ctx, source: &Source, refname: &str, after: Option<&str>, trigger: &str) -> String {
     let Some(branch) = refname.strip_prefix("refs/heads/") else {
@@ -187,26 +220,17 @@ async fn apply_change(ctx: &Ctx, source: &Source, refname: &str, after: Option<&
     let repo = ctx.data.repos().join(format!("{}.git", source.app));
     // `+refs/heads/NAME:refs/heads/NAME` cannot be taken for an option, and git checks the name.
     let refspec = format!("+refs/heads/{branch}:refs/heads/{branch}");
-    let fetch = git()
-        .arg("--git-dir")
-        .arg(&repo)
-        .args(["fetch", "--quiet", "--no-tags"])
-        .arg(&source.url)
-        .arg(&refspec)
-        .output()
-        .await;
+    let mut fetch = git();
+    fetch.arg("--git-dir").arg(&repo).args(["fetch", "--quiet", "--no-tags"]).arg(&source.url).arg(&refspec);
+    let fetch = crate::gitcmd::output(ctx, fetch, format!("git fetch for {}", source.app)).await;
     match fetch {
         Ok(out) if out.status.success() => {}
         Ok(out) => return format!("branch {branch:?}: fetch failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
         Err(e) => return format!("branch {branch:?}: running git fetch: {e}"),
     }
-    let head = git()
-        .arg("--git-dir")
-        .arg(&repo)
-        .args(["rev-parse", "--verify", "--quiet"])
-        .arg(format!("refs/heads/{branch}^{{commit}}"))
-        .output()
-        .await;
+    let mut head = local_git(&repo);
+    head.args(["rev-parse", "--verify", "--quiet"]).arg(format!("refs/heads/{branch}^{{commit}}"));
+    let head = crate::gitcmd::output(ctx, head, format!("git rev-parse for {}", source.app)).await;
     let head = match head {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
         _ => return format!("branch {branch:?}: not found after fetching"),
@@ -214,9 +238,10 @@ async fn apply_change(ctx: &Ctx, source: &Source, refname: &str, after: Option<&
     if head != after {
         // A delivery for a commit the branch has since moved past is stale: the newer push
         // has (or will have) its own delivery.
-        let ancestor =
-            git().arg("--git-dir").arg(&repo).args(["merge-base", "--is-ancestor", after, &head]).status().await;
-        if ancestor.is_ok_and(|s| s.success()) {
+        let mut ancestor = local_git(&repo);
+        ancestor.args(["merge-base", "--is-ancestor", after, &head]);
+        let ancestor = crate::gitcmd::output(ctx, ancestor, format!("git merge-base for {}", source.app)).await;
+        if ancestor.is_ok_and(|out| out.status.success()) {
             return format!(
                 "branch {branch:?}: stale delivery for {}, the branch is at {}",
                 &after[..12.min(after.len())],
@@ -224,6 +249,15 @@ async fn apply_change(ctx: &Ctx, source: &Source, refname: &str, after: Option<&
             );
         }
         return format!("branch {branch:?}: commit {after} is not on the branch; nothing queued");
+    }
+    // A delivery replayed (under a new delivery id, or none) names the commit the branch is
+    // already at: the run of that commit, whatever became of it, is the run of this delivery.
+    match ctx.store().latest_run_of_branch(&source.app, branch) {
+        Ok(Some(run)) if run.commit == head => {
+            return format!("branch {branch:?}: commit {} already has run {}; nothing queued", &head[..12], run.id)
+        }
+        Ok(_) => {}
+        Err(e) => return format!("branch {branch:?}: {e}"),
     }
     match ctx.store().queue_run(&source.app, branch, &head, trigger, now_ms()) {
         Ok((id, _)) => {
@@ -251,7 +285,7 @@ pub(crate) async fn poll_loop(ctx: Arc<Ctx>) {
             if source.polled_at_ms.is_some_and(|at| now < at + interval) {
                 continue;
             }
-            let heads = match remote_heads(&source.url).await {
+            let heads = match remote_heads(&ctx, &source).await {
                 Ok(heads) => heads,
                 Err(e) => {
                     warn!(app = %source.app, error = %e, "polling failed");
@@ -276,8 +310,11 @@ pub(crate) async fn poll_loop(ctx: Arc<Ctx>) {
     }
 }
 
-async fn remote_heads(url: &str) -> Result<BTreeMap<String, String>, String> {
-    let out = git().args(["ls-remote", "--heads"]).arg(url).output().await.map_err(|e| e.to_string())?;
+async fn remote_heads(ctx: &Ctx, source: &Source) -> Result<BTreeMap<String, String>, String> {
+    let mut list = git();
+    list.args(["ls-remote", "--heads"]).arg(&source.url);
+    let what = format!("git ls-remote for {}", source.app);
+    let out = crate::gitcmd::output(ctx, list, what).await.map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
     }
@@ -288,4 +325,20 @@ async fn remote_heads(url: &str) -> Result<BTreeMap<String, String>, String> {
             Some((refname.strip_prefix("refs/heads/")?.to_owned(), sha.to_owned()))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_9_f10_old_or_future_signed_deliveries_are_refused() {
+        let now = 1_764_633_600;
+        assert!(check_signed_time(now, now).is_ok());
+        assert!(check_signed_time(now - MAX_DELIVERY_AGE_SECS, now).is_ok());
+        assert!(check_signed_time(now + MAX_CLOCK_SKEW_SECS, now).is_ok());
+        let old = check_signed_time(now - MAX_DELIVERY_AGE_SECS - 1, now).unwrap_err();
+        assert!(old.contains("3601s old"), "{old}");
+        assert!(check_signed_time(now + MAX_CLOCK_SKEW_SECS + 1, now).unwrap_err().contains("future"));
+    }
 }

@@ -83,5 +83,5 @@ fn secrets_are_sealed_injected_and_masked_and_config_makes_releases() {
 
     let bad = drover.run(&["config", "set", "vault", "PORT=1"]);
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("PORT is set by Drover"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("PORT is reserved: drover sets it"));
 }
