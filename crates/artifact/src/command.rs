@@ -17,8 +17,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Variables passed through from the server's own environment, so tools are found and
-/// behave; everything else a build sees comes from the app's env.
-const SERVER_ENV: [&str; 3] = ["PATH", "HOME", "LANG"];
+/// behave; everything else a build sees comes from the app's env. `HOME` is not among them: a
+/// command gets an empty home of its own, so the operator's `~/.gitconfig`, `~/.npmrc` or
+/// `pip.conf` (and credentials there) neither reach a build nor change what it makes behind
+/// the cache key's back.
+const SERVER_ENV: [&str; 2] = ["PATH", "LANG"];
 
 /// Longer lines are handed over in pieces of this many bytes, so a command printing megabytes
 /// without a newline cannot make us buffer all of it.
@@ -37,11 +40,14 @@ pub(crate) fn run(
 ) -> Result<(), ArtifactError> {
     let spawn_error = |source| ArtifactError::Spawn { command: command.to_owned(), source };
     let (reader, writer) = io::pipe().map_err(spawn_error)?;
+    // Removed when this returns, once the command's process group is gone.
+    let home = tempfile::Builder::new().prefix("drover-build-home-").tempdir().map_err(spawn_error)?;
     let mut sh = Command::new("sh");
     sh.arg("-c")
         .arg(command)
         .current_dir(cwd)
         .env_clear()
+        .env("HOME", home.path())
         .stdin(Stdio::null())
         .stdout(writer.try_clone().map_err(spawn_error)?)
         .stderr(writer)

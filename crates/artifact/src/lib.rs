@@ -127,8 +127,8 @@ impl ArtifactStore {
     ///
     /// On a cache hit, returns the stored slug with `cached: true` and runs nothing. Otherwise
     /// copies `src` (without `.git`) into a fresh directory under `tmp/` and runs each step
-    /// there with `sh -c`, stdin from `/dev/null`, and `env` plus the server's `PATH`, `HOME` and
-    /// `LANG` (`env` wins). A cached step runs apart, in a directory with only its inputs, or is
+    /// there with `sh -c`, stdin from `/dev/null`, an empty `HOME` of its own, and `env` plus
+    /// the server's `PATH` and `LANG` (`env` wins). A cached step runs apart, in a directory with only its inputs, or is
     /// not run at all when its layer is stored (see [`layer`]). Each line the commands print,
     /// stdout and stderr, goes to `on_line`, with a line saying which layers were reused.
     /// The first failing command ends the build with an error naming it and its exit status.

@@ -1019,3 +1019,18 @@ fn each_build_command_reports_its_process_group_as_it_starts() {
     assert_eq!(spawned.len(), 2);
     assert_eq!(lines, spawned, "each command's shell leads its group, and is what on_spawn names");
 }
+
+#[test]
+fn issue_9_f13_a_build_step_gets_an_empty_home_of_its_own() {
+    let dir = TempDir::new().unwrap();
+    let store = open_store(dir.path(), "store");
+    let src = app(dir.path());
+    // The step prints its HOME and what it holds; the operator's home, with its git or npm
+    // config, is not it.
+    let (_, lines) = build(&store, &src, &["echo \"home=$HOME\"; ls -A \"$HOME\"; echo end"], &env(&[]));
+    let home = lines.iter().find_map(|l| l.strip_prefix("home=")).unwrap_or_else(|| panic!("{lines:?}")).to_owned();
+    assert_ne!(Some(home.as_str()), std::env::var("HOME").ok().as_deref(), "{lines:?}");
+    let after = lines.iter().position(|l| l.starts_with("home=")).unwrap();
+    assert_eq!(lines[after + 1], "end", "the home is empty: {lines:?}");
+    assert!(!Path::new(&home).exists(), "the home is removed after the step");
+}
