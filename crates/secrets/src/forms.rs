@@ -1,9 +1,14 @@
 //! The forms in which a secret value can show up in a log line, as literal patterns for the
-//! masker: the value itself and its base64 encodings.
+//! masker: the value itself, its base64 encodings, its hex encodings (lower and upper case) and
+//! the base64 encodings of those.
 //!
-//! Percent-encoded forms are not listed: there are too many encoders, each with its own set of
-//! characters left alone and its own hex case. The masker decodes the line instead (see
-//! [`crate::view`]), which covers them all with these same patterns.
+//! Escaped forms are not listed: percent-encoding, JSON and other backslash escapes, and ANSI
+//! color codes between the characters come in too many variants (which characters are escaped, in
+//! which hex case). The masker decodes the line instead (see [`crate::view`]), which covers them
+//! all with these same patterns, and so also the escaped forms of the base64 and hex forms.
+//!
+//! Not covered: hex in mixed case, hex with separators (`de:ad`, `0xde 0xad`), hex of a base64
+//! form, and any other encoding or transformation (reversed, compressed, encrypted).
 
 use std::collections::BTreeSet;
 
@@ -29,7 +34,16 @@ fn add_forms_of_part(value: &str, patterns: &mut BTreeSet<String>) {
         return;
     }
     patterns.insert(value.to_owned());
-    let bytes = value.as_bytes();
+    add_base64_forms(value.as_bytes(), patterns);
+    // As `xxd -p` or a program's hex encoder prints it. Hex inside a longer hex blob is the same
+    // string, since each byte owns its two digits; `xxd -p` wraps lines, which the stream joins.
+    for hex in [hex::encode(value), hex::encode_upper(value)] {
+        add_base64_forms(hex.as_bytes(), patterns);
+        patterns.insert(hex);
+    }
+}
+
+fn add_base64_forms(bytes: &[u8], patterns: &mut BTreeSet<String>) {
     for (padded, unpadded) in [(&STANDARD, &STANDARD_NO_PAD), (&URL_SAFE, &URL_SAFE_NO_PAD)] {
         // The value encoded on its own, as `printf %s "$S" | base64` prints it.
         patterns.insert(padded.encode(bytes));
@@ -69,30 +83,66 @@ mod tests {
         check("abc", &[]);
         // Computed independently with Python's base64 module. `abcd` encodes to "YWJjZA==", at
         // alignment 1 to "AGFiY2Q" (stable middle "FiY2") and at alignment 2 to "AABhYmNk" (stable
-        // middle "hYmNk"); url-safe is the same for these bytes.
-        check("abcd", &["FiY2", "YWJjZ", "YWJjZA", "YWJjZA==", "abcd", "hYmNk"]);
-        // `>?>?` encodes with `+` and `/`, which differ between the two alphabets.
+        // middle "hYmNk"); url-safe is the same for these bytes. Its hex has no letters, so lower
+        // and upper case are one form, "61626364", with its own base64 forms.
         check(
-            ">?>?",
-            &["+Pz4/", "-Pz4_", "4/Pj", "4_Pj", ">?>?", "Pj8+P", "Pj8+Pw", "Pj8+Pw==", "Pj8-P", "Pj8-Pw", "Pj8-Pw=="],
-        );
-        // A value of several lines also masks each of its lines on its own.
-        check(
-            "ab\ncdef",
+            "abcd",
             &[
-                "FiCmNkZW",
-                "NkZW",
-                "Y2RlZ",
-                "Y2RlZg",
-                "Y2RlZg==",
-                "YWIKY2RlZ",
-                "YWIKY2RlZg",
-                "YWIKY2RlZg==",
-                "ab\ncdef",
-                "cdef",
-                "hYgpjZGVm",
-                "jZGVm",
+                "2MTYyNjM2N",
+                "61626364",
+                "FiY2",
+                "NjE2MjYzNj",
+                "NjE2MjYzNjQ",
+                "NjE2MjYzNjQ=",
+                "YWJjZ",
+                "YWJjZA",
+                "YWJjZA==",
+                "YxNjI2MzY0",
+                "abcd",
+                "hYmNk",
             ],
         );
+        // `>?>?` encodes with `+` and `/`, which differ between the two alphabets; its hex has
+        // letters, so both cases are forms.
+        check(
+            ">?>?",
+            &[
+                "+Pz4/",
+                "-Pz4_",
+                "3E3F3E3F",
+                "3e3f3e3f",
+                "4/Pj",
+                "4_Pj",
+                ">?>?",
+                "M0UzRjNFM0",
+                "M0UzRjNFM0Y",
+                "M0UzRjNFM0Y=",
+                "M2UzZjNlM2",
+                "M2UzZjNlM2Y",
+                "M2UzZjNlM2Y=",
+                "NFM0YzRTNG",
+                "NlM2YzZTNm",
+                "Pj8+P",
+                "Pj8+Pw",
+                "Pj8+Pw==",
+                "Pj8-P",
+                "Pj8-Pw",
+                "Pj8-Pw==",
+                "zRTNGM0UzR",
+                "zZTNmM2UzZ",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_value_of_several_lines_also_masks_each_line() {
+        let mut forms = BTreeSet::new();
+        add_forms("ab\ncdef\r\nghij", &mut forms);
+        let mut expected = BTreeSet::new();
+        // "ab" is too short to be masked on its own.
+        for part in ["ab\ncdef\r\nghij", "cdef", "ghij"] {
+            add_forms_of_part(part, &mut expected);
+        }
+        assert_eq!(forms, expected);
     }
 }

@@ -6,9 +6,11 @@
 //!   key file, and opens it again as a [`SecretValue`], whose `Debug` and `Display` print `***`.
 //!   The sealed bytes are opaque: the `store` crate persists them as a blob and never sees a
 //!   plaintext.
-//! - [`Masker`] replaces secret values, and the encodings of them a program is likely to print, by
-//!   `***` in log lines, one line at a time ([`Masker::mask_line`]) or as a stream that also catches
-//!   a value split across two lines ([`Masker::stream`]).
+//! - [`Masker`] replaces secret values, and the encodings of them a program is likely to print
+//!   (base64, hex, percent- and backslash-escaped, with color codes in between), by `***` in log
+//!   lines, one line at a time ([`Masker::mask_line`]) or as a stream that also catches a value
+//!   split across any number of consecutive lines ([`Masker::stream`]). `tests/fuzz_masker.rs`
+//!   checks that as a property: no character of any form of a secret gets through.
 //!
 //! **Invariants.** This crate does no IO other than reading and creating the key file: no tokio, no
 //! SQLite, no network. It never logs, and no type of it prints a secret through `Debug` or
