@@ -1,6 +1,7 @@
 //! One function per CLI command, over the API client.
 
 use crate::client::{self, Client};
+use crate::terminal::{for_stderr, for_stdout};
 use crate::{Command, ConfigCommand, RunCommand, SecretsCommand, ServerCommand, SourceCommand};
 use anyhow::{bail, Context};
 use api::datadir::DataDir;
@@ -95,7 +96,7 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
                 for r in releases {
                     let mark = if r.target { "*" } else { " " };
                     let digest = r.digest.strip_prefix("sha256:").map(|h| &h[..12]).unwrap_or(&r.digest);
-                    println!("{mark} {:<8} sha256:{:<13} {}", format!("v{}", r.id), digest, r.description);
+                    println!("{mark} {:<8} sha256:{:<13} {}", format!("v{}", r.id), digest, for_stdout(&r.description));
                 }
             }
             Ok(0)
@@ -141,7 +142,8 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
                 out.print_json(&events);
             } else {
                 for e in events {
-                    println!("{} {:<12} {:<20} {}", format_ts(e.ts_ms), e.app.unwrap_or_default(), e.kind, e.message);
+                    let message = for_stdout(&e.message);
+                    println!("{} {:<12} {:<20} {message}", format_ts(e.ts_ms), e.app.unwrap_or_default(), e.kind);
                 }
             }
             Ok(0)
@@ -164,10 +166,10 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
                         vec![
                             r.id.to_string(),
                             r.app.clone(),
-                            r.branch.clone(),
+                            for_stdout(&r.branch).into_owned(),
                             commit,
                             r.status.clone(),
-                            r.message.clone(),
+                            for_stdout(&r.message).into_owned(),
                         ]
                     })
                     .collect();
@@ -181,7 +183,7 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
                 out.print_json(&view);
             } else {
                 println!("run {} of {} on branch {:?} at {}", view.id, view.app, view.branch, view.commit);
-                println!("status: {} ({})", view.status, view.message);
+                println!("status: {} ({})", view.status, for_stdout(&view.message));
                 if let Some(digest) = &view.digest {
                     println!("artifact: {digest}");
                 }
@@ -189,7 +191,7 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
                     println!("{:<24} {:<10} {:>8}  MESSAGE", "STEP", "STATUS", "TIME");
                     for step in &view.steps {
                         let time = format_duration(step.duration_ms);
-                        println!("{:<24} {:<10} {time:>8}  {}", step.name, step.status, step.message);
+                        println!("{:<24} {:<10} {time:>8}  {}", step.name, step.status, for_stdout(&step.message));
                     }
                 }
                 if let Some(tests) = &view.tests {
@@ -206,12 +208,12 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
                                 (_, name) => name.unwrap_or_default().to_owned(),
                             };
                             let message = outcome["message"].as_str().unwrap_or_default();
-                            println!("  {kind}: {name}: {message}");
+                            println!("  {kind}: {}: {}", for_stdout(&name), for_stdout(message));
                         }
                     }
                 }
                 for line in &view.log {
-                    println!("  {}", line.line);
+                    println!("  {}", for_stdout(&line.line));
                 }
             }
             Ok(0)
@@ -233,7 +235,7 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
                 out.print_json(&view);
             } else {
                 for (key, value) in &view.vars {
-                    println!("{key}={value}");
+                    println!("{key}={}", for_stdout(value));
                 }
                 for key in &view.secrets {
                     println!("{key}=*** (secret)");
@@ -281,7 +283,7 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
             if out.json {
                 out.print_json(&view);
             } else {
-                println!("{}: {}", view.app, view.url);
+                println!("{}: {}", view.app, for_stdout(&view.url));
                 if let (Some(url), Some(secret)) = (&view.webhook_url, &view.webhook_secret) {
                     println!("webhook: {url}\nsecret:  {secret}");
                 }
@@ -537,7 +539,7 @@ async fn follow_deploy(client: &Client, mut view: DeployView, wait: bool, out: &
     loop {
         if !out.json {
             for line in &view.log {
-                println!("  {}", line.line);
+                println!("  {}", for_stdout(&line.line));
             }
             std::io::stdout().flush()?;
         }
@@ -571,7 +573,7 @@ async fn follow_deploy(client: &Client, mut view: DeployView, wait: bool, out: &
             Ok(0)
         }
         _ => {
-            eprintln!("error: deploy {} {}: {}", view.id, view.status, view.message);
+            eprintln!("error: deploy {} {}: {}", view.id, view.status, for_stderr(&view.message));
             Ok(1)
         }
     }
@@ -583,7 +585,7 @@ async fn decide(client: &Client, run: u64, verb: &str, out: &Output) -> anyhow::
     if out.json {
         out.print_json(&view);
     } else {
-        println!("run {}: {}", view.id, view.message);
+        println!("run {}: {}", view.id, for_stdout(&view.message));
     }
     Ok(0)
 }
@@ -611,7 +613,7 @@ async fn run_logs(client: &Client, run: u64, follow: bool, out: &Output) -> anyh
             if out.json {
                 println!("{}", serde_json::to_string(line).expect("log lines serialize"));
             } else {
-                println!("{}", line.line);
+                println!("{}", for_stdout(&line.line));
             }
             seen = line.seq;
         }
@@ -654,7 +656,7 @@ async fn logs(client: &Client, app: &str, follow: bool, tail: usize, out: &Outpu
                     format_ts(record.ts),
                     record.instance,
                     format!("{:?}", record.stream).to_lowercase(),
-                    record.line
+                    for_stdout(&record.line)
                 )?;
             }
             lock.flush()?;

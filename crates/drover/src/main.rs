@@ -7,6 +7,7 @@ mod client;
 mod commands;
 mod credential;
 mod hook;
+mod terminal;
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -304,7 +305,8 @@ fn main() {
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // The message may quote the server, and through it an app or a push.
+            eprintln!("error: {}", terminal::for_stderr(&format!("{e:#}")));
             1
         }
     };
