@@ -109,7 +109,17 @@ pub(crate) async fn test_artifact(
         for masked in masks.flush() {
             log(&masked);
         }
-        outcome.map_err(|e| crate::routes::chain(&e))
+        drop(masks);
+        let mut outcome = outcome.map_err(|e| crate::routes::chain(&e))?;
+        // The report is the tests' own words (messages, captured output): stored with the
+        // attestation and the run, and shown by `drover run show`, it is masked like the log.
+        if let Some(report) = outcome.report.take() {
+            outcome.report = Some(mask_report(&masker, report));
+        }
+        for error in &mut outcome.report_errors {
+            *error = masker.mask_text(error);
+        }
+        Ok(outcome)
     })
     .await
     .expect("tests do not panic");
@@ -125,6 +135,28 @@ pub(crate) async fn test_artifact(
         .record_attestation(digest, source, passed, report_json.as_deref(), now_ms())
         .map_err(|e| e.to_string())?;
     Ok(Some(outcome))
+}
+
+/// `report` with every text the tests wrote masked: names, messages and details (which hold the
+/// captured output).
+fn mask_report(masker: &secrets::Masker, mut report: pipeline::TestReport) -> pipeline::TestReport {
+    if masker.is_empty() {
+        return report;
+    }
+    for case in &mut report.cases {
+        for text in [&mut case.suite, &mut case.classname, &mut case.name] {
+            *text = masker.mask_text(text);
+        }
+        match &mut case.outcome {
+            pipeline::Outcome::Passed => {}
+            pipeline::Outcome::Failed { message, detail } | pipeline::Outcome::Error { message, detail } => {
+                *message = masker.mask_text(message);
+                *detail = masker.mask_text(detail);
+            }
+            pipeline::Outcome::Skipped { message } => *message = masker.mask_text(message),
+        }
+    }
+    report
 }
 
 /// Writes a test's secrets to a 0600 file in `dir` (on a tmpfs) for its containers to source.

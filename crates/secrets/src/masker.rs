@@ -127,6 +127,22 @@ impl Masker {
     pub fn stream(&self) -> MaskStream<'_> {
         MaskStream { masker: self, held: VecDeque::new() }
     }
+
+    /// Masks a whole text of any number of lines (a test report's message or captured output),
+    /// as the stream masks them: a value split across its lines is masked too. The line breaks
+    /// (`\n`) stay where they were.
+    pub fn mask_text(&self, text: &str) -> String {
+        if self.is_empty() {
+            return text.to_owned();
+        }
+        let mut stream = self.stream();
+        let mut lines: Vec<String> = Vec::new();
+        for line in text.split('\n') {
+            lines.extend(stream.push(line));
+        }
+        lines.extend(stream.flush());
+        lines.join("\n")
+    }
 }
 
 impl fmt::Debug for Masker {

@@ -339,3 +339,11 @@ fn issue_9_f8_stream_holds_a_bounded_number_of_lines() {
     assert_eq!(rest.last().unwrap(), "cd.");
     assert!(stream.flush().is_empty());
 }
+
+#[test]
+fn issue_9_f8_a_whole_text_is_masked_across_its_lines() {
+    let masker = Masker::new(["hunter2-secret"]);
+    let text = "AssertionError: got hunter2-\nsecret back\n\nand hunter2-secret again\n";
+    assert_eq!(masker.mask_text(text), "AssertionError: got ***\n*** back\n\nand *** again\n");
+    assert_eq!(Masker::new(Vec::<String>::new()).mask_text(text), text);
+}
