@@ -120,7 +120,7 @@ pub fn plan(desired: &Desired, observed: &[Observed], now_ms: u64) -> Vec<Action
             Life::Stopping => {}
             Life::Alive { inflight, .. } => {
                 if let Some(since) = inst.draining_since_ms {
-                    let drain_timeout = spec.map_or(0, |s| s.deploy.drain_timeout.as_millis() as u64);
+                    let drain_timeout = spec.map_or(0, |s| millis(s.deploy.drain_timeout));
                     if *inflight == 0 || now_ms.saturating_sub(since) >= drain_timeout {
                         actions.push(Action::Stop { id: inst.id.clone() });
                     }
@@ -187,11 +187,18 @@ fn is_ready(inst: &Observed) -> bool {
 
 /// Why a web instance past its start period must be replaced: it failed `liveness_threshold`
 /// health checks in a row.
+/// A duration in milliseconds, saturating: a release stored before durations were bounded may
+/// hold one too long for `u64`, which `as` would wrap (a deadline of 18446744073709552s became
+/// 384 ms).
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn liveness_failure(inst: &Observed, spec: Option<&AppSpec>, now_ms: u64) -> Option<String> {
     let (Some(spec), Life::Alive { ready: false, consecutive_failures, last_error, .. }) = (spec, &inst.life) else {
         return None;
     };
-    let past_start = now_ms.saturating_sub(inst.created_at_ms) >= spec.health.start_period.as_millis() as u64;
+    let past_start = now_ms.saturating_sub(inst.created_at_ms) >= millis(spec.health.start_period);
     if !inst.process.is_web() || !past_start || *consecutive_failures < spec.health.liveness_threshold {
         return None;
     }
@@ -215,7 +222,7 @@ fn rollout_failure(
             }
         }
     }
-    let deadline = spec.deploy.deadline.as_millis() as u64;
+    let deadline = millis(spec.deploy.deadline);
     if now_ms.saturating_sub(rollout.started_ms) < deadline {
         return None;
     }

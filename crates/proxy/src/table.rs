@@ -45,7 +45,15 @@ enum TableError {
     DuplicateBackend { id: InstanceId, first: AppName, second: AppName },
     #[error("sites.{app}.backends.{id}.health.interval: must be more than zero")]
     ZeroInterval { app: AppName, id: InstanceId },
+    /// A probe period or timeout the timers cannot hold: `now + period` would overflow and panic
+    /// the checker, taking the data plane down for a table built from an old stored release.
+    #[error("sites.{app}.backends.{id}.health.{field}: must be at most {max:?}")]
+    HealthTooLong { app: AppName, id: InstanceId, field: &'static str, max: std::time::Duration },
 }
+
+/// The longest probe interval and timeout the proxy takes: the ranges `drover.yml` allows.
+const MAX_PROBE_INTERVAL: std::time::Duration = model::HealthSpec::INTERVAL_RANGE.max;
+const MAX_PROBE_TIMEOUT: std::time::Duration = model::HealthSpec::TIMEOUT_RANGE.max;
 
 impl TableError {
     /// The site the refused part belonged to.
@@ -54,7 +62,8 @@ impl TableError {
             TableError::DuplicateSite { app }
             | TableError::EmptyHost { app }
             | TableError::InvalidHost { app, .. }
-            | TableError::ZeroInterval { app, .. } => app,
+            | TableError::ZeroInterval { app, .. }
+            | TableError::HealthTooLong { app, .. } => app,
             TableError::DuplicateHost { second, .. } | TableError::DuplicateBackend { second, .. } => second,
         }
     }
@@ -106,11 +115,30 @@ pub(crate) fn validate(table: RouteTable, current: &Snapshot) -> Accepted {
         site.hosts = hosts;
         let mut backends = Vec::with_capacity(site.backends.len());
         for backend in site.backends.drain(..) {
-            match backend.health.interval.is_zero() {
-                true => {
-                    rejected.push(TableError::ZeroInterval { app: site.app.clone(), id: backend.id }.into_rejection())
-                }
-                false => backends.push(backend),
+            let app = site.app.clone();
+            let health = &backend.health;
+            let refused = if health.interval.is_zero() {
+                Some(TableError::ZeroInterval { app, id: backend.id.clone() })
+            } else if health.interval > MAX_PROBE_INTERVAL {
+                Some(TableError::HealthTooLong {
+                    app,
+                    id: backend.id.clone(),
+                    field: "interval",
+                    max: MAX_PROBE_INTERVAL,
+                })
+            } else if health.timeout > MAX_PROBE_TIMEOUT {
+                Some(TableError::HealthTooLong {
+                    app,
+                    id: backend.id.clone(),
+                    field: "timeout",
+                    max: MAX_PROBE_TIMEOUT,
+                })
+            } else {
+                None
+            };
+            match refused {
+                Some(error) => rejected.push(error.into_rejection()),
+                None => backends.push(backend),
             }
         }
         site.backends = backends;
@@ -540,6 +568,22 @@ b: sites.b.backends: instance a-1 is already a backend of a",
 a [a] ()
 b [b] (x-1)
 a: sites.a.backends: instance x-1 is already a backend of b",
+        );
+    }
+
+    #[test]
+    fn issue_9_f11_a_probe_period_the_timers_cannot_hold_drops_that_backend_alone() {
+        let mut slow = backend("a-2", 2, true);
+        slow.health.interval = std::time::Duration::from_secs(4 * 3600 * 1_000_000_000_000_000);
+        let mut patient = backend("a-3", 3, true);
+        patient.health.timeout = std::time::Duration::from_secs(3601);
+        check(
+            vec![],
+            vec![site("a", &["a"], vec![backend("a-1", 1, true), slow, patient])],
+            "
+a [a] (a-1)
+a: sites.a.backends.a-2.health.interval: must be at most 3600s
+a: sites.a.backends.a-3.health.timeout: must be at most 600s",
         );
     }
 

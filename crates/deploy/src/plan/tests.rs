@@ -161,3 +161,21 @@ fn rollback_reason_names_the_deadline() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[test]
+fn issue_9_f11_a_deadline_too_long_for_milliseconds_does_not_wrap() {
+    // A release stored before durations were bounded: 18446744073709552s is 384 ms once wrapped.
+    let mut spec = spec(ROLLING, 1);
+    spec.deploy.deadline = Duration::from_secs(18_446_744_073_709_552);
+    spec.deploy.drain_timeout = Duration::from_secs(18_446_744_073_709_552);
+    let desired = Desired {
+        app: spec.name.clone(),
+        target: Some((ReleaseId(2), spec.clone())),
+        scale: BTreeMap::new(),
+        rollout: Some(Rollout { deploy_id: 1, started_ms: 0, previous: None }),
+    };
+    assert_eq!(render(&plan(&desired, &[inst(0, "v2 starting")], 61_000)), "");
+    // A draining instance with requests in flight waits too, rather than being stopped at once.
+    let draining = [inst(0, "v2 ready"), inst(1, "v1 ready draining@0 inflight=1")];
+    assert_eq!(render(&plan(&desired, &draining, 61_000)), "finish ok");
+}
