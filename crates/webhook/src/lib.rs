@@ -67,6 +67,10 @@ pub enum WebhookError {
     MissingSignature(&'static str),
     #[error("bad signature")]
     BadSignature,
+    /// An empty secret would make a signature anyone can compute, or a GitLab token anyone can
+    /// send: nothing verifies against one.
+    #[error("the webhook secret is empty")]
+    EmptySecret,
     #[error("missing {0} header")]
     MissingEvent(&'static str),
     #[error("payload is not a valid {provider} push event: {message}")]
@@ -91,6 +95,9 @@ pub fn verify(
     body: &[u8],
     secret: &[u8],
 ) -> Result<(), WebhookError> {
+    if secret.is_empty() {
+        return Err(WebhookError::EmptySecret);
+    }
     match provider {
         Provider::GitLab => {
             let token = headers.get("x-gitlab-token").ok_or(WebhookError::MissingSignature("X-Gitlab-Token"))?;

@@ -182,11 +182,15 @@ fn providers_round_trip_by_name() {
 #[test]
 fn issue_9_f10_a_github_push_carries_its_signed_push_time() {
     let headers = [("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "d1")];
-    let timed = String::from_utf8(github_body()).unwrap().replace(r#""full_name":"o/r""#, r#""full_name":"o/r","pushed_at":1764633600"#);
+    let timed = String::from_utf8(github_body())
+        .unwrap()
+        .replace(r#""full_name":"o/r""#, r#""full_name":"o/r","pushed_at":1764633600"#);
     assert_eq!(parse(Provider::GitHub, &headers[..], timed.as_bytes()).unwrap().signed_at, Some(1764633600));
     assert_eq!(parse(Provider::GitHub, &headers[..], &github_body()).unwrap().signed_at, None);
     // A date string (as other GitHub events carry) is no push time; Gitea signs none.
-    let dated = String::from_utf8(github_body()).unwrap().replace(r#""full_name":"o/r""#, r#""full_name":"o/r","pushed_at":"2026-12-01T00:00:00Z""#);
+    let dated = String::from_utf8(github_body())
+        .unwrap()
+        .replace(r#""full_name":"o/r""#, r#""full_name":"o/r","pushed_at":"2026-12-01T00:00:00Z""#);
     assert_eq!(parse(Provider::GitHub, &headers[..], dated.as_bytes()).unwrap().signed_at, None);
     let gitea = [("X-Gitea-Event", "push"), ("X-Gitea-Delivery", "d2")];
     assert_eq!(parse(Provider::Gitea, &gitea[..], timed.as_bytes()).unwrap().signed_at, None);

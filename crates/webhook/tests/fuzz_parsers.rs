@@ -21,7 +21,7 @@
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use std::path::PathBuf;
-use webhook::{parse, sign, verify, Event, Provider};
+use webhook::{parse, sign, verify, Event, Provider, WebhookError};
 
 /// Proptest cases when `DROVER_FUZZ_CASES` is unset.
 const DEFAULT_CASES: u32 = 2000;
@@ -447,15 +447,13 @@ fn parsers_survive_signed_mutated_bodies() {
     });
 }
 
-/// FIXME(issue 9): `verify` accepts an empty secret, and with it a GitLab delivery whose token
-/// is empty, and an HMAC anyone can compute. The API never stores an empty secret (it makes a
-/// random one), but `verify` should refuse one itself; until it does, this asserts today's
-/// behavior so the change is noticed.
+/// An empty secret verifies nothing: not a GitLab delivery whose token is empty, nor an HMAC
+/// anyone can compute.
 #[test]
-fn an_empty_secret_is_accepted_today() {
+fn issue_9_f10_an_empty_secret_verifies_nothing() {
     let headers = [("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", "")];
-    assert_eq!(verify(Provider::GitLab, &headers[..], b"{}", b""), Ok(()));
+    assert_eq!(verify(Provider::GitLab, &headers[..], b"{}", b""), Err(WebhookError::EmptySecret));
     let signature = format!("sha256={}", sign(b"", b"{}"));
     let headers = [("X-GitHub-Event", "push"), ("X-Hub-Signature-256", signature.as_str())];
-    assert_eq!(verify(Provider::GitHub, &headers[..], b"{}", b""), Ok(()));
+    assert_eq!(verify(Provider::GitHub, &headers[..], b"{}", b""), Err(WebhookError::EmptySecret));
 }
