@@ -275,7 +275,11 @@ pub async fn dispatch(command: Command, data: DataDir, out: Output) -> anyhow::R
             let client = Client::connect(&data)?;
             let view: SourceView = match command {
                 SourceCommand::Set { app, url, provider, poll } => {
-                    let request = SourceRequest { url, provider, poll_interval_ms: poll.map(|d| d.as_millis() as u64) };
+                    let request = SourceRequest {
+                        url,
+                        provider,
+                        poll_interval_ms: poll.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    };
                     client.post(&format!("/apps/{app}/source"), &request).await?
                 }
                 SourceCommand::Show { app } => client.get(&format!("/apps/{app}/source")).await?,

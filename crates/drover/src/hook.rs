@@ -69,11 +69,17 @@ pub fn pre_receive() -> anyhow::Result<i32> {
             continue;
         }
         if let Some(why) = check_commit(&app, branch, &update.new) {
-            eprintln!("drover: refused: {why}");
+            // Reaches the pusher's terminal through git: branch names and drover.yml errors are
+            // the pusher's own text, shown, never obeyed.
+            eprintln!("drover: refused: {}", crate::terminal::render(&why));
             refused = true;
         }
     }
     Ok(if refused { 1 } else { 0 })
+}
+
+fn render_error(e: &anyhow::Error) -> String {
+    crate::terminal::render(&format!("{e:#}")).into_owned()
 }
 
 pub async fn post_receive(data: &DataDir) -> anyhow::Result<i32> {
@@ -82,17 +88,17 @@ pub async fn post_receive(data: &DataDir) -> anyhow::Result<i32> {
     let client = match Client::connect(data) {
         Ok(client) => client,
         Err(e) => {
-            println!("drover: the push is stored, but no run was queued: {e:#}");
+            println!("drover: the push is stored, but no run was queued: {}", render_error(&e));
             return Ok(0);
         }
     };
     match client.post::<_, PushResponse>(&format!("/apps/{app}/pushes"), &PushRequest { updates }).await {
         Ok(response) => {
             for message in response.messages {
-                println!("drover: {message}");
+                println!("drover: {}", crate::terminal::render(&message));
             }
         }
-        Err(e) => println!("drover: the push is stored, but no run was queued: {e:#}"),
+        Err(e) => println!("drover: the push is stored, but no run was queued: {}", render_error(&e)),
     }
     Ok(0)
 }
