@@ -78,27 +78,56 @@ impl LogWriter {
 
     /// Like [`capture`](Self::capture), but each line goes through `transform` first, which
     /// returns the lines to write now (it may hold a line back and release it later, as a
-    /// masker of secrets split across lines does); `finish` returns what is still held at the
-    /// end of the stream.
+    /// masker of secrets split across lines does); `release` returns what is still held, and is
+    /// called when the stream has been quiet for [`QUIET`] (so a held line, such as a last
+    /// `progress 100%`, does not wait for the app's next output) and at its end.
+    ///
+    /// The pipe is read on a thread of its own, so a reader blocked on a quiet app never keeps
+    /// held lines back; `transform` and `release` run on the calling thread.
     pub fn capture_transformed(
         &self,
         stream: Stream,
-        reader: impl Read,
+        reader: impl Read + Send,
         mut transform: impl FnMut(&str) -> Vec<String>,
-        finish: impl FnOnce() -> Vec<String>,
+        mut release: impl FnMut() -> Vec<String>,
     ) -> Result<(), LogError> {
-        capture_lines(reader, MAX_LINE_BYTES, |line| {
-            for out in transform(&String::from_utf8_lossy(strip_cr(line))) {
-                self.write_line(stream, out.as_bytes())?;
-            }
-            Ok(())
-        })?;
-        for out in finish() {
-            self.write_line(stream, out.as_bytes())?;
-        }
-        Ok(())
+        let (lines, received) = std::sync::mpsc::sync_channel::<Vec<u8>>(64);
+        std::thread::scope(|scope| {
+            let reading = scope.spawn(move || {
+                capture_lines(reader, MAX_LINE_BYTES, |line| {
+                    // The receiver goes away only when writing failed; stop reading then.
+                    lines.send(line.to_vec()).map_err(|_| LogError::Io {
+                        action: "hand a line over from",
+                        path: PathBuf::from("pipe"),
+                        source: io::Error::other("the log writer stopped"),
+                    })
+                })
+            });
+            let written = (|| {
+                loop {
+                    let out = match received.recv_timeout(QUIET) {
+                        Ok(line) => transform(&String::from_utf8_lossy(strip_cr(&line))),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => release(),
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
+                    for out in out {
+                        self.write_line(stream, out.as_bytes())?;
+                    }
+                }
+                for out in release() {
+                    self.write_line(stream, out.as_bytes())?;
+                }
+                Ok(())
+            })();
+            drop(received);
+            let read = reading.join().expect("reading a pipe does not panic");
+            written.and(read)
+        })
     }
 }
+
+/// How long a captured stream is quiet before lines a transform held back are written.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Appends `record` to the file of its instance under `root`, creating the file if needed.
 pub fn append(root: &Path, record: &LogRecord) -> Result<(), LogError> {

@@ -145,3 +145,38 @@ async fn follow_applies_filters_to_new_records() {
     LogWriter::open(dir.path(), wanted).unwrap().write_system("mine").unwrap();
     assert_eq!(next(&mut follow).await.line, "mine");
 }
+
+#[test]
+fn a_held_line_is_written_once_the_stream_is_quiet_not_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = LogWriter::open(dir.path(), source("hello-web-v7-a2")).unwrap();
+    let (reader, mut pipe) = std::io::pipe().unwrap();
+    let capture = std::thread::spawn({
+        let writer = writer;
+        move || {
+            // Holds every line back, as a masker holds a line that may end with half a secret.
+            let held = std::cell::RefCell::new(Vec::new());
+            writer.capture_transformed(
+                Stream::Stdout,
+                reader,
+                |line| {
+                    held.borrow_mut().push(line.to_owned());
+                    Vec::new()
+                },
+                || std::mem::take(&mut *held.borrow_mut()),
+            )
+        }
+    });
+    use std::io::Write;
+    pipe.write_all(b"progress 100%\n").unwrap();
+    // The app goes quiet with its pipe still open: the held line is written anyway.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while all(dir.path()).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the held line was never written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(all(dir.path())[0].line, "progress 100%");
+    drop(pipe);
+    capture.join().unwrap().unwrap();
+    assert_eq!(all(dir.path()).len(), 1);
+}
