@@ -280,3 +280,37 @@ pub(crate) fn claim_stage_app(ctx: &Ctx, app: &AppName, stage: &StageSpec, branc
     }
     Err(format!("stage {} has no app to deploy to: {}", stage.name, taken.join("; ")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_9_f8_a_test_report_is_masked_in_every_text_it_holds() {
+        let secret = "hunter2-s3cret";
+        let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+        let case = |name: &str, outcome| pipeline::TestCase {
+            suite: format!("suite {secret}"),
+            classname: "tests".to_owned(),
+            name: name.to_owned(),
+            duration_ms: 1,
+            outcome,
+        };
+        let report = pipeline::TestReport::from_cases(vec![
+            case(
+                "test_login",
+                pipeline::Outcome::Failed {
+                    message: format!("expected {secret}"),
+                    detail: format!("--- system-out ---\nkey=hunter2-\ns3cret\n{hex}"),
+                },
+            ),
+            case(&format!("test_{secret}"), pipeline::Outcome::Skipped { message: secret.to_owned() }),
+        ]);
+        let masked = mask_report(&secrets::Masker::new([secret]), report);
+        let json = serde_json::to_string(&masked).unwrap();
+        assert!(!json.contains(secret) && !json.contains("hunter2-\\ns3cret"), "{json}");
+        assert!(!json.contains(&hex), "{json}");
+        assert_eq!((masked.tests, masked.failures, masked.skipped), (2, 1, 1), "the counts are kept");
+        assert!(json.contains(r#""kind":"failed""#), "{json}");
+    }
+}
