@@ -1,4 +1,5 @@
-//! The Docker backend end to end, against the real engine (`scripts/test` starts `dockerd`):
+//! The Docker backend end to end, against the real engine (`scripts/test` starts `dockerd`; where
+//! no engine answers, each test says it was skipped, unless `DROVER_REQUIRE_DOCKER=1`):
 //! containers of a busybox image built here from the host's static busybox (there is no
 //! registry to pull from), serving HTTP on a published loopback port. Waits poll with a
 //! deadline; the deadline only turns a hang into a failure.
@@ -13,44 +14,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "drover-test-busybox:1";
 const DEADLINE: Duration = Duration::from_secs(30);
 const TOKEN: &str = "tok-docker-5e1f2a";
-
-/// Builds [`IMAGE`] once per test binary: `FROM scratch`, the host's static busybox and its
-/// applet links.
-fn image() -> &'static str {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let context = tempfile::tempdir().unwrap();
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists());
-        fs::copy(
-            busybox.expect("busybox-static is installed (scripts/test installs it)"),
-            context.path().join("busybox"),
-        )
-        .unwrap();
-        let dockerfile =
-            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
-        docker_build(context.path(), dockerfile, IMAGE);
-    });
-    IMAGE
-}
-
-/// Builds image `tag` from `dockerfile` in the build context `context`, with the engine's
-/// classic builder (BuildKit is not installed here).
-fn docker_build(context: &Path, dockerfile: &str, tag: &str) {
-    fs::write(context.join("Dockerfile"), dockerfile).unwrap();
-    let out = std::process::Command::new("docker")
-        .args(["build", "-q", "-t", tag])
-        .arg(context)
-        .env("DOCKER_BUILDKIT", "0")
-        .output()
-        .expect("the docker CLI runs");
-    assert!(out.status.success(), "docker build: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -58,12 +26,18 @@ struct Fixture {
 }
 
 impl Fixture {
-    async fn new() -> Self {
+    /// A runtime on a fresh directory, or `None` (with the reason printed) where Docker cannot
+    /// run and the tests may be skipped.
+    async fn new() -> Option<Self> {
+        if let Some(why) = testkit::docker_skip() {
+            eprintln!("skipped: {why}");
+            return None;
+        }
         let dir = tempfile::Builder::new().prefix("docker-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         fs::create_dir(dir.path().join("slug")).unwrap();
         let runtime = Self::runtime_for(dir.path()).await;
-        image();
-        Self { dir, runtime }
+        testkit::busybox_image(IMAGE, "");
+        Some(Self { dir, runtime })
     }
 
     async fn runtime_for(dir: &Path) -> DockerRuntime {
@@ -178,7 +152,7 @@ fn ticks(records: &[LogRecord]) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_serves_is_re_adopted_without_losing_a_line_and_stops() {
-    let fixture = Fixture::new().await;
+    let Some(fixture) = Fixture::new().await else { return };
     let port = free_port();
     let mut spec = fixture.spec("a1", TICKING_SERVER);
     spec.port = Some(port);
@@ -233,7 +207,7 @@ async fn a_container_serves_is_re_adopted_without_losing_a_line_and_stops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slug_runs_read_only_in_the_stack_image_and_is_restarted_when_it_exits() {
-    let fixture = Fixture::new().await;
+    let Some(fixture) = Fixture::new().await else { return };
     fs::write(fixture.dir.path().join("slug/hello.txt"), "from the slug\n").unwrap();
     let mut spec = fixture.spec("s1", "cat hello.txt; touch written 2>/dev/null || echo read-only; sleep 0.2; exit 3");
     spec.artifact = Artifact::Slug(fixture.dir.path().join("slug"));
@@ -259,7 +233,7 @@ async fn a_slug_runs_read_only_in_the_stack_image_and_is_restarted_when_it_exits
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_sends_sigterm_to_the_apps_process_group() {
-    let fixture = Fixture::new().await;
+    let Some(fixture) = Fixture::new().await else { return };
     // The app is a child of the command's shell, which waits for it on SIGTERM. Were only the
     // container's first process signalled (no init), the shell would wait for an app that never
     // heard of the stop, until the grace ran out and SIGKILL ended both silently.
@@ -275,10 +249,10 @@ async fn a_stop_sends_sigterm_to_the_apps_process_group() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_with_its_own_user_and_entrypoint_runs_the_command_with_its_secrets() {
-    let fixture = Fixture::new().await;
+    let Some(fixture) = Fixture::new().await else { return };
     let image = "drover-test-busybox-user:1";
     let context = tempfile::tempdir().unwrap();
-    docker_build(context.path(), &format!("FROM {IMAGE}\nUSER 1000\nENTRYPOINT [\"/bin/false\"]\n"), image);
+    testkit::docker_build(context.path(), &format!("FROM {IMAGE}\nUSER 1000\nENTRYPOINT [\"/bin/false\"]\n"), image);
     let mut spec = fixture.spec("u1", "echo \"uid $(id -u) sees $TOKEN\"; sleep 30");
     spec.artifact = Artifact::Image(image.to_owned());
     spec.sealed_env = vec![fixture.seal("TOKEN", TOKEN)];
@@ -291,7 +265,7 @@ async fn an_image_with_its_own_user_and_entrypoint_runs_the_command_with_its_sec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_kills_what_ignores_sigterm_after_the_grace_period() {
-    let fixture = Fixture::new().await;
+    let Some(fixture) = Fixture::new().await else { return };
     let spec = fixture.spec("g1", "trap '' TERM; echo ready; while true; do sleep 1; done");
     let id = spec.id.clone();
     fixture.runtime.start(spec).await.unwrap();
@@ -304,7 +278,7 @@ async fn a_stop_kills_what_ignores_sigterm_after_the_grace_period() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_specs_are_refused_and_leave_nothing() {
-    let fixture = Fixture::new().await;
+    let Some(fixture) = Fixture::new().await else { return };
     let mut no_image = fixture.spec("b1", "true");
     no_image.artifact = Artifact::Image("drover-no-such-image:404".to_owned());
     let error = fixture.runtime.start(no_image).await.unwrap_err();
@@ -326,7 +300,7 @@ async fn bad_specs_are_refused_and_leave_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_labelled_container_no_instance_knows_is_removed() {
-    let fixture = Fixture::new().await;
+    let Some(fixture) = Fixture::new().await else { return };
     // What a start or a remove cut short could leave: a labelled container without spec.json.
     let stray = fixture.spec("o1", "true").id;
     let root = format!("io.drover.root={}", fixture.dir.path().join("instances").display());
