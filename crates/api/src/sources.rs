@@ -81,12 +81,11 @@ pub(crate) async fn set(
             )));
         }
     }
-    if req.poll_interval_ms.is_some_and(|ms| ms < 1000) {
-        return Err(ApiError::bad_request("poll interval must be at least 1s"));
-    }
-    // Longer would be a source that is never polled; and the next poll's time must not overflow.
-    if req.poll_interval_ms.is_some_and(|ms| ms > MAX_POLL_INTERVAL_MS) {
-        return Err(ApiError::bad_request("poll interval must be at most 24h"));
+    // The range the CLI checks too; the next poll's time cannot overflow within it.
+    if let Some(ms) = req.poll_interval_ms {
+        model::POLL_INTERVAL_RANGE
+            .check(std::time::Duration::from_millis(ms))
+            .map_err(|e| ApiError::bad_request(format!("poll interval: {e}")))?;
     }
     crate::git::ensure_repo(&ctx, &app)
         .await
@@ -184,9 +183,6 @@ pub(crate) async fn receive(
     ctx.runs_wake.notify_one();
     (StatusCode::ACCEPTED, Json(serde_json::json!({ "messages": messages }))).into_response()
 }
-
-/// The longest poll interval.
-const MAX_POLL_INTERVAL_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// How old a delivery's signed push time may be: a captured delivery replayed later, under any
 /// delivery id, is refused once this has passed. A delivery redelivered by hand after that is

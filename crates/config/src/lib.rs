@@ -58,6 +58,19 @@ use model::{AppName, AppSpec};
 use std::io;
 use std::path::Path;
 
+/// Parses a duration as drover.yml writes it (`500ms`, `1.5s`, `2m`, `1h`) and checks it against
+/// `range`: the one parser of durations for every file and flag.
+pub fn parse_duration(text: &str, range: model::DurationRange) -> Result<std::time::Duration, String> {
+    let too_long = || format!("{text:?}: {}", model::DurationRangeError::TooLong { max: range.max });
+    let duration = match duration::parse(text) {
+        Ok(duration) => duration,
+        Err(duration::Unparsed::Malformed) => return Err(format!("{text:?}: expected {}", duration::EXPECTED)),
+        Err(duration::Unparsed::TooLong) => return Err(too_long()),
+    };
+    range.check(duration).map_err(|e| format!("{text:?}: {e}"))?;
+    Ok(duration)
+}
+
 /// The file that describes an app, at the root of its source.
 pub const DROVER_YML: &str = "drover.yml";
 /// The file read when there is no drover.yml.

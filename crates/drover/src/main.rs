@@ -239,23 +239,9 @@ enum SourceCommand {
     Show { app: String },
 }
 
-/// `500ms`, `30s`, `5m` or `1h`.
+/// A poll interval, as drover.yml writes durations (`30s`, `1.5m`), from 1s to 24h.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("{text:?}: expected a duration such as 30s or 5m"))?;
-    let unit_ms: u64 = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(format!("{text:?}: expected a unit of ms, s, m or h")),
-    };
-    // The server takes up to a day; anything longer is refused here rather than wrapped.
-    match n.checked_mul(unit_ms) {
-        Some(ms) if ms <= 24 * 3_600_000 => Ok(std::time::Duration::from_millis(ms)),
-        _ => Err(format!("{text:?}: longer than 24h")),
-    }
+    config::parse_duration(text, model::POLL_INTERVAL_RANGE)
 }
 
 #[derive(Subcommand)]
@@ -372,11 +358,20 @@ fn init_tracing() {
 mod tests {
     #[test]
     fn issue_9_f11_a_poll_interval_never_wraps() {
-        assert_eq!(super::parse_duration("30s"), Ok(std::time::Duration::from_secs(30)));
-        assert_eq!(super::parse_duration("24h"), Ok(std::time::Duration::from_secs(86_400)));
-        for text in ["25h", "18446744073709552s", "99999999999999999999h"] {
+        use std::time::Duration;
+        assert_eq!(super::parse_duration("30s"), Ok(Duration::from_secs(30)));
+        // The same syntax as drover.yml: fractions too.
+        assert_eq!(super::parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(super::parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        for (text, says) in [
+            ("25h", "must be at most 24h"),
+            ("18446744073709552s", "must be at most 24h"),
+            ("99999999999999999999h", "must be at most 24h"),
+            ("500ms", "must be at least 1s"),
+            ("5", "expected a duration"),
+        ] {
             let error = super::parse_duration(text).unwrap_err();
-            assert!(error.contains("24h") || error.contains("expected"), "{text}: {error}");
+            assert!(error.contains(says), "{text}: {error}");
         }
     }
 }

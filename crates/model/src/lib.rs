@@ -14,5 +14,5 @@ pub use name::{AppName, Digest, InstanceId, NameError, ProcessType, ReleaseId};
 pub use route::{Backend, BackendStatus, Balance, HealthCheck, ProxyStatus, RouteTable, Site};
 pub use spec::{
     AppSpec, BuildStep, DeploySpec, DurationRange, DurationRangeError, HealthSpec, HumanDuration, InvalidSpec,
-    RoutingSpec, Strategy, VarScope, TEST_TIMEOUT_RANGE,
+    RoutingSpec, Strategy, VarScope, POLL_INTERVAL_RANGE, TEST_TIMEOUT_RANGE,
 };

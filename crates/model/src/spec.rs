@@ -82,6 +82,10 @@ const fn secs(n: u64) -> Duration {
 /// `pipeline.test.timeout`: the whole test step.
 pub const TEST_TIMEOUT_RANGE: DurationRange = DurationRange::new(secs(1), secs(6 * 3600));
 
+/// How often a source is polled (`drover source set --poll`): not a busy loop, and at least
+/// once a day.
+pub const POLL_INTERVAL_RANGE: DurationRange = DurationRange::new(secs(1), secs(24 * 3600));
+
 /// A validated app description.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppSpec {
