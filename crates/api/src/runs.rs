@@ -398,7 +398,7 @@ async fn wait_for_deploy(ctx: &Ctx, run: u64, deploy_id: u64) -> Result<(), Stri
         match deploy.status {
             DeployStatus::Succeeded => return Ok(()),
             DeployStatus::Building | DeployStatus::Deploying => {}
-            DeployStatus::Failed | DeployStatus::RolledBack => return Err(deploy.message),
+            DeployStatus::Failed | DeployStatus::RolledBack | DeployStatus::Superseded => return Err(deploy.message),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

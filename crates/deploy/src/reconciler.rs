@@ -132,6 +132,7 @@ impl<R: Runtime> Reconciler<R> {
         };
 
         self.stop_orphans(&statuses, &rows);
+        let deploys = self.finish_superseded(&apps, deploys, now);
         let due: Vec<&AppState> = apps
             .iter()
             .filter(|app| self.failing.get(&app.name).is_none_or(|failing| failing.retry_at_ms <= now))
@@ -177,6 +178,40 @@ impl<R: Runtime> Reconciler<R> {
             self.apply(&app.name, &desired, action, now).await?;
         }
         Ok(())
+    }
+
+    /// Ends the rollouts of releases that are no longer their app's target (a config change, a
+    /// rollback or another push made a newer release meanwhile), so nothing waits on them for
+    /// ever; returns the deploys still active.
+    fn finish_superseded(&self, apps: &[AppState], deploys: Vec<store::Deploy>, now: u64) -> Vec<store::Deploy> {
+        let mut active = Vec::with_capacity(deploys.len());
+        for deploy in deploys {
+            let app = deploy.app.as_ref().and_then(|name| apps.iter().find(|a| &a.name == name));
+            let superseded = match (app, deploy.release) {
+                (Some(app), Some(release)) => app.target != Some(release),
+                // Not released yet (still building), or its app is gone: not the applier's.
+                _ => false,
+            };
+            if !superseded {
+                active.push(deploy);
+                continue;
+            }
+            let app = app.expect("a superseded deploy has an app").name.clone();
+            let message = match apps.iter().find(|a| a.name == app).and_then(|a| a.target) {
+                Some(target) => format!("superseded by {target}"),
+                None => "superseded: the app runs no release any more".to_owned(),
+            };
+            let store = self.store();
+            let finished = store
+                .finish_deploy(deploy.id, DeployStatus::Superseded, &message, now)
+                .and_then(|()| store.append_deploy_log(deploy.id, &message))
+                .and_then(|()| store.add_event(Some(&app), "deploy.superseded", &message, now));
+            match finished {
+                Ok(()) => info!(app = %app, deploy = deploy.id, "deploy superseded"),
+                Err(e) => warn!(app = %app, deploy = deploy.id, error = %e, "could not end a superseded deploy"),
+            }
+        }
+        active
     }
 
     fn app_succeeded(&mut self, app: &AppName) {

@@ -79,7 +79,7 @@ pub fn set_remote(data: &DataDir, dir: &Path, app: &str, remote: &str) -> anyhow
 }
 
 /// git's credential helper protocol: `get` answers with the token for a request to this data
-/// dir's server, and with nothing for any other host; `store` and `erase` do nothing, since the
+/// dir's running server, and with nothing for any other host or when the server is not running; `store` and `erase` do nothing, since the
 /// token lives in the data directory.
 pub fn helper(data: &DataDir, action: &str) -> anyhow::Result<i32> {
     let mut request = std::collections::HashMap::new();
@@ -95,7 +95,9 @@ pub fn helper(data: &DataDir, action: &str) -> anyhow::Result<i32> {
     if action != "get" {
         return Ok(0);
     }
-    let ours = api_addr(data).ok().map(|a| a.to_string());
+    // Only a live server of this data dir (pid and start time in server.json) gets the token:
+    // with the server stopped, whatever listens on its remembered port could be anyone's.
+    let ours = crate::client::running_server(data).map(|info| info.api_addr.to_string());
     let asks_us = request.get("protocol").map(String::as_str) == Some("http")
         && ours.is_some()
         && request.get("host") == ours.as_ref();

@@ -133,6 +133,25 @@ fn issue_9_f6_git_remote_pushes_with_the_token_in_no_command_line_and_no_file() 
     let home_dir = home.lines().find_map(|l| l.strip_prefix("file:")).and_then(|l| l.split('\t').next()).unwrap();
     let credentials = Path::new(home_dir).parent().unwrap().join(".git-credentials");
     assert!(!credentials.exists(), "{}", std::fs::read_to_string(&credentials).unwrap_or_default());
+
+    // The helper answers the running server's address only: not another host, and not the
+    // remembered address once the server stopped (anyone could listen there then).
+    let ask = |host: &str| {
+        let mut child = drover
+            .command(&["git-credential", "get"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        write!(child.stdin.take().unwrap(), "protocol=http\nhost={host}\n\n").unwrap();
+        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+    };
+    let api = api_addr(&drover);
+    assert!(ask(&api).contains(&format!("password={token}")));
+    assert_eq!(ask("127.0.0.1:1"), "");
+    drover.ok(&["server", "stop"]);
+    assert_eq!(ask(&api), "", "a stopped server's address gets no token");
 }
 
 /// Deploys DIR by hand and returns the CLI's output, failing the test if the deploy failed.
@@ -303,4 +322,31 @@ fn issue_9_f2_a_broken_app_never_slows_an_unrelated_deploy() {
     assert_eq!(drover.get("aaa-broken", "/").0, 200);
     let events = drover.json(&["events", "zzz-fine"]).to_string();
     assert!(!events.contains("app.error"), "{events}");
+}
+
+#[test]
+fn issue_9_attack_a_deploy_superseded_by_a_newer_release_ends_instead_of_waiting_for_ever() {
+    let drover = Drover::new();
+    drover.start();
+    // Slow to become healthy, so the first rollout is still going when config makes v2.
+    let slow = app_dir("slow", "");
+    let yaml = std::fs::read_to_string(slow.path().join("drover.yml")).unwrap();
+    std::fs::write(
+        slow.path().join("drover.yml"),
+        yaml.replace("web: python3 app.py", "web: sleep 3; exec python3 app.py"),
+    )
+    .unwrap();
+    let first = drover.json(&["deploy", "--no-wait", slow.path().to_str().unwrap()]);
+    assert!(first["id"].is_u64(), "{first}");
+    wait_until("release v1", Duration::from_secs(60), || {
+        let out = drover.run(&["--json", "releases", "slow"]);
+        out.status.success() && serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0]["id"] == 1
+    });
+    drover.ok(&["config", "set", "slow", "LEVEL=debug"]);
+    wait_until("the first deploy to end as superseded", Duration::from_secs(30), || {
+        drover.json(&["events", "slow"]).to_string().contains(&"superseded by v2".to_string())
+    });
+    drover.wait_settled("slow", 2, 1);
+    let events = drover.json(&["events", "slow"]).to_string();
+    assert!(events.contains("deploy.superseded") && events.contains("deploy.succeeded"), "{events}");
 }

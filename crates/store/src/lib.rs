@@ -80,6 +80,8 @@ pub enum DeployStatus {
     Succeeded,
     Failed,
     RolledBack,
+    /// A newer release of the app became its target before this one's rollout ended.
+    Superseded,
 }
 
 impl DeployStatus {
@@ -90,6 +92,7 @@ impl DeployStatus {
             DeployStatus::Succeeded => "succeeded",
             DeployStatus::Failed => "failed",
             DeployStatus::RolledBack => "rolled-back",
+            DeployStatus::Superseded => "superseded",
         }
     }
 
@@ -99,6 +102,7 @@ impl DeployStatus {
             "deploying" => DeployStatus::Deploying,
             "succeeded" => DeployStatus::Succeeded,
             "rolled-back" => DeployStatus::RolledBack,
+            "superseded" => DeployStatus::Superseded,
             _ => DeployStatus::Failed,
         }
     }
