@@ -18,14 +18,19 @@
 //! The proxy is the edge: clients reach it directly, so nothing a client says about the hops
 //! before it is trusted. `X-Forwarded-For`, `-Proto` and `-Host` are overwritten, not appended
 //! to; `Forwarded`, `X-Real-IP` and the other proxy-set headers frameworks read
-//! ([`CLIENT_MAY_NOT_SET`]) are removed. A client's `X-Request-Id` is kept when it is short and
-//! made of safe characters (so logs can follow a request across the caller's systems), and
-//! replaced otherwise. The `Host` the backend gets is set after the headers named in
-//! `Connection` are removed, so `Connection: host` cannot strip it.
+//! ([`CLIENT_MAY_NOT_SET`]) are removed. So is every request header whose name contains `_`,
+//! as nginx does by default (`underscores_in_headers off`): CGI and WSGI servers, PHP and Rack
+//! map `-` and `_` to the same variable, so `X_Real_IP` would reach the app as the
+//! `HTTP_X_REAL_IP` the proxy removed, or join `X-Forwarded-For` as `HTTP_X_FORWARDED_FOR`.
+//! A client's `X-Request-Id` is kept when it is short and made of safe characters (so logs can
+//! follow a request across the caller's systems), and replaced otherwise. The `Host` the
+//! backend gets is set after the headers named in `Connection` are removed, so
+//! `Connection: host` cannot strip it.
 //!
 //! Everything here runs for every request, so it avoids allocating unless the request makes it
-//! necessary (an absolute-form target, extension tokens in `Connection`, an uppercase host
-//! name); checking `Host` costs one copy of it, which `http::uri::Authority` parses.
+//! necessary (an absolute-form target, extension tokens in `Connection`, a header name with
+//! `_`, an uppercase host name); checking `Host` costs one copy of it, which
+//! `http::uri::Authority` parses.
 
 use crate::error::BadHead;
 use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
@@ -157,26 +162,47 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 }
 
 /// Headers that must not cross the proxy, as bits: the hop-by-hop ones (RFC 9110 §7.6.1),
-/// `Expect`, which the proxy answers itself, and [`CLIENT_MAY_NOT_SET`] (requests only).
-const HOP_CONNECTION: u16 = 1;
-const HOP_EXPECT: u16 = 1 << 7;
+/// and, in requests only, `Expect`, which the proxy answers itself, names with `_`, and
+/// [`CLIENT_MAY_NOT_SET`].
+const HOP_CONNECTION: u32 = 1;
+const HOP_EXPECT: u32 = 1 << 7;
+/// Any name containing `_`: not one header, so removed by a scan of its own.
+const UNDERSCORE: u32 = 1 << 8;
+/// The bit of `CLIENT_MAY_NOT_SET[0]`; the others follow it.
+const FIRST_CLIENT_BIT: usize = 9;
 /// The bits of [`CLIENT_MAY_NOT_SET`].
-const PROXY_SET: u16 = !((1 << 8) - 1);
+const CLIENT_SET: u32 = !((1 << FIRST_CLIENT_BIT) - 1);
+/// Removed from requests only: a backend's response keeps these.
+const REQUEST_ONLY: u32 = HOP_EXPECT | UNDERSCORE | CLIENT_SET;
+const _: () = assert!(FIRST_CLIENT_BIT + CLIENT_MAY_NOT_SET.len() <= u32::BITS as usize, "one bit per name");
 
-/// Headers that say what a proxy saw, which apps and their frameworks trust for the client's
-/// address, scheme, port or path prefix (Rack, Flask's `ProxyFix`, Express, nginx's realip).
-/// The proxy is the first hop, so a client sending these is lying; the proxy sets the
-/// `X-Forwarded-For`, `-Proto` and `-Host` it knows and removes the rest.
-pub(crate) static CLIENT_MAY_NOT_SET: [HeaderName; 6] = [
+/// Headers that say what a proxy or CDN saw, which apps, their frameworks and libraries trust
+/// for the client's address, scheme, port, host or path: Rack and Rails (`Client-IP`),
+/// Flask's `ProxyFix`, Express, nginx's realip, `request-ip` (`X-Client-IP`,
+/// `X-Cluster-Client-IP`), CDNs' own (`True-Client-IP`, `CF-Connecting-IP`,
+/// `Fastly-Client-IP`), and the URL overrides of IIS and older Symfony (`X-Original-URL`,
+/// `X-Rewrite-URL`). The proxy is the first hop, so a client sending these is lying; the proxy
+/// sets the `X-Forwarded-For`, `-Proto` and `-Host` it knows and removes the rest.
+pub(crate) static CLIENT_MAY_NOT_SET: [HeaderName; 16] = [
     HeaderName::from_static("forwarded"),
     HeaderName::from_static("x-real-ip"),
     HeaderName::from_static("x-forwarded-port"),
     HeaderName::from_static("x-forwarded-prefix"),
     HeaderName::from_static("x-forwarded-ssl"),
     HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-forwarded-uri"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("client-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("fastly-client-ip"),
 ];
 
-fn hop_bit(name: &HeaderName) -> u16 {
+fn hop_bit(name: &HeaderName) -> u32 {
     // Most headers are none of these; standard names compare as enum tags, custom ones by bytes.
     if name == CONNECTION {
         HOP_CONNECTION
@@ -195,11 +221,15 @@ fn hop_bit(name: &HeaderName) -> u16 {
     } else if name == EXPECT {
         HOP_EXPECT
     } else {
-        CLIENT_MAY_NOT_SET.iter().position(|n| n == name).map_or(0, |idx| 1 << (8 + idx))
+        match CLIENT_MAY_NOT_SET.iter().position(|n| n == name) {
+            Some(idx) => 1 << (FIRST_CLIENT_BIT + idx),
+            None if name.as_str().contains('_') => UNDERSCORE,
+            None => 0,
+        }
     }
 }
 
-fn hop_name(bit: u16) -> &'static HeaderName {
+fn hop_name(bit: u32) -> &'static HeaderName {
     match bit {
         HOP_CONNECTION => &CONNECTION,
         0b10 => &TRANSFER_ENCODING,
@@ -209,14 +239,14 @@ fn hop_name(bit: u16) -> &'static HeaderName {
         0b10_0000 => &KEEP_ALIVE,
         0b100_0000 => &PROXY_CONNECTION,
         HOP_EXPECT => &EXPECT,
-        _ => &CLIENT_MAY_NOT_SET[bit.trailing_zeros() as usize - 8],
+        _ => &CLIENT_MAY_NOT_SET[bit.trailing_zeros() as usize - FIRST_CLIENT_BIT],
     }
 }
 
 /// Removes the headers in `remove` (a set of bits from [`hop_bit`]) and those the `Connection`
 /// header names. One pass over the map finds them, so the common case (none present, or only
 /// `Connection: keep-alive`) costs no hash lookups beyond the removals themselves.
-fn remove_hop_by_hop(headers: &mut HeaderMap, remove: u16) {
+fn remove_hop_by_hop(headers: &mut HeaderMap, remove: u32) {
     let found = headers.keys().fold(0, |found, name| found | hop_bit(name)) & remove;
     if found == 0 {
         return;
@@ -230,9 +260,15 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, remove: u16) {
             headers.remove(name);
         }
     }
-    for shift in 0..(8 + CLIENT_MAY_NOT_SET.len()) {
-        let bit = 1u16 << shift;
-        if found & bit != 0 {
+    if found & UNDERSCORE != 0 {
+        let named: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().contains('_')).cloned().collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for shift in 0..(FIRST_CLIENT_BIT + CLIENT_MAY_NOT_SET.len()) {
+        let bit = 1u32 << shift;
+        if bit != UNDERSCORE && found & bit != 0 {
             headers.remove(hop_name(bit));
         }
     }
@@ -257,7 +293,7 @@ pub(crate) fn to_upstream(
     host: HeaderValue,
 ) {
     // The proxy answers `Expect: 100-continue` itself when it starts reading the body.
-    remove_hop_by_hop(headers, u16::MAX);
+    remove_hop_by_hop(headers, u32::MAX);
     // Room for the headers added below at once, rather than growing the map twice.
     headers.reserve(7);
     if let Some(protocol) = upgrade {
@@ -279,7 +315,7 @@ pub(crate) fn to_downstream(headers: &mut HeaderMap, switching_protocols: bool, 
         true => headers.get(UPGRADE).cloned(),
         false => None,
     };
-    remove_hop_by_hop(headers, !HOP_EXPECT & !PROXY_SET);
+    remove_hop_by_hop(headers, !REQUEST_ONLY);
     if let Some(protocol) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol);
@@ -397,7 +433,52 @@ x-request-id: rid",
                 ("x-forwarded-prefix", "/admin"),
                 ("x-forwarded-ssl", "on"),
                 ("x-forwarded-scheme", "https"),
+                ("x-forwarded-server", "evil"),
+                ("x-forwarded-uri", "/admin"),
+                ("x-original-url", "/admin"),
+                ("x-rewrite-url", "/admin"),
+                ("x-client-ip", "1.1.1.1"),
+                ("x-cluster-client-ip", "1.1.1.1"),
+                ("client-ip", "1.1.1.1"),
+                ("true-client-ip", "1.1.1.1"),
+                ("cf-connecting-ip", "1.1.1.1"),
+                ("fastly-client-ip", "1.1.1.1"),
             ],
+            "
+host: a
+x-forwarded-for: 10.0.0.9
+x-forwarded-host: a
+x-forwarded-proto: http
+x-request-id: rid",
+        );
+    }
+
+    #[test]
+    fn upstream_headers_drop_names_with_underscores() {
+        // CGI and WSGI read `X_Real_IP` as `X-Real-IP`; hyper gives names in lowercase.
+        check_upstream(
+            &[
+                ("host", "a"),
+                ("x_forwarded_for", "1.1.1.1"),
+                ("x_real_ip", "1.1.1.1"),
+                ("x_forwarded_proto", "https"),
+                ("x-forwarded_host", "evil"),
+                ("x_request_id", "evil"),
+                ("host_", "evil"),
+                ("_", "1"),
+                ("x-app-token", "kept"),
+            ],
+            "
+host: a
+x-app-token: kept
+x-forwarded-for: 10.0.0.9
+x-forwarded-host: a
+x-forwarded-proto: http
+x-request-id: rid",
+        );
+        // `Connection` naming one changes nothing.
+        check_upstream(
+            &[("host", "a"), ("connection", "x_a"), ("x_a", "1"), ("x_b", "2")],
             "
 host: a
 x-forwarded-for: 10.0.0.9
@@ -455,17 +536,24 @@ x-request-id: rid",
 
     #[test]
     fn downstream_headers_keep_upgrade_only_when_switching() {
-        let input = [("connection", "upgrade"), ("upgrade", "websocket"), ("content-type", "text/plain")];
+        // Only requests lose names with `_` and the proxy-set headers: a response keeps them.
+        let input = [
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("content-type", "text/plain"),
+            ("x_app", "1"),
+            ("x-real-ip", "1.1.1.1"),
+        ];
         let id = HeaderValue::from_static("rid");
         let mut switching = headers(&input);
         to_downstream(&mut switching, true, &id);
         assert_eq!(
             render(&switching),
-            "connection: upgrade\ncontent-type: text/plain\nupgrade: websocket\nx-request-id: rid"
+            "connection: upgrade\ncontent-type: text/plain\nupgrade: websocket\nx-real-ip: 1.1.1.1\nx-request-id: rid\nx_app: 1"
         );
         let mut plain = headers(&input);
         to_downstream(&mut plain, false, &id);
-        assert_eq!(render(&plain), "content-type: text/plain\nx-request-id: rid");
+        assert_eq!(render(&plain), "content-type: text/plain\nx-real-ip: 1.1.1.1\nx-request-id: rid\nx_app: 1");
     }
 
     #[test]

@@ -841,6 +841,33 @@ x-request-id: {id}"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_9_f7_underscore_and_client_ip_headers_never_reach_the_app() {
+    let (proxy, a, _b) = two_sites().await;
+    // CGI and WSGI servers map `_` and `-` to the same variable: these three would reach the app
+    // as `HTTP_X_REAL_IP`, and joined to the proxy's own `X-Forwarded-For` and `-Proto`.
+    let request = b"GET /head HTTP/1.1\r\nhost: a.localhost\r\n\
+X_Forwarded_For: 6.6.6.6\r\nX_Real_IP: 6.6.6.6\r\nX_Forwarded_Proto: https\r\nX-Forwarded_Host: evil\r\n\
+True-Client-IP: 6.6.6.6\r\nX-Client-IP: 6.6.6.6\r\nX-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\n\
+X-Forwarded-Server: evil\r\nX-Forwarded-Uri: /admin\r\nX-Cluster-Client-IP: 6.6.6.6\r\n\
+CF-Connecting-IP: 6.6.6.6\r\nFastly-Client-IP: 6.6.6.6\r\nClient-IP: 6.6.6.6\r\n\
+X-App-Token: kept\r\nconnection: close\r\n\r\n";
+    let answer = raw(proxy.addr, request).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let lines = seen_lines(&answer.body);
+    let id = lines.iter().find_map(|l| l.strip_prefix("x-request-id: ")).expect("the proxy sets an id");
+    let expected = format!(
+        "host: a.localhost
+x-app-token: kept
+x-forwarded-for: 127.0.0.1
+x-forwarded-host: a.localhost
+x-forwarded-proto: http
+x-request-id: {id}"
+    );
+    assert_eq!(lines.join("\n"), expected, "{answer:?}");
+    assert_eq!(a.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_9_f7_control_characters_and_malformed_fields_in_the_head_are_400() {
     let (proxy, a, _b) = two_sites().await;
     // All refused by hyper's parser; these prove it rather than assume it.
