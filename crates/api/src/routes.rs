@@ -362,6 +362,8 @@ pub(crate) fn release(
     let mut store = ctx.store();
     let mut spec = spec.clone();
     crate::vars::apply_vars(&store, &mut spec).map_err(|e| e.to_string())?;
+    // Every way into a release passes here: what no process could start with is refused now.
+    spec.validate().map_err(|e| format!("{}: {}", e.field, e.message))?;
     let spec = &spec;
     let previous = store.app(&spec.name).ok().and_then(|a| a.stable);
     let release =

@@ -137,6 +137,51 @@ fn app_of_scope(scope: &VarScope) -> Option<AppName> {
     }
 }
 
+/// The length of a var's value as a process would get it: a secret's opened value.
+fn value_len(ctx: &Ctx, app: &AppName, var: &AppVar) -> usize {
+    if !var.secret {
+        return var.value.len();
+    }
+    match ctx.keyring.open(&secret_context(app, &var.stage, &var.key), &var.value) {
+        Ok(value) => value.expose().len(),
+        Err(_) => var.value.len(),
+    }
+}
+
+/// Refuses a change after which the app's variables (its `env:`, config vars and secrets) would
+/// no longer fit in a process environment together: every start would fail with E2BIG, far from
+/// the change that caused it.
+fn check_total(ctx: &Ctx, scope: &VarScope, set: &[AppVar], unset: &[String]) -> ApiResult<()> {
+    let store = ctx.store();
+    let mut lens: BTreeMap<String, usize> = BTreeMap::new();
+    if let Some(app) = app_of_scope(scope) {
+        if let Ok(Some(target)) = store.app(&app).map(|state| state.target) {
+            for (key, value) in store.release(&app, target)?.spec.env {
+                lens.insert(key, value.len());
+            }
+        }
+    }
+    for var in store.scoped_vars(&scope.app, &scope.stage)? {
+        lens.insert(var.key.clone(), value_len(ctx, &scope.app, &var));
+    }
+    drop(store);
+    for key in unset {
+        lens.remove(key);
+    }
+    for var in set {
+        lens.insert(var.key.clone(), value_len(ctx, &scope.app, var));
+    }
+    let total: usize = lens.iter().map(|(key, len)| key.len() + len + 2).sum();
+    if total > model::env::MAX_ENV_LEN {
+        return Err(ApiError::bad_request(format!(
+            "the app's env, config vars and secrets would take {total} bytes together, more than {} a process \
+             environment can be given",
+            model::env::MAX_ENV_LEN
+        )));
+    }
+    Ok(())
+}
+
 /// Stores the change and, if the app runs a release, rolls out a new one with it.
 fn change(
     ctx: &Ctx,
@@ -146,6 +191,7 @@ fn change(
     what: &str,
 ) -> ApiResult<Option<DeployView>> {
     let now = now_ms();
+    check_total(ctx, scope, &set, &unset)?;
     let unset: Vec<(String, String)> = unset.into_iter().map(|k| (scope.stage.clone(), k)).collect();
     let what = if scope.stage.is_empty() { what.to_owned() } else { format!("{what} (stage {})", scope.stage) };
     let what = what.as_str();

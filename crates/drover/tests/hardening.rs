@@ -350,3 +350,25 @@ fn issue_9_attack_a_deploy_superseded_by_a_newer_release_ends_instead_of_waiting
     let events = drover.json(&["events", "slow"]).to_string();
     assert!(events.contains("deploy.superseded") && events.contains("deploy.succeeded"), "{events}");
 }
+
+#[test]
+fn issue_9_f2_the_variables_of_an_app_must_fit_a_process_together() {
+    let drover = Drover::new();
+    drover.start();
+    let value = "x".repeat(30_000);
+    for idx in 0..8 {
+        drover.ok(&["config", "set", "roomy", &format!("VAR_{idx}={value}")]);
+    }
+    // Each is fine alone; together with the others the ninth would not fit in an environment.
+    let out = drover.run(&["config", "set", "roomy", &format!("VAR_8={value}")]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("more than 262144"), "{}", stderr_of(&out));
+    let mut secret = drover.command(&["secrets", "set", "roomy", "BIG_SECRET"]);
+    let mut child = secret.stdin(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(value.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success() && stderr_of(&out).contains("more than 262144"), "{}", stderr_of(&out));
+    // Replacing a var with a smaller one still works.
+    drover.ok(&["config", "set", "roomy", "VAR_0=small"]);
+}
