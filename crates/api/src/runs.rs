@@ -34,8 +34,9 @@ pub(crate) struct RunControl {
     cancels: Mutex<HashMap<u64, Arc<AtomicBool>>>,
 }
 
-fn is_commit_id(text: &str) -> bool {
-    text.len() == 40 && text.bytes().all(|b| b.is_ascii_hexdigit())
+/// A full commit id: 40 hex digits (SHA-1), or 64 (SHA-256 repositories).
+pub(crate) fn is_commit_id(text: &str) -> bool {
+    matches!(text.len(), 40 | 64) && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Starts queued runs whenever there is room.

@@ -211,8 +211,20 @@ async fn apply_change(ctx: &Ctx, source: &Source, refname: &str, after: Option<&
         return format!("{refname}: only branches start runs");
     };
     let Some(after) = after else {
-        return crate::runs::destroy_preview(ctx, &source.app, branch);
+        // A deletion is believed only once the source confirms it: a forged or replayed
+        // deletion delivery must not destroy a live preview.
+        return match remote_heads(ctx, source).await {
+            Ok(heads) if heads.contains_key(branch) => {
+                format!("branch {branch:?} still exists at the source; nothing destroyed")
+            }
+            Ok(_) => crate::runs::destroy_preview(ctx, &source.app, branch),
+            Err(e) => format!("branch {branch:?}: cannot confirm its deletion at the source ({e}); nothing destroyed"),
+        };
     };
+    // The payload's commit is only data: a hex id, never an option or a revision expression.
+    if !crate::runs::is_commit_id(after) {
+        return format!("branch {branch:?}: {after:?} is not a commit id; nothing queued");
+    }
     let repo = ctx.data.repos().join(format!("{}.git", source.app));
     // `+refs/heads/NAME:refs/heads/NAME` cannot be taken for an option, and git checks the name.
     let refspec = format!("+refs/heads/{branch}:refs/heads/{branch}");

@@ -138,6 +138,17 @@ fn signed_github_deliveries_start_runs_and_bad_ones_do_not() {
     let (status, answer) = post(&url, &[signed("-", &fresh)[0].clone(), signed("-", &fresh)[2].clone()], fresh.clone());
     assert_eq!(status, 202, "{answer}");
     assert!(answer.contains("already has run"), "{answer}");
+    // A deletion of a branch the source still has destroys nothing; a commit that is not a
+    // commit id is not passed to git.
+    let deleted = github_push("0000000000000000000000000000000000000000");
+    let (status, answer) = post(&url, &signed("d-del", &deleted), deleted.clone());
+    assert_eq!(status, 202, "{answer}");
+    assert!(answer.contains("still exists at the source; nothing destroyed"), "{answer}");
+    let odd = github_push("--upload-pack=touch pwned2");
+    let (status, answer) = post(&url, &signed("d-odd", &odd), odd.clone());
+    assert_eq!(status, 202, "{answer}");
+    assert!(answer.contains("is not a commit id"), "{answer}");
+    assert_eq!(drover.get("hooked", "/").0, 200);
     // A delivery whose signed push time is old is refused, whatever its id.
     let mut old = serde_json::from_slice::<serde_json::Value>(&fresh).unwrap();
     old["repository"]["pushed_at"] = serde_json::json!(1_600_000_000u64);
