@@ -151,22 +151,44 @@ pub(crate) async fn serve(State(ctx): State<Arc<Ctx>>, Path(path): Path<String>,
         return (StatusCode::NOT_FOUND, format!("drover: no repository for app {app}; push to create it\n"))
             .into_response();
     }
+    // git only ever gzips a request body; anything else would reach git as bytes it cannot read.
+    let encoding = match body_encoding(request.headers()) {
+        Ok(encoding) => encoding,
+        Err(given) => {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                [(header::ACCEPT_ENCODING, "gzip")],
+                format!("drover: request body encoding {given:?} is not supported; send it as is or gzipped\n"),
+            )
+                .into_response()
+        }
+    };
     if let Err(e) = ensure_repo(&ctx, &app).await {
         return (StatusCode::INTERNAL_SERVER_ERROR, format!("drover: preparing the repository: {e}\n")).into_response();
     }
 
     let method = request.method().to_string();
     let content_type = header_str(request.headers(), header::CONTENT_TYPE);
-    let encoding = header_str(request.headers(), header::CONTENT_ENCODING);
+    // The limit counts the bytes git will read: a gzipped body is inflated here, counted as it
+    // inflates, and handed to git as is, so a small body cannot inflate into a huge pack.
     let limit = ctx.settings.push_limit as usize;
-    let body = match read_limited(request.into_body(), limit).await {
+    let body = match read_body(request.into_body(), encoding, limit).await {
         Ok(body) => body,
-        Err(()) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("drover: push larger than the limit of {limit} bytes; nothing was stored\n"),
-            )
+        Err(BodyError::TooLarge) => {
+            let message = match endpoint {
+                Endpoint::ReceivePack => {
+                    format!("drover: push larger than the limit of {limit} bytes; nothing was stored\n")
+                }
+                _ => format!("drover: request larger than the limit of {limit} bytes (the push limit)\n"),
+            };
+            return (StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
+        }
+        Err(BodyError::Malformed(e)) => {
+            return (StatusCode::BAD_REQUEST, format!("drover: the gzipped request body cannot be inflated: {e}\n"))
                 .into_response()
+        }
+        Err(BodyError::Broken) => {
+            return (StatusCode::BAD_REQUEST, "drover: the request body was cut off\n").into_response()
         }
     };
 
@@ -186,9 +208,6 @@ pub(crate) async fn serve(State(ctx): State<Arc<Ctx>>, Path(path): Path<String>,
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if !encoding.is_empty() {
-        command.env("HTTP_CONTENT_ENCODING", encoding);
-    }
     let running = match crate::gitcmd::spawn(&ctx, command, format!("git http-backend for {app}")).await {
         Ok(running) => running,
         Err(e) => {
@@ -468,28 +487,117 @@ fn branch_heads(listing: &str) -> Vec<(&str, &str)> {
         .collect()
 }
 
-/// Reads a request body of at most `limit` bytes. A larger one is read on to its end (up to a
-/// hard cap) and dropped, so the client sees the 413 answer rather than a broken pipe.
-pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, ()> {
+/// How a request body is encoded (`Content-Encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyEncoding {
+    Identity,
+    Gzip,
+}
+
+/// The encoding of a request body: none, `identity` or one `gzip` (`x-gzip`), which is all a
+/// git client sends. Anything else is returned as given, to be refused.
+fn body_encoding(headers: &HeaderMap) -> Result<BodyEncoding, String> {
+    let mut codings = Vec::new();
+    for value in headers.get_all(header::CONTENT_ENCODING) {
+        let Ok(value) = value.to_str() else {
+            return Err(String::from_utf8_lossy(value.as_bytes()).into_owned());
+        };
+        codings.extend(value.split(',').map(|c| c.trim().to_ascii_lowercase()).filter(|c| !c.is_empty()));
+    }
+    codings.retain(|c| c != "identity");
+    match codings.as_slice() {
+        [] => Ok(BodyEncoding::Identity),
+        [one] if one == "gzip" || one == "x-gzip" => Ok(BodyEncoding::Gzip),
+        _ => Err(codings.join(", ")),
+    }
+}
+
+/// Why a request body was not read.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// Over the limit once decoded (or over [`DRAIN_CAP`] as sent).
+    TooLarge,
+    /// Not a gzip stream, or one with trailing or missing bytes.
+    Malformed(std::io::Error),
+    /// The client's body broke off.
+    Broken,
+}
+
+/// How much of a refused body is read on, so the client sees the answer rather than a broken
+/// pipe; past it the connection is dropped.
+const DRAIN_CAP: usize = 1 << 30;
+
+/// Where a gzipped body inflates: it refuses to grow past `limit`, which stops the inflating.
+struct Inflated {
+    buf: Vec<u8>,
+    limit: usize,
+    over: bool,
+}
+
+impl std::io::Write for Inflated {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > self.limit {
+            self.over = true;
+            return Err(std::io::Error::other("over the limit"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads a request body and decodes it; the decoded body is at most `limit` bytes. A body over
+/// it is read on to its end (up to [`DRAIN_CAP`] bytes as sent) but no longer inflated, and
+/// dropped, so the client sees the 413 answer rather than a broken pipe.
+pub(crate) async fn read_body(body: Body, encoding: BodyEncoding, limit: usize) -> Result<bytes::Bytes, BodyError> {
     use futures_util::StreamExt;
-    const DRAIN_CAP: usize = 1 << 30;
+    use std::io::Write;
     let mut stream = body.into_data_stream();
-    let mut buf = bytes::BytesMut::new();
-    let mut total = 0usize;
+    let mut identity = bytes::BytesMut::new();
+    let mut gzip = flate2::write::GzDecoder::new(Inflated { buf: Vec::new(), limit, over: false });
+    let mut sent = 0usize;
+    let mut too_large = false;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| ())?;
-        total += chunk.len();
-        if total > DRAIN_CAP {
-            return Err(());
+        let chunk = chunk.map_err(|_| BodyError::Broken)?;
+        sent += chunk.len();
+        if sent > DRAIN_CAP {
+            return Err(BodyError::TooLarge);
         }
-        if total <= limit {
-            buf.extend_from_slice(&chunk);
+        if too_large {
+            continue;
+        }
+        match encoding {
+            BodyEncoding::Identity if sent > limit => too_large = true,
+            BodyEncoding::Identity => identity.extend_from_slice(&chunk),
+            // Inflating stops at the limit, so one chunk costs at most `limit` bytes of work.
+            BodyEncoding::Gzip => match gzip.write_all(&chunk) {
+                Ok(()) => {}
+                Err(_) if gzip.get_ref().over => too_large = true,
+                Err(e) => return Err(BodyError::Malformed(e)),
+            },
         }
     }
-    if total > limit {
-        return Err(());
+    if too_large {
+        return Err(BodyError::TooLarge);
     }
-    Ok(buf.freeze())
+    match encoding {
+        BodyEncoding::Identity => Ok(identity.freeze()),
+        BodyEncoding::Gzip => match gzip.try_finish() {
+            Ok(()) => Ok(std::mem::take(&mut gzip.get_mut().buf).into()),
+            Err(_) if gzip.get_ref().over => Err(BodyError::TooLarge),
+            Err(e) => Err(BodyError::Malformed(e)),
+        },
+    }
+}
+
+/// Reads a request body of at most `limit` bytes as sent, whatever its `Content-Encoding`
+/// (webhooks: their signature covers the bytes as sent). A larger one is read on to its end
+/// (up to [`DRAIN_CAP`]) and dropped, so the client sees the 413 answer rather than a broken pipe.
+pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, ()> {
+    read_body(body, BodyEncoding::Identity, limit).await.map_err(|_| ())
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> String {
@@ -553,6 +661,78 @@ mod tests {
         assert_eq!(remove_leftovers(r), 6);
         for (file, removed) in files {
             assert_eq!(!r.join(file).exists(), removed, "{file}");
+        }
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    /// Reads `sent` in chunks of `chunk` bytes, and says what came of it.
+    fn read(sent: &[u8], chunk: usize, encoding: BodyEncoding, limit: usize) -> String {
+        let chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
+            sent.chunks(chunk).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
+        let body = Body::from_stream(futures_util::stream::iter(chunks));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        match rt.block_on(read_body(body, encoding, limit)) {
+            Ok(body) => format!("ok {} bytes", body.len()),
+            Err(BodyError::TooLarge) => "too large".to_owned(),
+            Err(BodyError::Malformed(_)) => "malformed".to_owned(),
+            Err(BodyError::Broken) => "broken".to_owned(),
+        }
+    }
+
+    #[test]
+    fn issue_9_f4_the_limit_counts_the_inflated_body() {
+        let zeros = vec![0u8; 5_000_000];
+        let bomb = gzip(&zeros);
+        assert!(bomb.len() < 10_000, "{}", bomb.len());
+        let text = gzip(b"0032want 0123456789012345678901234567890123456789\n0000");
+        let mut trailing = text.clone();
+        trailing.extend_from_slice(b"more");
+        let (gz, id) = (BodyEncoding::Gzip, BodyEncoding::Identity);
+        // What is sent, in chunks of how many bytes, its encoding, the limit, what comes of it.
+        type Case<'a> = (&'a str, &'a [u8], usize, BodyEncoding, usize, &'a str);
+        let table: [Case; 11] = [
+            ("identity under", &zeros[..1000], 7, id, 1000, "ok 1000 bytes"),
+            ("identity over", &zeros[..1001], 7, id, 1000, "too large"),
+            ("gzip bomb", &bomb, 64 * 1024, gz, 1_000_000, "too large"),
+            ("gzip bomb in small chunks", &bomb, 3, gz, 1_000_000, "too large"),
+            ("gzip just under", &bomb, 1000, gz, 5_000_000, "ok 5000000 bytes"),
+            ("gzip one over", &bomb, 1000, gz, 4_999_999, "too large"),
+            ("gzip text", &text, 1, gz, 100, "ok 54 bytes"),
+            ("gzip cut off", &text[..text.len() - 4], 10, gz, 100, "malformed"),
+            ("gzip with trailing bytes", &trailing, 10, gz, 100, "malformed"),
+            ("not gzip", b"0000", 10, gz, 100, "malformed"),
+            ("empty gzip", b"", 10, gz, 100, "malformed"),
+        ];
+        for (what, sent, chunk, encoding, limit, expected) in table {
+            assert_eq!(read(sent, chunk, encoding, limit), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn only_identity_and_gzip_bodies_are_accepted() {
+        let table: [(&[&str], Result<BodyEncoding, &str>); 9] = [
+            (&[], Ok(BodyEncoding::Identity)),
+            (&["identity"], Ok(BodyEncoding::Identity)),
+            (&["gzip"], Ok(BodyEncoding::Gzip)),
+            (&["x-gzip"], Ok(BodyEncoding::Gzip)),
+            (&["GZip, identity"], Ok(BodyEncoding::Gzip)),
+            (&["deflate"], Err("deflate")),
+            (&["br"], Err("br")),
+            (&["gzip, gzip"], Err("gzip, gzip")),
+            (&["gzip", "deflate"], Err("gzip, deflate")),
+        ];
+        for (values, expected) in table {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(header::CONTENT_ENCODING, HeaderValue::from_static(value));
+            }
+            assert_eq!(body_encoding(&headers), expected.map_err(str::to_owned), "{values:?}");
         }
     }
 

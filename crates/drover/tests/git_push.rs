@@ -161,6 +161,108 @@ fn pushes_need_the_token_and_respect_the_size_limit() {
     );
 }
 
+/// `data` as a git pkt-line.
+fn pkt_line(data: &str) -> Vec<u8> {
+    format!("{:04x}{data}", data.len() + 4).into_bytes()
+}
+
+/// POSTs `body` to the smart-HTTP endpoint `path` of the server's git remote, with the API
+/// token and the given `Content-Encoding`; returns the status and the answer.
+fn post_git(drover: &Drover, path: &str, content_type: &str, encoding: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+    let url = format!("http://{}/git/{path}", api_addr(drover));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let answer = client
+            .post(url)
+            .basic_auth("drover", Some(token(drover)))
+            .header("content-type", content_type)
+            .header("content-encoding", encoding)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (answer.status().as_u16(), answer.bytes().await.unwrap().to_vec())
+    })
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[test]
+fn issue_9_f4_push_limit_counts_the_inflated_body() {
+    let drover = Drover::new();
+    let http = drover.http.to_string();
+    let limit = 1_000_000;
+    let limit_flag = limit.to_string();
+    drover.ok(&["server", "start", "--http-addr", &http, "--api-addr", "127.0.0.1:0", "--push-limit", &limit_flag]);
+    let repo = pushed_repo(&drover, "bomb");
+    let first = head(&repo);
+    let bare = drover.path("repos/bomb.git");
+    let stored = || {
+        let git = |args: &[&str]| {
+            let out = Command::new("git").arg("--git-dir").arg(&bare).args(args).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let packs: Vec<String> = std::fs::read_dir(bare.join("objects/pack"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        format!("{}main {}packs {packs:?}", git(&["count-objects", "-v"]), git(&["rev-parse", "main"]))
+    };
+    let before = stored();
+
+    // A push of 3 MB of zeros, stored uncompressed in its pack, gzipped to a few kilobytes.
+    std::fs::write(repo.path().join("zeros.bin"), vec![0u8; 3_000_000]).unwrap();
+    repo.commit_all("zeros");
+    let second = head(&repo);
+    let mut pack_objects = Command::new("git")
+        .args(["-c", "pack.compression=0", "pack-objects", "--stdout", "--revs", "--window=0", "-q"])
+        .current_dir(repo.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        write!(pack_objects.stdin.take().unwrap(), "{second}\n^{first}\n").unwrap();
+    }
+    let pack = pack_objects.wait_with_output().unwrap();
+    assert!(pack.status.success() && pack.stdout.len() > 3 * limit, "pack of {} bytes", pack.stdout.len());
+    let mut request = pkt_line(&format!("{first} {second} refs/heads/main\0report-status\n"));
+    request.extend_from_slice(b"0000");
+    request.extend_from_slice(&pack.stdout);
+    let bomb = gzip(&request);
+    assert!(bomb.len() < limit / 10, "gzipped to {} bytes", bomb.len());
+
+    let (status, answer) =
+        post_git(&drover, "bomb.git/git-receive-pack", "application/x-git-receive-pack-request", "gzip", bomb);
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains("nothing was stored"), "{answer}");
+    assert_eq!(stored(), before, "the refused push stored something");
+
+    // Fetches stay gzipped as git clients send them: git reads the inflated request.
+    let mut fetch = pkt_line(&format!("want {first}\n"));
+    fetch.extend_from_slice(b"0000");
+    fetch.extend_from_slice(&pkt_line("done\n"));
+    let (status, answer) =
+        post_git(&drover, "bomb.git/git-upload-pack", "application/x-git-upload-pack-request", "gzip", gzip(&fetch));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    assert!(answer.starts_with(b"0008NAK\n") && answer.windows(4).any(|w| w == b"PACK"), "{answer:?}");
+
+    // Any other encoding is refused before git sees it.
+    let (status, answer) =
+        post_git(&drover, "bomb.git/git-upload-pack", "application/x-git-upload-pack-request", "br", fetch);
+    assert_eq!(status, 415, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(stored(), before);
+}
+
 #[test]
 fn a_push_changing_only_app_code_reuses_the_dependency_layer() {
     let drover = Drover::new();
