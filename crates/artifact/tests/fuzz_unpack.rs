@@ -30,6 +30,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use testkit::fuzz::{cases, Mutations};
 
 /// Proptest cases when `DROVER_FUZZ_CASES` is unset; each unpacks into a fresh temp dir.
 const DEFAULT_CASES: u32 = 800;
@@ -37,21 +38,24 @@ const DEFAULT_CASES: u32 = 800;
 const LIMIT: u64 = 64 * 1024;
 const CANARY: &[u8] = b"must not change";
 
-fn cases() -> u32 {
-    std::env::var("DROVER_FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(DEFAULT_CASES)
+/// How the tar streams and the gzip bytes are mutated: every change as often, long removals and
+/// splices, and a splice of one 512-byte block (a header) as often as all other splices.
+const MUTATIONS: Mutations = Mutations {
+    tokens: &[],
+    token_weight: 0,
+    set_byte: true,
+    max_insert: 16,
+    max_remove: 600,
+    max_splice: 1100,
+    block: Some(512),
+};
+
+fn corpus_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/unpack")
 }
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/unpack");
-    let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(&dir)
-        .expect("the unpack corpus is committed")
-        .map(|entry| {
-            let path = entry.expect("list the corpus").path();
-            let name = path.file_name().expect("a file").to_string_lossy().into_owned();
-            (name, fs::read(&path).expect("read a corpus file"))
-        })
-        .collect();
-    files.sort();
+    let files = testkit::fuzz::corpus(&corpus_dir());
     assert!(files.len() >= 5, "the corpus has its seeds");
     files
 }
@@ -318,90 +322,6 @@ fn build(specs: &[Spec], end_blocks: bool) -> Vec<u8> {
     out
 }
 
-/// One change to an input; positions are taken modulo the input's length.
-#[derive(Debug, Clone)]
-enum Mutation {
-    FlipBit {
-        at: usize,
-        bit: u8,
-    },
-    SetByte {
-        at: usize,
-        byte: u8,
-    },
-    InsertBytes {
-        at: usize,
-        bytes: Vec<u8>,
-    },
-    Remove {
-        at: usize,
-        len: usize,
-    },
-    Truncate {
-        at: usize,
-    },
-    /// Inserts a piece of another seed's tar stream, such as a whole header.
-    Splice {
-        at: usize,
-        seed_idx: usize,
-        from: usize,
-        len: usize,
-    },
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::FlipBit { at, bit }),
-        (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::SetByte { at, byte }),
-        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..16))
-            .prop_map(|(at, bytes)| Mutation::InsertBytes { at, bytes }),
-        (any::<usize>(), 1usize..600).prop_map(|(at, len)| Mutation::Remove { at, len }),
-        any::<usize>().prop_map(|at| Mutation::Truncate { at }),
-        (any::<usize>(), any::<usize>(), any::<usize>(), prop_oneof![Just(512usize), 1usize..1100])
-            .prop_map(|(at, seed_idx, from, len)| Mutation::Splice { at, seed_idx, from, len }),
-    ]
-}
-
-fn apply(seeds: &[Vec<u8>], mut input: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
-    for mutation in mutations {
-        let pos = |at: usize, len: usize| at % (len + 1);
-        match mutation {
-            Mutation::FlipBit { at, bit } if !input.is_empty() => {
-                let at = at % input.len();
-                input[at] ^= 1 << bit;
-            }
-            Mutation::SetByte { at, byte } if !input.is_empty() => {
-                let at = at % input.len();
-                input[at] = *byte;
-            }
-            Mutation::FlipBit { .. } | Mutation::SetByte { .. } => {}
-            Mutation::InsertBytes { at, bytes } => {
-                let at = pos(*at, input.len());
-                input.splice(at..at, bytes.iter().copied());
-            }
-            Mutation::Remove { at, len } => {
-                let at = pos(*at, input.len());
-                let end = (at + len).min(input.len());
-                input.drain(at..end);
-            }
-            Mutation::Truncate { at } => input.truncate(pos(*at, input.len())),
-            Mutation::Splice { at, seed_idx, from, len } => {
-                let other = &seeds[seed_idx % seeds.len()];
-                // Whole blocks, when the piece is a block: headers move as units.
-                let from = match len {
-                    512 => (pos(*from, other.len()) / 512) * 512,
-                    _ => pos(*from, other.len()),
-                };
-                let from = from.min(other.len());
-                let piece = other[from..(from + len).min(other.len())].to_vec();
-                let at = pos(*at, input.len());
-                input.splice(at..at, piece);
-            }
-        }
-    }
-    input
-}
-
 fn run(cases: u32, strategy: impl Strategy<Value = (Vec<u8>, bool)>) {
     let config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
     let result = TestRunner::new(config).run(&strategy, |(gz, existing)| {
@@ -415,32 +335,31 @@ fn run(cases: u32, strategy: impl Strategy<Value = (Vec<u8>, bool)>) {
 #[test]
 fn unpack_survives_mutated_tar_streams() {
     let seeds: Vec<Vec<u8>> = corpus().into_iter().map(|(_, gz)| gunzip(&gz)).collect();
-    let strategy = (0..seeds.len(), prop::collection::vec(mutation(), 1..5), any::<bool>(), any::<bool>()).prop_map(
-        move |(seed_idx, mutations, fix, existing)| {
-            let mut tar = apply(&seeds, seeds[seed_idx].clone(), &mutations);
+    let strategy = (0..seeds.len(), prop::collection::vec(MUTATIONS.strategy(), 1..5), any::<bool>(), any::<bool>())
+        .prop_map(move |(seed_idx, mutations, fix, existing)| {
+            let mut tar = MUTATIONS.apply(&seeds, seeds[seed_idx].clone(), &mutations);
             if fix {
                 fix_checksums(&mut tar);
             }
             (gzip(&tar), existing)
-        },
-    );
-    run(cases(), strategy);
+        });
+    run(cases(DEFAULT_CASES), strategy);
 }
 
 #[test]
 fn unpack_survives_mutated_gzip_bytes() {
     let seeds: Vec<Vec<u8>> = corpus().into_iter().map(|(_, gz)| gz).collect();
-    let strategy = (0..seeds.len(), prop::collection::vec(mutation(), 1..3), any::<bool>()).prop_map(
-        move |(seed_idx, mutations, existing)| (apply(&seeds, seeds[seed_idx].clone(), &mutations), existing),
+    let strategy = (0..seeds.len(), prop::collection::vec(MUTATIONS.strategy(), 1..3), any::<bool>()).prop_map(
+        move |(seed_idx, mutations, existing)| (MUTATIONS.apply(&seeds, seeds[seed_idx].clone(), &mutations), existing),
     );
-    run(cases() / 4 + 1, strategy);
+    run(cases(DEFAULT_CASES) / 4 + 1, strategy);
 }
 
 #[test]
 fn unpack_survives_generated_tarballs() {
     let strategy = (prop::collection::vec(spec(), 1..8), any::<bool>(), any::<bool>())
         .prop_map(|(specs, end_blocks, existing)| (gzip(&build(&specs, end_blocks)), existing));
-    run(cases(), strategy);
+    run(cases(DEFAULT_CASES), strategy);
 }
 
 fn leak(text: &str) -> &'static str {
@@ -486,7 +405,7 @@ fn unpack_corpus_seeds_are_reproducible() {
         ("bad_huge_size.tar.gz", vec![Spec { data: Data::Claim(1 << 40), ..seed_file("big", b"") }]),
         ("bad_pax_parent_dir.tar.gz", vec![Spec { pax: true, ..seed_file("../../../outside/canary", b"overwritten") }]),
     ];
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/unpack");
+    let dir = corpus_dir();
     let write = std::env::var("DROVER_FUZZ_WRITE_CORPUS").is_ok_and(|v| v == "1");
     for (name, specs) in seeds {
         let tar = build(&specs, true);

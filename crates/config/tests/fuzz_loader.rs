@@ -19,7 +19,8 @@ use config::{parse_procfile, parse_yaml, ConfigError};
 use model::{AppName, AppSpec};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
-use std::path::PathBuf;
+use std::path::Path;
+use testkit::fuzz::{cases, Mutations};
 
 /// Proptest cases when `DROVER_FUZZ_CASES` is unset.
 const DEFAULT_CASES: u32 = 1500;
@@ -92,25 +93,20 @@ const TOKENS: &[&str] = &[
     "...\n",
 ];
 
-fn cases() -> u32 {
-    std::env::var("DROVER_FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(DEFAULT_CASES)
-}
-
-fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/loader")
-}
+/// How the seeds are mutated: YAML tokens three times as often as any other change.
+const MUTATIONS: Mutations = Mutations {
+    tokens: TOKENS,
+    token_weight: 3,
+    set_byte: true,
+    max_insert: 8,
+    max_remove: 16,
+    max_splice: 64,
+    block: None,
+};
 
 /// The corpus, in file name order.
 fn corpus() -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(corpus_dir())
-        .expect("the loader corpus is committed")
-        .map(|entry| {
-            let path = entry.expect("list the corpus").path();
-            let name = path.file_name().expect("a file").to_string_lossy().into_owned();
-            (name, std::fs::read(&path).expect("read a corpus file"))
-        })
-        .collect();
-    files.sort();
+    let files = testkit::fuzz::corpus(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/loader"));
     assert!(files.len() >= 5, "the corpus has its seeds");
     files
 }
@@ -176,101 +172,13 @@ fn loader_corpus_replays() {
     }
 }
 
-/// One change to an input; positions are taken modulo the input's length.
-#[derive(Debug, Clone)]
-enum Mutation {
-    FlipBit {
-        at: usize,
-        bit: u8,
-    },
-    SetByte {
-        at: usize,
-        byte: u8,
-    },
-    InsertBytes {
-        at: usize,
-        bytes: Vec<u8>,
-    },
-    InsertToken {
-        at: usize,
-        token_idx: usize,
-    },
-    Remove {
-        at: usize,
-        len: usize,
-    },
-    Truncate {
-        at: usize,
-    },
-    /// Inserts a piece of another seed.
-    Splice {
-        at: usize,
-        seed_idx: usize,
-        from: usize,
-        len: usize,
-    },
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        1 => (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::FlipBit { at, bit }),
-        1 => (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::SetByte { at, byte }),
-        1 => (any::<usize>(), prop::collection::vec(any::<u8>(), 1..8))
-            .prop_map(|(at, bytes)| Mutation::InsertBytes { at, bytes }),
-        3 => (any::<usize>(), 0..TOKENS.len()).prop_map(|(at, token_idx)| Mutation::InsertToken { at, token_idx }),
-        1 => (any::<usize>(), 1usize..16).prop_map(|(at, len)| Mutation::Remove { at, len }),
-        1 => any::<usize>().prop_map(|at| Mutation::Truncate { at }),
-        1 => (any::<usize>(), any::<usize>(), any::<usize>(), 1usize..64)
-            .prop_map(|(at, seed_idx, from, len)| Mutation::Splice { at, seed_idx, from, len }),
-    ]
-}
-
-fn apply(seeds: &[Vec<u8>], mut input: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
-    for mutation in mutations {
-        let pos = |at: usize, len: usize| at % (len + 1);
-        match mutation {
-            Mutation::FlipBit { at, bit } if !input.is_empty() => {
-                let at = at % input.len();
-                input[at] ^= 1 << bit;
-            }
-            Mutation::SetByte { at, byte } if !input.is_empty() => {
-                let at = at % input.len();
-                input[at] = *byte;
-            }
-            Mutation::FlipBit { .. } | Mutation::SetByte { .. } => {}
-            Mutation::InsertBytes { at, bytes } => {
-                let at = pos(*at, input.len());
-                input.splice(at..at, bytes.iter().copied());
-            }
-            Mutation::InsertToken { at, token_idx } => {
-                let at = pos(*at, input.len());
-                input.splice(at..at, TOKENS[*token_idx].bytes());
-            }
-            Mutation::Remove { at, len } => {
-                let at = pos(*at, input.len());
-                let end = (at + len).min(input.len());
-                input.drain(at..end);
-            }
-            Mutation::Truncate { at } => input.truncate(pos(*at, input.len())),
-            Mutation::Splice { at, seed_idx, from, len } => {
-                let other = &seeds[seed_idx % seeds.len()];
-                let from = pos(*from, other.len());
-                let piece = &other[from..(from + len).min(other.len())];
-                let at = pos(*at, input.len());
-                input.splice(at..at, piece.iter().copied());
-            }
-        }
-    }
-    input
-}
-
 #[test]
 fn loader_survives_mutated_seeds() {
     let seeds: Vec<Vec<u8>> = corpus().into_iter().map(|(_, bytes)| bytes).collect();
-    let config = ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() };
-    let strategy = (0..seeds.len(), prop::collection::vec(mutation(), 1..6));
+    let config = ProptestConfig { cases: cases(DEFAULT_CASES), failure_persistence: None, ..ProptestConfig::default() };
+    let strategy = (0..seeds.len(), prop::collection::vec(MUTATIONS.strategy(), 1..6));
     let result = TestRunner::new(config).run(&strategy, |(seed_idx, mutations)| {
-        let input = apply(&seeds, seeds[seed_idx].clone(), &mutations);
+        let input = MUTATIONS.apply(&seeds, seeds[seed_idx].clone(), &mutations);
         check(&input)
             .map_err(|problem| TestCaseError::fail(format!("{problem}\ninput: {:?}", String::from_utf8_lossy(&input))))
     });
@@ -312,7 +220,8 @@ fn loader_survives_generated_fields() {
         "[A-Za-z0-9_=./ -]{0,12}",
         prop::sample::select(TOKENS).prop_map(str::to_owned),
     ];
-    let config = ProptestConfig { cases: cases() / 3 + 1, failure_persistence: None, ..ProptestConfig::default() };
+    let config =
+        ProptestConfig { cases: cases(DEFAULT_CASES) / 3 + 1, failure_persistence: None, ..ProptestConfig::default() };
     let result = TestRunner::new(config).run(&(field, value), |(field, value)| {
         let input = format!("app: hello\nprocesses:\n  web: ./server\n{field}{value}\n");
         check(input.as_bytes()).map_err(|problem| TestCaseError::fail(format!("{problem}\ninput: {input:?}")))

@@ -129,14 +129,14 @@ fn corpus_text(secret: &str, lines: &[String]) -> String {
 #[test]
 fn issue_9_f8_fuzz_masker_corpus_replays() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/fuzz_masker");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|entry| entry.unwrap().path()).collect();
-    paths.sort();
-    assert!(paths.len() >= 5, "the corpus in {} has {} files", dir.display(), paths.len());
-    for path in paths {
-        let (secrets, lines) = parse_corpus_file(&std::fs::read_to_string(&path).unwrap());
-        assert!(!secrets.is_empty() && !lines.is_empty(), "{} has no secret or no line", path.display());
+    let files = testkit::fuzz::corpus(&dir);
+    assert!(files.len() >= 5, "the corpus in {} has {} files", dir.display(), files.len());
+    for (name, bytes) in files {
+        let text = String::from_utf8(bytes).unwrap_or_else(|e| panic!("{name} is not UTF-8: {e}"));
+        let (secrets, lines) = parse_corpus_file(&text);
+        assert!(!secrets.is_empty() && !lines.is_empty(), "{name} has no secret or no line");
         if let Err(failure) = check_case(&secrets, &lines) {
-            panic!("{}: {failure}", path.display());
+            panic!("{name}: {failure}");
         }
     }
 }
@@ -369,8 +369,7 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 fn config() -> Config {
-    let cases = std::env::var("DROVER_FUZZ_CASES").ok().and_then(|cases| cases.parse().ok()).unwrap_or(DEFAULT_CASES);
-    Config { cases, failure_persistence: None, ..Config::default() }
+    Config { cases: testkit::fuzz::cases(DEFAULT_CASES), failure_persistence: None, ..Config::default() }
 }
 
 proptest! {

@@ -6,6 +6,10 @@
 //! does; without them `cargo test` skips it and says why, so the suite runs on any box, unless
 //! [`REQUIRE_DOCKER`] is set (`scripts/test`, and so CI, sets it), which turns the missing engine
 //! into a failure: CI never skips them. [`busybox_image`] builds the image the Docker tests run.
+//!
+//! [`fuzz`] holds what the fuzz targets share: their case count, corpus reader and mutation engine.
+
+pub mod fuzz;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -20,7 +20,8 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
-use std::path::PathBuf;
+use std::path::Path;
+use testkit::fuzz::{cases, Mutations};
 use webhook::{parse, sign, verify, Event, Provider, WebhookError};
 
 /// Proptest cases when `DROVER_FUZZ_CASES` is unset.
@@ -65,9 +66,17 @@ const TOKENS: &[&str] = &[
     "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
 ];
 
-fn cases() -> u32 {
-    std::env::var("DROVER_FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(DEFAULT_CASES)
-}
+/// How the bodies are mutated: JSON tokens three times as often as any other change; no byte is
+/// set.
+const MUTATIONS: Mutations = Mutations {
+    tokens: TOKENS,
+    token_weight: 3,
+    set_byte: false,
+    max_insert: 8,
+    max_remove: 32,
+    max_splice: 128,
+    block: None,
+};
 
 /// A corpus file: the provider and event its name says, and its body.
 #[derive(Debug, Clone)]
@@ -79,12 +88,10 @@ struct Seed {
 }
 
 fn corpus() -> Vec<Seed> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/parsers");
-    let mut seeds: Vec<Seed> = std::fs::read_dir(&dir)
-        .expect("the parsers corpus is committed")
-        .map(|entry| {
-            let path = entry.expect("list the corpus").path();
-            let name = path.file_name().expect("a file").to_string_lossy().into_owned();
+    let files = testkit::fuzz::corpus(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/parsers"));
+    let seeds: Vec<Seed> = files
+        .into_iter()
+        .map(|(name, body)| {
             let provider = Provider::ALL
                 .into_iter()
                 .find(|provider| name.starts_with(&format!("{}_", provider.name())))
@@ -96,10 +103,9 @@ fn corpus() -> Vec<Seed> {
                 Provider::GitLab => "Push Hook",
                 Provider::Bitbucket => "repo:push",
             };
-            Seed { name, provider, event, body: std::fs::read(&path).expect("read a corpus file") }
+            Seed { name, provider, event, body }
         })
         .collect();
-    seeds.sort_by(|a, b| a.name.cmp(&b.name));
     assert!(seeds.len() >= 5, "the corpus has its seeds");
     seeds
 }
@@ -210,85 +216,6 @@ fn parsers_corpus_replays() {
         let delivery = parse(seed.provider, &headers[..], &seed.body);
         assert!(delivery.is_ok(), "{}: a seed parses: {delivery:?}", seed.name);
     }
-}
-
-/// One change to a body; positions are taken modulo its length.
-#[derive(Debug, Clone)]
-enum Mutation {
-    FlipBit {
-        at: usize,
-        bit: u8,
-    },
-    InsertBytes {
-        at: usize,
-        bytes: Vec<u8>,
-    },
-    InsertToken {
-        at: usize,
-        token_idx: usize,
-    },
-    Remove {
-        at: usize,
-        len: usize,
-    },
-    Truncate {
-        at: usize,
-    },
-    /// Inserts a piece of another seed's body.
-    Splice {
-        at: usize,
-        seed_idx: usize,
-        from: usize,
-        len: usize,
-    },
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        1 => (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::FlipBit { at, bit }),
-        1 => (any::<usize>(), prop::collection::vec(any::<u8>(), 1..8))
-            .prop_map(|(at, bytes)| Mutation::InsertBytes { at, bytes }),
-        3 => (any::<usize>(), 0..TOKENS.len()).prop_map(|(at, token_idx)| Mutation::InsertToken { at, token_idx }),
-        1 => (any::<usize>(), 1usize..32).prop_map(|(at, len)| Mutation::Remove { at, len }),
-        1 => any::<usize>().prop_map(|at| Mutation::Truncate { at }),
-        1 => (any::<usize>(), any::<usize>(), any::<usize>(), 1usize..128)
-            .prop_map(|(at, seed_idx, from, len)| Mutation::Splice { at, seed_idx, from, len }),
-    ]
-}
-
-fn apply(seeds: &[Seed], mut input: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
-    for mutation in mutations {
-        let pos = |at: usize, len: usize| at % (len + 1);
-        match mutation {
-            Mutation::FlipBit { at, bit } if !input.is_empty() => {
-                let at = at % input.len();
-                input[at] ^= 1 << bit;
-            }
-            Mutation::FlipBit { .. } => {}
-            Mutation::InsertBytes { at, bytes } => {
-                let at = pos(*at, input.len());
-                input.splice(at..at, bytes.iter().copied());
-            }
-            Mutation::InsertToken { at, token_idx } => {
-                let at = pos(*at, input.len());
-                input.splice(at..at, TOKENS[*token_idx].bytes());
-            }
-            Mutation::Remove { at, len } => {
-                let at = pos(*at, input.len());
-                let end = (at + len).min(input.len());
-                input.drain(at..end);
-            }
-            Mutation::Truncate { at } => input.truncate(pos(*at, input.len())),
-            Mutation::Splice { at, seed_idx, from, len } => {
-                let other = &seeds[seed_idx % seeds.len()].body;
-                let from = pos(*from, other.len());
-                let piece = other[from..(from + len).min(other.len())].to_vec();
-                let at = pos(*at, input.len());
-                input.splice(at..at, piece);
-            }
-        }
-    }
-    input
 }
 
 /// One change to the headers of a signed delivery.
@@ -402,12 +329,20 @@ where
     }
 }
 
+/// A seed's index, and its body mutated.
+fn mutated_body(seeds: &[Seed]) -> impl Strategy<Value = (usize, Vec<u8>)> {
+    let bodies: Vec<Vec<u8>> = seeds.iter().map(|seed| seed.body.clone()).collect();
+    (0..seeds.len(), prop::collection::vec(MUTATIONS.strategy(), 1..5)).prop_map(move |(seed_idx, mutations)| {
+        let body = MUTATIONS.apply(&bodies, bodies[seed_idx].clone(), &mutations);
+        (seed_idx, body)
+    })
+}
+
 #[test]
 fn a_mutated_body_never_verifies() {
     let seeds = corpus();
-    run(cases(), (0..seeds.len(), prop::collection::vec(mutation(), 1..5)), |(seed_idx, mutations)| {
+    run(cases(DEFAULT_CASES), mutated_body(&seeds), |(seed_idx, body)| {
         let seed = &seeds[seed_idx];
-        let body = apply(&seeds, seed.body.clone(), &mutations);
         let headers = signed_headers(seed.provider, seed.event, &seed.body);
         check(seed.provider, &headers, &body, &seed.body).map_err(|problem| {
             format!("{problem}\nprovider: {:?}\nbody: {:?}", seed.provider, String::from_utf8_lossy(&body))
@@ -419,7 +354,7 @@ fn a_mutated_body_never_verifies() {
 fn mutated_headers_verify_only_with_the_right_signature() {
     let seeds = corpus();
     let strategy = (0..seeds.len(), prop::collection::vec(header_change(), 1..4), any::<bool>());
-    run(cases(), strategy, |(seed_idx, changes, other_provider)| {
+    run(cases(DEFAULT_CASES), strategy, |(seed_idx, changes, other_provider)| {
         let seed = &seeds[seed_idx];
         let headers = change_headers(signed_headers(seed.provider, seed.event, &seed.body), &changes);
         // Also a delivery sent to another provider's endpoint.
@@ -437,9 +372,8 @@ fn mutated_headers_verify_only_with_the_right_signature() {
 #[test]
 fn parsers_survive_signed_mutated_bodies() {
     let seeds = corpus();
-    run(cases(), (0..seeds.len(), prop::collection::vec(mutation(), 1..5)), |(seed_idx, mutations)| {
+    run(cases(DEFAULT_CASES), mutated_body(&seeds), |(seed_idx, body)| {
         let seed = &seeds[seed_idx];
-        let body = apply(&seeds, seed.body.clone(), &mutations);
         let headers = signed_headers(seed.provider, seed.event, &body);
         check(seed.provider, &headers, &body, &body).map_err(|problem| {
             format!("{problem}\nprovider: {:?}\nbody: {:?}", seed.provider, String::from_utf8_lossy(&body))
