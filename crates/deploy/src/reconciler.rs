@@ -187,25 +187,21 @@ impl<R: Runtime> Reconciler<R> {
         let mut active = Vec::with_capacity(deploys.len());
         for deploy in deploys {
             let app = deploy.app.as_ref().and_then(|name| apps.iter().find(|a| &a.name == name));
-            let superseded = match (app, deploy.release) {
-                (Some(app), Some(release)) => app.target != Some(release),
-                // Not released yet (still building), or its app is gone: not the applier's.
-                _ => false,
-            };
-            if !superseded {
+            // Not released yet (still building), its app gone, or still the target: not superseded.
+            let Some(app) = app.filter(|app| deploy.release.is_some() && app.target != deploy.release) else {
                 active.push(deploy);
                 continue;
-            }
-            let app = app.expect("a superseded deploy has an app").name.clone();
-            let message = match apps.iter().find(|a| a.name == app).and_then(|a| a.target) {
+            };
+            let message = match app.target {
                 Some(target) => format!("superseded by {target}"),
                 None => "superseded: the app runs no release any more".to_owned(),
             };
+            let app = &app.name;
             let store = self.store();
             let finished = store
                 .finish_deploy(deploy.id, DeployStatus::Superseded, &message, now)
                 .and_then(|()| store.append_deploy_log(deploy.id, &message))
-                .and_then(|()| store.add_event(Some(&app), "deploy.superseded", &message, now));
+                .and_then(|()| store.add_event(Some(app), "deploy.superseded", &message, now));
             match finished {
                 Ok(()) => info!(app = %app, deploy = deploy.id, "deploy superseded"),
                 Err(e) => warn!(app = %app, deploy = deploy.id, error = %e, "could not end a superseded deploy"),
