@@ -5,7 +5,10 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-/// Where everything lives; by default `~/.local/share/drover`.
+/// Root's data directory, unless told otherwise.
+pub const ROOT_DATA_DIR: &str = "/var/lib/drover";
+
+/// Where everything lives; by default `~/.local/share/drover` ([`ROOT_DATA_DIR`] for root).
 #[derive(Debug, Clone)]
 pub struct DataDir {
     root: PathBuf,
@@ -16,7 +19,10 @@ impl DataDir {
         Self { root }
     }
 
-    /// `$DROVER_DATA_DIR`, else `$XDG_DATA_HOME/drover`, else `~/.local/share/drover`.
+    /// `$DROVER_DATA_DIR`, else `$XDG_DATA_HOME/drover`, else [`ROOT_DATA_DIR`] for root and
+    /// `~/.local/share/drover` for anyone else. Root's apps run as users of their own, who
+    /// must be able to pass through every directory above the data directory, and root's home
+    /// is closed to them.
     pub fn default_root() -> PathBuf {
         if let Some(dir) = std::env::var_os("DROVER_DATA_DIR") {
             return PathBuf::from(dir);
@@ -24,8 +30,51 @@ impl DataDir {
         if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
             return PathBuf::from(dir).join("drover");
         }
+        if sandbox::can_switch_users() {
+            return PathBuf::from(ROOT_DATA_DIR);
+        }
+        Self::home_default()
+    }
+
+    fn home_default() -> PathBuf {
         let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
         home.join(".local/share/drover")
+    }
+
+    /// For a server that runs apps as their own users: refuses, with what to do, a data
+    /// directory they cannot reach (a directory above it others may not enter), and root's
+    /// default data directory while an earlier version's is still in root's home.
+    pub fn check_reachable_by_apps(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        if self.root == Path::new(ROOT_DATA_DIR) && !self.db().exists() {
+            let earlier = Self::home_default();
+            if earlier.join("state.db").exists() {
+                anyhow::bail!(
+                    "found the data directory of an earlier drover in {}; as root, drover now keeps its data in {ROOT_DATA_DIR}, where the apps' own users can reach their files: move it there (`mv {} {ROOT_DATA_DIR}`) or name it with --data-dir (it must then be somewhere they can reach)",
+                    earlier.display(),
+                    earlier.display()
+                );
+            }
+        }
+        let absolute = std::path::absolute(&self.root)?;
+        for dir in absolute.ancestors().skip(1) {
+            let mode = match std::fs::metadata(dir) {
+                Ok(metadata) => metadata.permissions().mode(),
+                // Made later, by this process, with a mode others may pass.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if mode & 0o001 == 0 {
+                anyhow::bail!(
+                    "the data directory {} is inside {} (mode {:o}), which others may not enter, so the apps' own users could not reach their files: use a data directory elsewhere (--data-dir or DROVER_DATA_DIR, e.g. {ROOT_DATA_DIR}) or let others pass through it (`chmod o+x {}`)",
+                    self.root.display(),
+                    dir.display(),
+                    mode & 0o777,
+                    dir.display()
+                );
+            }
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -244,19 +293,45 @@ pub fn create_secret_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
 /// checked by the keyring, which refuses a key others could read rather than quietly keeping it.
 const KEEP_MODE: &[&str] = &["secret.key"];
 
-/// Directories whose contents keep their modes: unpacked slugs are mounted into containers whose
-/// user may not be this one, and are reachable on the host only through the private root.
+/// Directories whose contents keep their modes: the artifact store sets its own (unpacked slugs
+/// are read by apps' users and mounted into containers whose user may not be this one).
 const KEEP_TREE: &[&str] = &["artifacts"];
 
+/// Directories that apps' own users pass through (mode 0711: no listing) to what they were
+/// given: their slug (`artifacts/unpacked/DIGEST`), their build and test directories (under
+/// `artifacts/tmp` and `tmp`) and their instances' `HOME` and `TMPDIR` (`instances/ID/…`).
+const TRAVERSED: &[&str] = &["", "artifacts", "tmp", "instances"];
+
 impl DataDir {
-    /// Makes the data directory private: the root 0700, and every file and directory below it
-    /// without group or other permissions (except what [`KEEP_MODE`] and [`KEEP_TREE`] name). Run
-    /// on every start, so a directory made by an older version, copied or loosened by hand is
-    /// tightened before any state is read.
+    /// Makes the data directory private: every file and directory below it without group or
+    /// other permissions (except what [`KEEP_MODE`] and [`KEEP_TREE`] name), but for the
+    /// directories apps' users pass through, which others may enter and not list
+    /// ([`TRAVERSED`], and each instance's directory). Run on every start, so a directory made
+    /// by an older version, copied or loosened by hand is tightened before any state is read.
     pub fn tighten(&self) -> std::io::Result<()> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.root)?;
-        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))?;
+        self.tighten_entries()?;
+        let traverse_only = |path: &Path| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o711));
+        for dir in TRAVERSED {
+            let path = self.root.join(dir);
+            match std::fs::symlink_metadata(&path) {
+                Ok(metadata) if metadata.is_dir() => traverse_only(&path)?,
+                _ => {}
+            }
+        }
+        if let Ok(instances) = std::fs::read_dir(self.instances()) {
+            for entry in instances {
+                let entry = entry?;
+                if entry.file_type()?.is_dir() {
+                    traverse_only(&entry.path())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn tighten_entries(&self) -> std::io::Result<()> {
         for entry in std::fs::read_dir(&self.root)? {
             let entry = entry?;
             let name = entry.file_name();
@@ -369,13 +444,22 @@ mod tests {
         ] {
             set(p, m);
         }
+        std::fs::create_dir_all(root.join("instances/app-web-v1-x/home")).unwrap();
+        set("instances/app-web-v1-x/home", 0o755);
+        std::fs::write(root.join("instances/app-web-v1-x/spec.json"), "x").unwrap();
+        set("instances/app-web-v1-x/spec.json", 0o644);
         data.tighten().unwrap();
-        assert_eq!(mode(""), 0o700);
+        // Apps' users pass through, and cannot list.
+        assert_eq!(mode(""), 0o711);
+        assert_eq!(mode("instances"), 0o711);
+        assert_eq!(mode("instances/app-web-v1-x"), 0o711);
+        assert_eq!(mode("instances/app-web-v1-x/home"), 0o700);
+        assert_eq!(mode("instances/app-web-v1-x/spec.json"), 0o600);
         assert_eq!(mode("state.db"), 0o600);
         assert_eq!(mode("repos"), 0o700);
         assert_eq!(mode("repos/app.git/objects"), 0o700);
         assert_eq!(mode("repos/app.git/config"), 0o600);
-        assert_eq!(mode("artifacts"), 0o700);
+        assert_eq!(mode("artifacts"), 0o711);
         // Kept: the keyring refuses a loose key itself; unpacked slugs are read inside containers.
         assert_eq!(mode("secret.key"), 0o644);
         assert_eq!(mode("artifacts/unpacked/abc/app.py"), 0o444);

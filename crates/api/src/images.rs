@@ -36,6 +36,7 @@ pub(crate) async fn build(
     dockerfile: &str,
     src: PathBuf,
     log: impl Fn(&str) + Send + 'static,
+    cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> Result<artifact::Built, String> {
     let docker = docker(ctx, spec)?;
     log(&format!("building image of {} from {dockerfile}", spec.name));
@@ -62,7 +63,26 @@ pub(crate) async fn build(
     let tag = format!("drover/{}:{}", spec.name, &input.hex()[..12]);
     let options = BuildImageOptionsBuilder::default().dockerfile(dockerfile).t(&tag).rm(true).forcerm(true).build();
     let mut output = docker.docker().build_image(options, None, Some(bollard::body_full(context.into())));
-    while let Some(item) = output.next().await {
+    // Dropping the stream closes the request, and the engine stops a build whose client left.
+    let deadline = tokio::time::Instant::now() + spec.build_timeout;
+    let cancelled = || cancel.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst));
+    loop {
+        let next = tokio::select! {
+            next = output.next() => next,
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(format!(
+                    "the image build took longer than its build_timeout of {}s and was stopped",
+                    spec.build_timeout.as_secs()
+                ));
+            }
+            () = tokio::time::sleep(std::time::Duration::from_millis(100)), if cancel.is_some() => {
+                if cancelled() {
+                    return Err("the image build was cancelled".to_owned());
+                }
+                continue;
+            }
+        };
+        let Some(item) = next else { break };
         let info = item.map_err(|e| format!("building the image failed: {}", chain(&e)))?;
         if let Some(detail) = info.error_detail {
             return Err(format!("building the image failed: {}", detail.message.unwrap_or_default()));

@@ -56,10 +56,11 @@ pub(crate) async fn test_artifact(
             None => Some(ctx2.artifacts.unpacked(&digest2).map_err(|e| crate::routes::chain(&e))?),
         };
         let stack = ctx2.runtime.slug_stack_image().map(str::to_owned);
-        let (commands, env, artifact_dir, masker) = match (slug_dir, stack) {
+        let (commands, env, artifact_dir, masker, user) = match (slug_dir, stack) {
             (Some(artifact_dir), None) => {
                 let (env, masker) = crate::vars::step_env(&ctx2, &spec2)?;
-                (test.run.clone(), env, artifact_dir, masker)
+                let user = crate::vars::step_user(&ctx2, &spec2.name)?;
+                (test.run.clone(), env, artifact_dir, masker, user)
             }
             (slug_dir, stack) => {
                 let image = match (&slug_dir, &stack) {
@@ -88,11 +89,13 @@ pub(crate) async fn test_artifact(
                 if let Some(host) = crate::images::docker_host() {
                     env.insert("DOCKER_HOST".to_owned(), host);
                 }
-                (commands, env, cwd, masker)
+                // The `docker` clients run as the server: only it may reach the engine.
+                (commands, env, cwd, masker, None)
             }
         };
         log(&format!("testing {digest2} inside the artifact ({} command(s))", test.run.len()));
-        let step = TestStep { commands, env, artifact_dir, work_dir: work.path().to_owned(), timeout: test.timeout };
+        let work_dir = work.path().to_owned();
+        let step = TestStep { commands, env, artifact_dir, work_dir, timeout: test.timeout, user };
         let mut masks = masker.stream();
         let mut groups = crate::groups::GroupRecorder::new(&ctx2.store, what);
         let outcome = pipeline::run_tests(

@@ -268,7 +268,7 @@ async fn build_and_release(
             let _ = ctx.store().append_deploy_log(deploy_id, line);
         }
     };
-    let built = build(&ctx, &spec, workdir.path().join("src"), log.clone()).await;
+    let built = build(&ctx, &spec, workdir.path().join("src"), log.clone(), None).await;
     drop(workdir);
     let built = match built {
         Ok(built) => built,
@@ -302,27 +302,32 @@ async fn build_and_release(
     ctx.wake.notify_one();
 }
 
-/// Builds the source tree `src` into an artifact, reporting progress to `log`.
+/// Builds the source tree `src` into an artifact, reporting progress to `log`. The build is
+/// stopped, and fails, once it takes longer than the spec's `build_timeout` or `cancel` is set.
 pub(crate) async fn build(
     ctx: &Arc<Ctx>,
     spec: &model::AppSpec,
     src: std::path::PathBuf,
     log: impl Fn(&str) + Send + 'static,
+    cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> Result<artifact::Built, String> {
     if let Some(dockerfile) = &spec.dockerfile {
-        return crate::images::build(ctx, spec, dockerfile, src, log).await;
+        return crate::images::build(ctx, spec, dockerfile, src, log, cancel).await;
     }
     let ctx = ctx.clone();
     let spec = spec.clone();
     tokio::task::spawn_blocking(move || {
         log(&format!("building {} ({} build step(s))", spec.name, spec.build.len()));
         let (env, masker) = crate::vars::step_env(&ctx, &spec)?;
+        let user = crate::vars::step_user(&ctx, &spec.name)?;
         let mut masks = masker.stream();
         let mut groups = crate::groups::GroupRecorder::new(&ctx.store, format!("build of {}", spec.name));
+        let control = artifact::Control { user, timeout: Some(spec.build_timeout), cancel: cancel.as_deref() };
         let built = ctx.artifacts.build(
             &src,
             &spec.build,
             &env,
+            &control,
             &mut |line| {
                 for masked in masks.push(line) {
                     log(&masked);
@@ -524,7 +529,12 @@ async fn app_logs(
         bytes::Bytes::from(line)
     };
     if !q.follow {
-        let records = logs::read_app(&root, &app, &opts).map_err(internal)?;
+        // File reads block: on the blocking pool, so a large log never stalls the server's
+        // async threads (the reconciler, other requests).
+        let records = tokio::task::spawn_blocking(move || logs::read_app(&root, &app, &opts))
+            .await
+            .expect("reading logs does not panic")
+            .map_err(internal)?;
         let body: Vec<u8> = records.iter().flat_map(|r| ndjson(r).to_vec()).collect();
         return Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response());
     }

@@ -270,15 +270,21 @@ async fn steps(ctx: &Arc<Ctx>, run: &Run, cancel: &Arc<AtomicBool>) -> Result<St
             digest.clone()
         }
         None => {
-            let built =
-                in_step(ctx, run.id, cancel, "build", build(ctx, &spec, src.clone(), logger.clone()), |built| {
+            let built = in_step(
+                ctx,
+                run.id,
+                cancel,
+                "build",
+                build(ctx, &spec, src.clone(), logger.clone(), Some(cancel.clone())),
+                |built| {
                     if built.cached {
                         format!("cached: inputs unchanged, {}", built.digest)
                     } else {
                         built.digest.to_string()
                     }
-                })
-                .await?;
+                },
+            )
+            .await?;
             ctx.store().set_run_digest(run.id, &built.digest).map_err(|e| e.to_string())?;
             check_cancel(cancel)?;
             match spec.pipeline.test {

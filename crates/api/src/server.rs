@@ -263,11 +263,19 @@ fn clear_scratch(data: &DataDir, artifacts: &ArtifactStore) {
 /// Runs the server until SIGTERM, SIGINT or a shutdown request.
 pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     let data = opts.data;
-    // Before anything is read: state, repos, logs and settings are this user's alone.
-    data.tighten().with_context(|| format!("making the data directory {} private", data.root().display()))?;
+    // Whatever the server, the proxy it starts and their libraries create (the database and its
+    // WAL, logs, sockets) is private unless made otherwise on purpose: the data directory's
+    // root is open for apps' users to pass through, so a file's own mode is what keeps it.
+    // SAFETY: umask cannot fail and touches no memory.
+    unsafe { libc::umask(0o077) };
+    if sandbox::can_switch_users() {
+        data.check_reachable_by_apps()?;
+    }
     for dir in [data.root().to_path_buf(), data.tmp(), data.instances(), data.logs()] {
         create_private_dir(&dir)?;
     }
+    // Before anything is read: state, repos, logs and settings are this user's alone.
+    data.tighten().with_context(|| format!("making the data directory {} private", data.root().display()))?;
     let settings = settings(&data, &opts.overrides)?;
     let token = token(&data)?;
     let mut store = Store::open(&data.db()).context("opening state.db")?;

@@ -48,6 +48,15 @@ pub(crate) fn step_env(ctx: &Ctx, spec: &AppSpec) -> Result<(BTreeMap<String, St
     Ok((env, masker))
 }
 
+/// The user the build and test steps of `app` run as on this machine: its own when the server
+/// is root, else the server's (`None`).
+pub(crate) fn step_user(ctx: &Ctx, app: &model::AppName) -> Result<Option<model::AppUser>, String> {
+    if !sandbox::can_switch_users() {
+        return Ok(None);
+    }
+    ctx.store().app_user(app).map(Some).map_err(|e| e.to_string())
+}
+
 /// [`step_env`] with the secrets apart from the plain env, for a step that must pass them
 /// another way (a container's secrets file).
 pub(crate) fn step_env_parts(ctx: &Ctx, spec: &AppSpec) -> Result<StepEnv, String> {

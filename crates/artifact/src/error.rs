@@ -67,6 +67,10 @@ pub enum ArtifactError {
     },
     #[error("build command {command:?} failed: {status}")]
     BuildFailed { command: String, status: ExitStatus },
+    #[error("the build was cancelled while {command:?} ran")]
+    Cancelled { command: String },
+    #[error("the build took longer than its build_timeout of {}s: {command:?} was stopped", timeout.as_secs())]
+    TimedOut { command: String, timeout: std::time::Duration },
     /// `step` is the step's number in `build:`, from 1.
     #[error("build step {step}: input {path:?} does not exist in the source tree")]
     LayerInputMissing { step: usize, path: String },

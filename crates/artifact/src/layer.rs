@@ -17,7 +17,6 @@ use crate::error::{io_error, ArtifactError};
 use crate::tree::{self, Git, Scratch};
 use crate::{LAYERS, TMP};
 use model::{BuildStep, Digest};
-use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::Path;
@@ -36,9 +35,7 @@ pub(crate) fn apply(
     number: usize,
     step: &BuildStep,
     work: &Path,
-    env: &BTreeMap<String, String>,
-    on_line: &mut dyn FnMut(&str),
-    on_spawn: &mut dyn FnMut(u32),
+    steps: &mut command::Steps<'_>,
 ) -> Result<(Digest, Outcome), ArtifactError> {
     let (layers, tmp) = (&root.join(LAYERS), &root.join(TMP));
     // Checked first, so a clash is reported before minutes of `npm ci`, not after.
@@ -55,12 +52,12 @@ pub(crate) fn apply(
         })?;
     }
     let entries = tree::walk(scratch.path(), Git::Keep)?;
-    let key = digest::input(Purpose::Layer, scratch.path(), &entries, std::slice::from_ref(step), env)?;
+    let key = digest::input(Purpose::Layer, scratch.path(), &entries, std::slice::from_ref(step), steps.env)?;
     let stored = layers.join(key.hex());
     let outcome = if stored.is_dir() {
         Outcome::Reused
     } else {
-        command::run(&step.run, scratch.path(), env, on_line, on_spawn)?;
+        steps.run(&step.run, scratch.path())?;
         let out = Scratch::new_in(tmp, "layer-out-")?;
         for output in &step.outputs {
             let from = scratch.path().join(output);

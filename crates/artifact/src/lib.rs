@@ -27,6 +27,7 @@ mod layer;
 mod tarball;
 mod tree;
 
+pub use command::Control;
 pub use error::ArtifactError;
 
 use crate::digest::Purpose;
@@ -71,10 +72,17 @@ pub struct ArtifactStore {
 
 impl ArtifactStore {
     /// Opens the store at `root`, creating it and its subdirectories if needed.
+    ///
+    /// The root, `unpacked/` and `tmp/` are 0711: an app's user passes through them to the slug
+    /// it runs and to the build directory it was handed, and can list nothing. The rest is this
+    /// process's alone.
     pub fn open(root: PathBuf) -> Result<Self, ArtifactError> {
-        for dir in [SLUGS, UNPACKED, CACHE, LAYERS, TMP] {
+        for (dir, mode) in
+            [("", 0o711), (SLUGS, 0o700), (UNPACKED, 0o711), (CACHE, 0o700), (LAYERS, 0o700), (TMP, 0o711)]
+        {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(io_error("create directory", &path))?;
+            fs::set_permissions(&path, Permissions::from_mode(mode)).map_err(io_error("set permissions on", &path))?;
         }
         Ok(Self { root })
     }
@@ -139,14 +147,21 @@ impl ArtifactStore {
     /// pid (the group's id) as soon as it started, so a caller can record the group and kill it
     /// should the caller die. The group is killed before the next command starts and before this
     /// returns.
+    ///
+    /// `control` says who runs the commands and when they are stopped. With a user (the app's
+    /// own, see [`model::AppUser`]; this process must be root), every command runs as that
+    /// user, in a directory handed to it only while the command runs. A timeout or a cancel
+    /// stops the running command's group and fails the build, naming the command.
     pub fn build(
         &self,
         src: &Path,
         build: &[BuildStep],
         env: &BTreeMap<String, String>,
+        control: &Control<'_>,
         on_line: &mut dyn FnMut(&str),
         on_spawn: &mut dyn FnMut(u32),
     ) -> Result<Built, ArtifactError> {
+        let started = std::time::Instant::now();
         let entries = tree::walk(src, Git::Skip)?;
         let input = digest::input(Purpose::Build, src, &entries, build, env)?;
         if let Some(built) = self.cached(&input)? {
@@ -157,12 +172,17 @@ impl ArtifactStore {
         let work = Scratch::new_in(&tmp, "build-")?;
         tree::copy(src, work.path(), &entries)?;
         let (mut layers_reused, mut layers_built) = (0, 0);
+        // No deadline if the timeout is too large to add to a clock reading.
+        let deadline = control.timeout.and_then(|timeout| Some((started.checked_add(timeout)?, timeout)));
+        let limits = command::Limits { deadline, cancel: control.cancel };
+        let mut steps = command::Steps { env, user: control.user, limits, on_line, on_spawn };
         for (idx, step) in build.iter().enumerate() {
             if !step.is_layer() {
-                command::run(&step.run, work.path(), env, on_line, on_spawn)?;
+                steps.run(&step.run, work.path())?;
                 continue;
             }
-            let (key, outcome) = layer::apply(&self.root, idx + 1, step, work.path(), env, on_line, on_spawn)?;
+            let (key, outcome) = layer::apply(&self.root, idx + 1, step, work.path(), &mut steps)?;
+            let on_line = &mut steps.on_line;
             let (inputs, outputs) = (step.inputs.join(", "), step.outputs.join(", "));
             match outcome {
                 layer::Outcome::Reused => {

@@ -3,7 +3,7 @@
 //! Malicious tarballs are made by hand with the `tar` crate's `Header` API, because its
 //! `Builder` refuses to write the very paths these tests need.
 
-use artifact::{ArtifactStore, Built};
+use artifact::{ArtifactStore, Built, Control};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use model::{BuildStep, Digest};
@@ -13,6 +13,7 @@ use std::fs::{self, File, FileTimes, Permissions};
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant, SystemTime};
 use tar::{EntryType, Header};
@@ -201,7 +202,9 @@ fn open_store(dir: &Path, name: &str) -> ArtifactStore {
 
 fn build(store: &ArtifactStore, src: &Path, build: &[&str], env: &BTreeMap<String, String>) -> (Built, Vec<String>) {
     let mut lines = Vec::new();
-    let built = store.build(src, &commands(build), env, &mut |line| lines.push(line.to_owned()), &mut |_| {}).unwrap();
+    let built = store
+        .build(src, &commands(build), env, &Control::default(), &mut |line| lines.push(line.to_owned()), &mut |_| {})
+        .unwrap();
     (built, lines)
 }
 
@@ -637,6 +640,7 @@ fn failing_build_command_names_the_command_and_leaves_nothing() {
             &src,
             &commands(&["echo before", "echo oops >&2; exit 3", "echo never"]),
             &BTreeMap::new(),
+            &Control::default(),
             &mut |line| lines.push(line.to_owned()),
             &mut |_| {},
         )
@@ -657,7 +661,7 @@ fn links_inside_the_tree_are_kept_and_links_out_refused() {
 
     // As `npm ci` leaves them in node_modules/.bin: kept as links, in the slug and unpacked.
     let steps = commands(&["mkdir -p tools/.bin && ln -s ../../bin/web tools/.bin/web && ln -s lib here"]);
-    let built = store.build(&src, &steps, &BTreeMap::new(), &mut on_line, &mut |_| {}).unwrap();
+    let built = store.build(&src, &steps, &BTreeMap::new(), &Control::default(), &mut on_line, &mut |_| {}).unwrap();
     let headers = tar_headers(&slug_bytes(&dir.path().join("store"), &built.digest));
     assert!(headers.contains(&"tools/.bin/web l 777 0:0 0".to_owned()), "{headers:?}");
     let unpacked = store.unpacked(&built.digest).unwrap();
@@ -666,12 +670,20 @@ fn links_inside_the_tree_are_kept_and_links_out_refused() {
     assert!(listed.contains(&"tools/.bin/web -> ../../bin/web".to_owned()), "{listed:?}");
     assert_eq!(fs::read_to_string(unpacked.join("tools/.bin/web")).unwrap(), "#!/bin/sh\necho hi\n");
     // The same tree, built again elsewhere, gives the same bytes.
-    let again =
-        open_store(dir.path(), "again").build(&src, &steps, &BTreeMap::new(), &mut on_line, &mut |_| {}).unwrap();
+    let again = open_store(dir.path(), "again")
+        .build(&src, &steps, &BTreeMap::new(), &Control::default(), &mut on_line, &mut |_| {})
+        .unwrap();
     assert_eq!(again.digest, built.digest);
 
     let error = store
-        .build(&src, &commands(&["ln -s ../../.. escape"]), &BTreeMap::new(), &mut on_line, &mut |_| {})
+        .build(
+            &src,
+            &commands(&["ln -s ../../.. escape"]),
+            &BTreeMap::new(),
+            &Control::default(),
+            &mut on_line,
+            &mut |_| {},
+        )
         .unwrap_err();
     let message = error.to_string();
     assert!(
@@ -680,7 +692,7 @@ fn links_inside_the_tree_are_kept_and_links_out_refused() {
     );
 
     std::os::unix::fs::symlink("/etc/passwd", src.join("passwd")).unwrap();
-    let error = store.build(&src, &[], &BTreeMap::new(), &mut on_line, &mut |_| {}).unwrap_err();
+    let error = store.build(&src, &[], &BTreeMap::new(), &Control::default(), &mut on_line, &mut |_| {}).unwrap_err();
     assert_eq!(
         error.to_string(),
         "passwd is a symlink to /etc/passwd: a link must be relative and stay inside the source or build tree"
@@ -705,7 +717,7 @@ fn layered(runs: &Path) -> (Vec<BuildStep>, BTreeMap<String, String>) {
 }
 
 fn build_steps(store: &ArtifactStore, src: &Path, steps: &[BuildStep], env: &BTreeMap<String, String>) -> Built {
-    store.build(src, steps, env, &mut |_| {}, &mut |_| {}).unwrap()
+    store.build(src, steps, env, &Control::default(), &mut |_| {}, &mut |_| {}).unwrap()
 }
 
 #[test]
@@ -718,7 +730,9 @@ fn a_layer_is_reused_while_its_inputs_are_unchanged() {
     let (steps, env) = layered(&runs);
 
     let mut lines = Vec::new();
-    let first = store.build(&src, &steps, &env, &mut |line| lines.push(line.to_owned()), &mut |_| {}).unwrap();
+    let first = store
+        .build(&src, &steps, &env, &Control::default(), &mut |line| lines.push(line.to_owned()), &mut |_| {})
+        .unwrap();
     assert_eq!((first.layers_built, first.layers_reused), (1, 0));
     assert!(lines.iter().any(|line| line.starts_with("step 1: stored layer sha256:")), "{lines:?}");
     let unpacked = store.unpacked(&first.digest).unwrap();
@@ -729,7 +743,9 @@ fn a_layer_is_reused_while_its_inputs_are_unchanged() {
     // Only app code changed: a new slug, the dependency step does not run again.
     write(&src, "bin/web", "#!/bin/sh\necho changed\n", 0o755);
     let mut lines = Vec::new();
-    let second = store.build(&src, &steps, &env, &mut |line| lines.push(line.to_owned()), &mut |_| {}).unwrap();
+    let second = store
+        .build(&src, &steps, &env, &Control::default(), &mut |line| lines.push(line.to_owned()), &mut |_| {})
+        .unwrap();
     assert_eq!((second.cached, second.layers_built, second.layers_reused), (false, 0, 1));
     assert_ne!(second.digest, first.digest);
     assert_eq!(fs::read_to_string(&runs).unwrap(), "run\n");
@@ -830,7 +846,10 @@ fn layer_mistakes_are_named_and_leave_nothing() {
         ),
     ];
     for (steps, expected) in cases {
-        let error = store.build(&src, &steps, &BTreeMap::new(), &mut |_| {}, &mut |_| {}).unwrap_err().to_string();
+        let error = store
+            .build(&src, &steps, &BTreeMap::new(), &Control::default(), &mut |_| {}, &mut |_| {})
+            .unwrap_err()
+            .to_string();
         assert!(error.ends_with(&expected), "{error}\nexpected: {expected}");
         for sub in ["tmp", "slugs", "cache", "layers"] {
             assert_eq!(names(&dir.path().join("store").join(sub)), Vec::<String>::new(), "{sub} after {expected}");
@@ -1012,6 +1031,7 @@ fn each_build_command_reports_its_process_group_as_it_starts() {
             &src,
             &commands(&[report, report]),
             &BTreeMap::new(),
+            &Control::default(),
             &mut |line| lines.push(line.to_owned()),
             &mut |pid| spawned.push(format!("{pid} {pid}")),
         )
@@ -1033,4 +1053,116 @@ fn issue_9_f13_a_build_step_gets_an_empty_home_of_its_own() {
     let after = lines.iter().position(|l| l.starts_with("home=")).unwrap();
     assert_eq!(lines[after + 1], "end", "the home is empty: {lines:?}");
     assert!(!Path::new(&home).exists(), "the home is removed after the step");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Builds as the app's own user
+
+#[test]
+fn issue_9_build_steps_run_as_the_app_user_and_cannot_reach_root_files() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: running build steps as another user needs root");
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let store = open_store(dir.path(), "store");
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("app.txt"), "app").unwrap();
+    fs::write(src.join("requirements.txt"), "dep").unwrap();
+    // Root's, as Drover's token and key are.
+    let private = dir.path().join("private");
+    fs::write(&private, "root's secret").unwrap();
+    fs::set_permissions(&private, Permissions::from_mode(0o600)).unwrap();
+    let user = model::AppUser::numbered(42).unwrap();
+    let read_private = format!("cat {} || echo denied", private.display());
+    let steps = vec![
+        BuildStep::command(format!(
+            "id -u > uid.txt; touch \"$HOME/ok\" && echo home >> uid.txt; ({read_private}) > read.txt"
+        )),
+        BuildStep {
+            run: "mkdir deps && id -u > deps/uid.txt".to_owned(),
+            inputs: vec!["requirements.txt".to_owned()],
+            outputs: vec!["deps".to_owned()],
+        },
+    ];
+    let built = store
+        .build(
+            &src,
+            &steps,
+            &BTreeMap::new(),
+            &Control { user: Some(user), ..Default::default() },
+            &mut |_| {},
+            &mut |_| {},
+        )
+        .unwrap();
+    let slug = store.unpacked(&built.digest).unwrap();
+    assert_eq!(fs::read_to_string(slug.join("uid.txt")).unwrap(), format!("{}\nhome\n", user.uid));
+    assert_eq!(fs::read_to_string(slug.join("deps/uid.txt")).unwrap(), format!("{}\n", user.uid));
+    assert_eq!(fs::read_to_string(slug.join("read.txt")).unwrap(), "denied\n");
+    // The slug holds what the source and the commands made, nothing of the user's HOME.
+    let mut names: Vec<_> = fs::read_dir(&slug).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["app.txt", "deps", "read.txt", "requirements.txt", "uid.txt"]);
+    // Nothing the user made is left behind in the store's scratch space.
+    assert_eq!(fs::read_dir(dir.path().join("store/tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn issue_9_a_build_past_its_timeout_or_cancelled_is_stopped_with_its_whole_group() {
+    let dir = TempDir::new().unwrap();
+    let store = open_store(dir.path(), "store");
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("app.txt"), "app").unwrap();
+    let pids = dir.path().join("pids");
+    // A step that never ends by itself, with a child in its group that ignores SIGTERM.
+    let endless = format!(
+        "sh -c 'trap \"\" TERM; sleep 600' & echo $! >> {0}; echo $$ >> {0}; echo started; sleep 600",
+        pids.display()
+    );
+    let steps = commands(&["echo first", &endless, "echo never"]);
+    let alive = |pid: &str| Path::new(&format!("/proc/{pid}")).exists() && !zombie(pid);
+
+    let timeout = Control { timeout: Some(Duration::from_millis(500)), ..Default::default() };
+    let mut lines = Vec::new();
+    let error = store
+        .build(&src, &steps, &BTreeMap::new(), &timeout, &mut |l| lines.push(l.to_owned()), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("build_timeout") && error.contains("sleep 600"), "{error}");
+    assert_eq!(lines, ["first", "started"]);
+    let started: Vec<String> = fs::read_to_string(&pids).unwrap().lines().map(str::to_owned).collect();
+    assert_eq!(started.len(), 2, "{started:?}");
+    assert!(started.iter().all(|pid| !alive(pid)), "the whole group is gone: {started:?}");
+
+    // A cancel set while the step runs stops it the same way.
+    fs::remove_file(&pids).unwrap();
+    let cancel = AtomicBool::new(false);
+    let control = Control { cancel: Some(&cancel), ..Default::default() };
+    let error = store
+        .build(
+            &src,
+            &steps,
+            &BTreeMap::new(),
+            &control,
+            &mut |line| {
+                if line == "started" {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+            },
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("cancelled") && error.contains("sleep 600"), "{error}");
+    let started: Vec<String> = fs::read_to_string(&pids).unwrap().lines().map(str::to_owned).collect();
+    assert!(started.len() == 2 && started.iter().all(|pid| !alive(pid)), "{started:?}");
+    // Nothing half-built is left in the store.
+    assert_eq!(fs::read_dir(dir.path().join("store/tmp")).unwrap().count(), 0);
+}
+
+fn zombie(pid: &str) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()) == Some('Z')
 }

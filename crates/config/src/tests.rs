@@ -182,7 +182,7 @@ fn drover_yml_accepted() {
 #[test]
 fn drover_yml_rejected() {
     const TOP: &str =
-        "(expected one of: app, processes, build, dockerfile, env, scale, health, deploy, routing, pipeline)";
+        "(expected one of: app, processes, build, dockerfile, build_timeout, env, scale, health, deploy, routing, pipeline)";
     const NAME_RULE: &str = "may only contain lowercase letters, digits and '-', and must start with a letter";
     let table: &[(String, String)] = &[
         // Malformed YAML and documents of the wrong shape.
@@ -498,6 +498,8 @@ fn issue_9_f11_every_duration_field_is_bounded() {
         ("deploy: {stop_grace: 3601s}", "drover.yml:4:22: deploy.stop_grace: must be at most 1h"),
         ("pipeline: {test: {run: t, timeout: 7h}}", "drover.yml:4:36: pipeline.test.timeout: must be at most 6h"),
         ("pipeline: {test: {run: t, timeout: 500ms}}", "drover.yml:4:36: pipeline.test.timeout: must be at least 1s"),
+        ("build_timeout: 7h", "drover.yml:4:16: build_timeout: must be at most 6h"),
+        ("build_timeout: 0s", "drover.yml:4:16: build_timeout: must be at least 1s"),
     ];
     for (extra, expected) in table {
         let input = with(&format!("{extra}\n"));
@@ -507,10 +509,13 @@ fn issue_9_f11_every_duration_field_is_bounded() {
     let input = with(
         "health: {interval: 100ms, timeout: 10m, start_period: 1h}\n\
          deploy: {deadline: 1s, drain_timeout: 1h, stop_grace: 1h}\n\
-         pipeline: {test: {run: t, timeout: 6h}}\n",
+         pipeline: {test: {run: t, timeout: 6h}}\n\
+         build_timeout: 6h\n",
     );
     let spec = parse_yaml("drover.yml", &input).expect("bounds are inclusive");
     assert_eq!(spec.validate(), Ok(()));
+    assert_eq!(spec.build_timeout, std::time::Duration::from_secs(6 * 3600));
+    assert_eq!(parse_yaml("drover.yml", &with("")).unwrap().build_timeout, model::DEFAULT_BUILD_TIMEOUT);
 }
 
 #[test]

@@ -17,13 +17,24 @@ use crate::suggest::did_you_mean;
 use model::pipeline::{Approval, BranchPattern, PipelineSpec, StageSpec, TestSpec};
 use model::{
     env, AppName, AppSpec, Balance, BuildStep, DeploySpec, DurationRange, DurationRangeError, HealthSpec, ProcessType,
-    RoutingSpec, Strategy, TEST_TIMEOUT_RANGE,
+    RoutingSpec, Strategy, BUILD_TIMEOUT_RANGE, DEFAULT_BUILD_TIMEOUT, TEST_TIMEOUT_RANGE,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const TOP_FIELDS: &[&str] =
-    &["app", "processes", "build", "dockerfile", "env", "scale", "health", "deploy", "routing", "pipeline"];
+const TOP_FIELDS: &[&str] = &[
+    "app",
+    "processes",
+    "build",
+    "dockerfile",
+    "build_timeout",
+    "env",
+    "scale",
+    "health",
+    "deploy",
+    "routing",
+    "pipeline",
+];
 const BUILD_STEP_FIELDS: &[&str] = &["run", "inputs", "outputs"];
 const PIPELINE_FIELDS: &[&str] = &["test", "stages"];
 const TEST_FIELDS: &[&str] = &["run", "timeout"];
@@ -144,6 +155,10 @@ impl Doc<'_> {
             }
             None => None,
         };
+        let build_timeout = match record.given("build_timeout") {
+            Some(field) => self.duration(field, BUILD_TIMEOUT_RANGE)?,
+            None => DEFAULT_BUILD_TIMEOUT,
+        };
         let env = match record.given("env") {
             Some(field) => self.env(field)?,
             None => BTreeMap::new(),
@@ -179,6 +194,7 @@ impl Doc<'_> {
             processes,
             build,
             dockerfile,
+            build_timeout,
             env,
             scale,
             health,

@@ -407,6 +407,11 @@ impl<R: Runtime> Reconciler<R> {
         self.store().insert_instance(&row)?;
         let env = spec.run_env();
         let sealed_env = sealed_secrets(&self.store(), &spec.var_scope())?;
+        // Each app runs as its own user when the server may switch users (is root).
+        let user = match sandbox::can_switch_users() {
+            true => Some(self.store().app_user(app)?),
+            false => None,
+        };
         let instance = InstanceSpec {
             id: id.clone(),
             app: app.clone(),
@@ -418,6 +423,7 @@ impl<R: Runtime> Reconciler<R> {
             artifact,
             stop_grace: spec.deploy.stop_grace,
             sealed_env,
+            user,
         };
         if let Err(e) = self.runtime.start(instance).await {
             self.store().delete_instance(&id)?;

@@ -267,7 +267,7 @@ fn issue_9_f4_push_limit_counts_the_inflated_body() {
 fn a_push_changing_only_app_code_reuses_the_dependency_layer() {
     let drover = Drover::new();
     drover.start();
-    let outside = tempfile::tempdir().unwrap();
+    let outside = shared_dir();
     let installs = outside.path().join("installs.log");
     let repo = Repo::new();
     let build = format!(

@@ -66,12 +66,14 @@ fn issue_9_f5_the_data_dir_is_private_and_tightened_on_every_start() {
     assert!(!out.status.success() && stderr_of(&out).contains("secret.key has mode 644"), "{}", stderr_of(&out));
     std::fs::set_permissions(drover.path("secret.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
     drover.start();
-    assert_eq!(mode(root), 0o700);
+    // Apps' own users pass through the root, `instances` and `tmp` to what was handed to them,
+    // and list nothing.
+    assert_eq!(mode(root), 0o711);
     for file in ["state.db", "token", "settings.json", "server.json", "server.log", "proxy.json"] {
         assert_eq!(mode(&drover.path(file)), 0o600, "{file}");
     }
-    for dir in ["logs", "instances", "tmp"] {
-        assert_eq!(mode(&drover.path(dir)), 0o700, "{dir}");
+    for (dir, expected) in [("logs", 0o700), ("instances", 0o711), ("tmp", 0o711)] {
+        assert_eq!(mode(&drover.path(dir)), expected, "{dir}");
     }
     // The check that matters: another local user reads nothing, the config var included.
     for file in ["state.db", "token", "server.log"] {
@@ -371,4 +373,83 @@ fn issue_9_f2_the_variables_of_an_app_must_fit_a_process_together() {
     assert!(!out.status.success() && stderr_of(&out).contains("more than 262144"), "{}", stderr_of(&out));
     // Replacing a var with a smaller one still works.
     drover.ok(&["config", "set", "roomy", "VAR_0=small"]);
+}
+
+/// Says, for `$1` (where it runs: build, test or web), whatever of Drover's state or another
+/// app's it could reach, and its uid.
+const PROBE: &str = r#"
+where=$1
+for f in token secret.key state.db server.log settings.json; do
+  cat "$DATA/$f" >/dev/null 2>&1 && echo "$where read $f"
+done
+ls "$DATA" >/dev/null 2>&1 && echo "$where listed the data dir"
+ls "$DATA/logs" >/dev/null 2>&1 && echo "$where listed the logs"
+python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$DATA/proxy.sock" 2>/dev/null \
+  && echo "$where reached the proxy's admin socket"
+for p in /proc/[0-9]*; do
+  # The app that holds the secret sees it in its own processes; any other app must not.
+  [ -z "$OTHER_APP_SECRET" ] && cat "$p/environ" 2>/dev/null | tr '\0' '\n' | grep -q '^OTHER_APP_SECRET=' \
+    && echo "$where read another app's environ"
+  # cargo puts CARGO in the environment of the tests, and so of the server they start.
+  cat "$p/environ" 2>/dev/null | tr '\0' '\n' | grep -q '^CARGO=' && echo "$where read the server's environ"
+done
+echo "$where uid $(id -u)"
+"#;
+
+#[test]
+fn issue_9_attack_apps_builds_and_tests_run_as_users_of_their_own_and_reach_nothing_of_drover() {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        eprintln!("skipped: apps run as users of their own only when Drover is root");
+        return;
+    }
+    let drover = Drover::new();
+    drover.start();
+    let data = drover.data.path().display().to_string();
+    // The first app holds a value the second must not see in its environment.
+    let deploy = |name: &str, env: &str| {
+        let extra = format!(
+            "build:\n  - sh probe.sh build\npipeline:\n  test:\n    run: sh probe.sh test\nenv:\n  DATA: {data}\n{env}"
+        );
+        let dir = app_dir(name, &extra);
+        std::fs::write(dir.path().join("probe.sh"), PROBE).unwrap();
+        let yaml = std::fs::read_to_string(dir.path().join("drover.yml")).unwrap();
+        std::fs::write(
+            dir.path().join("drover.yml"),
+            yaml.replace("web: python3 app.py", "web: sh probe.sh web; exec python3 app.py"),
+        )
+        .unwrap();
+        let out = drover.run(&["deploy", dir.path().to_str().unwrap()]);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr_of(&out));
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let first = deploy("holder", "  OTHER_APP_SECRET: s3cret\n");
+    let second = deploy("prober", "");
+    let logs = |app: &str| drover.ok(&["logs", app, "--tail", "1000"]);
+    wait_until("both apps' instances to probe", Duration::from_secs(30), || {
+        logs("holder").contains("web uid") && logs("prober").contains("web uid")
+    });
+    let everything = format!("{first}\n{second}\n{}\n{}", logs("holder"), logs("prober"));
+    for reached in ["read ", "listed", "reached", "environ"] {
+        let hits: Vec<&str> =
+            everything.lines().filter(|l| l.contains(reached) && !l.contains("uid")).take(10).collect();
+        assert!(hits.is_empty(), "an app's code reached what is not its own: {hits:?}");
+    }
+    // Each app has one user of its own for its build, its tests and its instances.
+    let uids = |text: &str| -> std::collections::BTreeSet<u32> {
+        text.lines().filter_map(|l| l.split(" uid ").nth(1)).filter_map(|uid| uid.trim().parse().ok()).collect()
+    };
+    let (holder, prober) = (uids(&format!("{first}{}", logs("holder"))), uids(&format!("{second}{}", logs("prober"))));
+    assert_eq!(holder.len(), 1, "{holder:?}\n{everything}");
+    assert_eq!(prober.len(), 1, "{prober:?}\n{everything}");
+    assert_ne!(holder, prober);
+    assert!(holder.iter().chain(&prober).all(|&uid| uid >= 1_900_000_000), "{holder:?} {prober:?}");
+    // The probes ran: as build, as test and as web, for both apps.
+    for (text, app) in [(&first, "holder"), (&second, "prober")] {
+        let all = format!("{text}{}", logs(app));
+        for place in ["build uid", "test uid", "web uid"] {
+            assert!(all.contains(place), "{app}: no {place:?} in {all}");
+        }
+    }
 }

@@ -261,7 +261,7 @@ fn a_server_killed_during_a_test_leaves_no_test_process_behind() {
     drover.start();
     // The test step leaves a `sleep` in its process group and says where it is; the shell waits
     // for it, so the step runs until someone stops it.
-    let pids = tempfile::tempdir().unwrap();
+    let pids = shared_dir();
     let (shell_file, sleep_file) = (pids.path().join("shell"), pids.path().join("sleep"));
     let slow = format!(
         "- sleep 300 & echo $! > {sleep}.tmp; mv {sleep}.tmp {sleep}; echo $$ > {shell}; wait",
@@ -364,4 +364,40 @@ fn a_stage_never_takes_over_an_app_that_is_not_its_own() {
     );
     let (_, body) = drover.get("shop-staging", "/");
     assert!(body.contains("mine"), "{body}");
+}
+
+#[test]
+fn issue_9_a_cancelled_build_is_stopped_with_its_processes_and_a_slow_one_times_out() {
+    let drover = Drover::new();
+    drover.start();
+    let pids = shared_dir();
+    let pid_file = pids.path().join("build");
+    let slow = format!("build:\n  - echo $$ > {0}.tmp; mv {0}.tmp {0}; sleep 600\n", pid_file.display());
+    let repo = shop_repo(&drover, |yaml| yaml.replace("pipeline:", &format!("{slow}pipeline:")));
+    let run = push(&repo, "main");
+    let read_pid = || std::fs::read_to_string(&pid_file).ok()?.trim().parse::<u32>().ok();
+    wait_until("the slow build to start", Duration::from_secs(60), || read_pid().is_some());
+    let pid = read_pid().unwrap();
+    let start_time = runtime::procfs::start_time(pid).expect("the build step runs");
+
+    drover.ok(&["cancel", &run]);
+    wait_until("the cancelled build's process to be gone", Duration::from_secs(30), || {
+        !runtime::procfs::is_alive(pid, start_time)
+    });
+    wait_until("the run to end", Duration::from_secs(30), || run_json(&drover, &run)["status"] == "cancelled");
+    let cancelled = run_json(&drover, &run);
+    assert_eq!(steps(&cancelled), ["checkout succeeded", "build cancelled"], "{cancelled}");
+
+    // The same build with a timeout fails by itself, saying why.
+    std::fs::remove_file(&pid_file).unwrap();
+    let yaml = std::fs::read_to_string(repo.path().join("drover.yml")).unwrap();
+    std::fs::write(repo.path().join("drover.yml"), format!("build_timeout: 2s\n{yaml}")).unwrap();
+    repo.commit_all("a build timeout");
+    let run = push(&repo, "main");
+    wait_until("the timed-out run to fail", Duration::from_secs(60), || run_json(&drover, &run)["status"] == "failed");
+    let failed = run_json(&drover, &run);
+    assert_eq!(steps(&failed), ["checkout succeeded", "build failed"], "{failed}");
+    assert!(step_message(&failed, "build").contains("build_timeout of 2s"), "{failed}");
+    let pid = read_pid().unwrap();
+    assert!(runtime::procfs::stat(pid).is_none_or(|stat| stat.is_dead()), "the timed-out step is gone");
 }

@@ -45,12 +45,22 @@ impl Follow {
 pub async fn follow(root: &Path, app: &AppName, options: ReadOptions) -> Result<Follow, LogError> {
     let tail = options.tail;
     let tailer = Tailer::new(root, app, options);
-    let (tailer, history) = poll(tailer).await?;
+    let (tailer, history) = first_poll(tailer).await?;
     let mut history = history?;
     keep_tail(&mut history, tail);
     let (sender, records) = mpsc::channel(1024);
     tokio::spawn(run(tailer, history, sender));
     Ok(Follow { records })
+}
+
+/// The tailer's first read, on the blocking pool.
+async fn first_poll(mut tailer: Tailer) -> Result<(Tailer, Result<Vec<LogRecord>, LogError>), LogError> {
+    tokio::task::spawn_blocking(move || {
+        let records = tailer.first_poll();
+        (tailer, records)
+    })
+    .await
+    .map_err(LogError::Reader)
 }
 
 /// Polls on the blocking pool, since file reads block.

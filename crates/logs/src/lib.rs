@@ -1,7 +1,8 @@
 //! Log records tagged with app, release and instance: capture, storage, reading, tailing.
 //!
 //! Every line an instance prints is stored as one [`LogRecord`] (a JSON object on its own line)
-//! in `LOGS_ROOT/<app>/<instance>.log`, together with the app, release, instance, process type
+//! in `LOGS_ROOT/<app>/<instance>.log` (and, once that grew to [`MAX_SEGMENT_BYTES`], the older
+//! records in `<instance>.log.1`), together with the app, release, instance, process type
 //! and stream it came from, so a search index can be built later without re-parsing anything.
 //!
 //! - [`LogWriter`] appends records for one instance; the runtime's supervisor uses it to capture
@@ -24,4 +25,6 @@ pub use error::LogError;
 pub use follow::{follow, Follow, POLL_INTERVAL};
 pub use reader::{read_app, ReadOptions};
 pub use record::{now_millis, LogRecord, LogSource, Stream};
-pub use writer::{app_dir, append, instance_log_path, system, LogWriter, MAX_LINE_BYTES};
+pub use writer::{
+    app_dir, append, instance_log_path, rotated_log_path, system, LogWriter, MAX_LINE_BYTES, MAX_SEGMENT_BYTES,
+};

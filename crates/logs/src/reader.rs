@@ -1,14 +1,13 @@
 //! Reading stored records: [`read_app`] for a snapshot, and the incremental [`Tailer`] that
 //! both `read_app` and [`crate::follow`] are built on.
 //!
-//! A tailer remembers, per instance file, the offset just past the last complete line it has
-//! read and the file's inode, so it can pick up where it left off, notice new instance files,
-//! and start over when a file is truncated or replaced.
+//! A tailer remembers, per file (by device and inode), the offset just past the last complete
+//! line it has read, so it can pick up where it left off, notice new instance files, follow a
+//! file through its rotation without reading it twice, and start over when a file is truncated.
 
-use crate::{app_dir, instance_log_path, LogError, LogRecord};
+use crate::{app_dir, instance_log_path, rotated_log_path, LogError, LogRecord};
 use model::{AppName, InstanceId, ProcessType, ReleaseId};
-use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -38,9 +37,12 @@ impl ReadOptions {
 /// The records of `app` under `root` that match `options`, oldest first, merged across instance
 /// files by timestamp (records with equal timestamps keep their file order). An app without
 /// logs yet has no records. Lines that are not valid records are skipped.
+///
+/// With a `tail`, each file is read from its end, only as far back as it takes to find that
+/// many matching records, so the last lines of a large log cost little.
 pub fn read_app(root: &Path, app: &AppName, options: &ReadOptions) -> Result<Vec<LogRecord>, LogError> {
     let mut tailer = Tailer::new(root, app, options.clone());
-    let mut records = tailer.poll()?;
+    let mut records = tailer.first_poll()?;
     keep_tail(&mut records, options.tail);
     Ok(records)
 }
@@ -59,32 +61,33 @@ pub(crate) struct Tailer {
     root: PathBuf,
     app: AppName,
     options: ReadOptions,
-    cursors: BTreeMap<OsString, Cursor>,
+    /// By file identity, not name: a rotated file is renamed, and what was read of it under
+    /// its old name is not read again under the new one.
+    cursors: HashMap<FileId, u64>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Cursor {
-    inode: u64,
-    /// Just past the last complete line read.
-    offset: u64,
-}
+/// A file's device and inode.
+type FileId = (u64, u64);
+
+/// The first bytes read from the end of a file for a tail; doubled until enough records match.
+const TAIL_WINDOW: u64 = 64 * 1024;
 
 impl Tailer {
     pub(crate) fn new(root: &Path, app: &AppName, options: ReadOptions) -> Self {
-        Self { root: root.to_owned(), app: app.clone(), options, cursors: BTreeMap::new() }
+        Self { root: root.to_owned(), app: app.clone(), options, cursors: HashMap::new() }
     }
 
-    /// The matching records written since the previous call (all of them on the first call),
-    /// sorted by timestamp.
-    pub(crate) fn poll(&mut self) -> Result<Vec<LogRecord>, LogError> {
-        let files = self.files()?;
-        self.cursors.retain(|name, _| files.contains_key(name));
+    /// The first read: the records the options' `tail` asks for (read from each file's end),
+    /// or every record without one; later [`Tailer::poll`]s go on from the ends of the files.
+    pub(crate) fn first_poll(&mut self) -> Result<Vec<LogRecord>, LogError> {
+        let Some(tail) = self.options.tail else { return self.poll() };
         let mut records = Vec::new();
-        for (name, path) in files {
-            let cursor = self.cursors.entry(name).or_default();
-            match read_new_lines(&path, cursor) {
-                Ok(bytes) => parse_lines(&path, &bytes, &self.options, &mut records),
-                // The file was removed between listing and reading: it has nothing to give.
+        for path in self.files()? {
+            match read_last_records(&path, tail, &self.options) {
+                Ok((id, end, found)) => {
+                    self.cursors.insert(id, end);
+                    records.extend(found);
+                }
                 Err(LogError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
                 Err(error) => return Err(error),
             }
@@ -93,50 +96,115 @@ impl Tailer {
         Ok(records)
     }
 
-    /// The instance files to read, by file name.
-    fn files(&self) -> Result<BTreeMap<OsString, PathBuf>, LogError> {
+    /// The matching records written since the previous call (all of them on the first call),
+    /// sorted by timestamp.
+    pub(crate) fn poll(&mut self) -> Result<Vec<LogRecord>, LogError> {
+        let mut records = Vec::new();
+        let mut seen = HashMap::new();
+        for path in self.files()? {
+            let offset = |id: FileId| self.cursors.get(&id).copied().unwrap_or(0);
+            match read_new_lines(&path, offset) {
+                Ok((id, end, bytes)) => {
+                    seen.insert(id, end);
+                    parse_lines(&path, &bytes, &self.options, &mut records);
+                }
+                // The file was removed between listing and reading: it has nothing to give.
+                Err(LogError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+        }
+        self.cursors = seen;
+        records.sort_by_key(|record| record.ts);
+        Ok(records)
+    }
+
+    /// The files to read: each instance's current file and its rotated one, oldest first.
+    fn files(&self) -> Result<Vec<PathBuf>, LogError> {
         if let Some(instance) = &self.options.instance {
             let path = instance_log_path(&self.root, &self.app, instance);
-            let name = path.file_name().expect("an instance log path ends in a file name").to_owned();
-            return Ok(BTreeMap::from([(name, path)]));
+            return Ok(vec![rotated_log_path(&path), path]);
         }
         let dir = app_dir(&self.root, &self.app);
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(source) => return Err(LogError::Io { action: "list log directory", path: dir, source }),
         };
         let mut files = BTreeMap::new();
         for entry in entries {
             let entry = entry.map_err(LogError::io("list log directory", &dir))?;
-            let path = entry.path();
-            if path.extension().is_some_and(|ext| ext == "log") {
-                files.insert(entry.file_name(), path);
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            // `a.log.1` sorts before `a.log` here: (instance, 0) before (instance, 1).
+            if let Some(instance) = name.strip_suffix(".log.1") {
+                files.insert((instance.to_owned(), 0), entry.path());
+            } else if let Some(instance) = name.strip_suffix(".log") {
+                files.insert((instance.to_owned(), 1), entry.path());
             }
         }
-        Ok(files)
+        Ok(files.into_values().collect())
     }
 }
 
-/// The complete lines appended to `path` since `cursor`, advancing it. Starts over if the file
-/// was replaced or truncated.
-fn read_new_lines(path: &Path, cursor: &mut Cursor) -> Result<Vec<u8>, LogError> {
-    let mut file = File::open(path).map_err(LogError::io("open log file", path))?;
+/// The identity of the open file at `path`, its length and the file itself.
+fn open_log(path: &Path) -> Result<(File, FileId, u64), LogError> {
+    let file = File::open(path).map_err(LogError::io("open log file", path))?;
     let metadata = file.metadata().map_err(LogError::io("stat log file", path))?;
-    if metadata.ino() != cursor.inode || metadata.len() < cursor.offset {
-        *cursor = Cursor { inode: metadata.ino(), offset: 0 };
+    Ok((file, (metadata.dev(), metadata.ino()), metadata.len()))
+}
+
+/// The complete lines appended to `path` since the offset `offset` gives for its identity:
+/// returns that identity, the offset just past the lines, and the lines. Starts over if the
+/// file is shorter than the offset (truncated, or a new file that took an old one's inode).
+fn read_new_lines(path: &Path, offset: impl Fn(FileId) -> u64) -> Result<(FileId, u64, Vec<u8>), LogError> {
+    let (mut file, id, len) = open_log(path)?;
+    let mut offset = offset(id);
+    if len < offset {
+        offset = 0;
     }
-    if metadata.len() == cursor.offset {
-        return Ok(Vec::new());
+    if len == offset {
+        return Ok((id, offset, Vec::new()));
     }
-    file.seek(SeekFrom::Start(cursor.offset)).map_err(LogError::io("seek in log file", path))?;
+    file.seek(SeekFrom::Start(offset)).map_err(LogError::io("seek in log file", path))?;
     let mut bytes = Vec::new();
-    file.take(metadata.len() - cursor.offset).read_to_end(&mut bytes).map_err(LogError::io("read log file", path))?;
+    file.take(len - offset).read_to_end(&mut bytes).map_err(LogError::io("read log file", path))?;
     // A line without its newline is still being written: leave it for the next call.
     let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |newline| newline + 1);
     bytes.truncate(complete);
-    cursor.offset += complete as u64;
-    Ok(bytes)
+    Ok((id, offset + complete as u64, bytes))
+}
+
+/// The last `tail` records of `path` that match `options`, read from the end in growing
+/// windows: returns the file's identity, the offset just past its last complete line, and the
+/// records, oldest first.
+fn read_last_records(
+    path: &Path,
+    tail: usize,
+    options: &ReadOptions,
+) -> Result<(FileId, u64, Vec<LogRecord>), LogError> {
+    let (mut file, id, len) = open_log(path)?;
+    let mut window = TAIL_WINDOW;
+    loop {
+        let start = len.saturating_sub(window);
+        file.seek(SeekFrom::Start(start)).map_err(LogError::io("seek in log file", path))?;
+        let mut bytes = Vec::new();
+        file.by_ref().take(len - start).read_to_end(&mut bytes).map_err(LogError::io("read log file", path))?;
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |newline| newline + 1);
+        let end = start + complete as u64;
+        bytes.truncate(complete);
+        // The window's first line is cut unless the window starts at the file's start.
+        let first = match start {
+            0 => 0,
+            _ => bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |newline| newline + 1),
+        };
+        let mut records = Vec::new();
+        parse_lines(path, &bytes[first..], options, &mut records);
+        if records.len() >= tail || start == 0 {
+            keep_tail(&mut records, Some(tail));
+            return Ok((id, end, records));
+        }
+        window = window.saturating_mul(2);
+    }
 }
 
 fn parse_lines(path: &Path, bytes: &[u8], options: &ReadOptions, records: &mut Vec<LogRecord>) {

@@ -4,12 +4,27 @@
 //! Lines longer than [`MAX_LINE_BYTES`] are split (at a UTF-8 character boundary when the line
 //! is valid there) so that a single runaway line cannot grow a reader's memory without bound,
 //! and bytes that are not UTF-8 are stored lossily as U+FFFD.
+//!
+//! An instance keeps at most two files: once `<instance>.log` holds [`MAX_SEGMENT_BYTES`], a
+//! [`LogWriter`] renames it to `<instance>.log.1` (replacing the older one) and starts a new
+//! file, so an app printing as fast as it can fills a bounded amount of disk, and a reader
+//! never has more than twice that to go through.
 
 use crate::{LogError, LogRecord, LogSource, Stream};
 use model::{AppName, InstanceId};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// How large an instance's current log file grows before it is rotated.
+pub const MAX_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+
+/// How many bytes a writer appends between looks at its file's size: the size is the file's,
+/// so records appended by other processes count too.
+const SIZE_CHECK_BYTES: u64 = 256 * 1024;
 
 /// The longest `line` a record holds, in bytes. Longer lines become several records.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -24,14 +39,26 @@ pub fn instance_log_path(root: &Path, app: &AppName, instance: &InstanceId) -> P
     app_dir(root, app).join(format!("{}.log", instance.as_str()))
 }
 
+/// Where an instance's older records are once its file was rotated: `<instance>.log.1`.
+pub fn rotated_log_path(current: &Path) -> PathBuf {
+    let mut name = current.file_name().expect("a log path ends in a file name").to_owned();
+    name.push(".1");
+    current.with_file_name(name)
+}
+
 /// Appends records for one instance to `root/<app>/<instance>.log`.
 ///
 /// Writes take `&self` and each record is one `write` on an `O_APPEND` file, so a writer can be
 /// shared between threads (one per captured stream) without a lock, and other processes may
 /// append to the same file at the same time.
+///
+/// Every [`SIZE_CHECK_BYTES`] it looks at its file's size, and rotates the file (see the module
+/// docs) once it holds [`MAX_SEGMENT_BYTES`].
 #[derive(Debug)]
 pub struct LogWriter {
-    file: File,
+    file: Mutex<File>,
+    /// Appended since the size was last looked at.
+    unchecked: AtomicU64,
     path: PathBuf,
     source: LogSource,
 }
@@ -41,7 +68,8 @@ impl LogWriter {
     pub fn open(root: &Path, source: LogSource) -> Result<Self, LogError> {
         let path = instance_log_path(root, &source.app, &source.instance);
         let file = open_append(&path)?;
-        Ok(Self { file, path, source })
+        // A file left large by an earlier writer is looked at on the first write.
+        Ok(Self { file: Mutex::new(file), unchecked: AtomicU64::new(SIZE_CHECK_BYTES), path, source })
     }
 
     /// The file this writer appends to.
@@ -59,8 +87,36 @@ impl LogWriter {
     pub fn write_line(&self, stream: Stream, line: &[u8]) -> Result<(), LogError> {
         for chunk in split_line(line, MAX_LINE_BYTES) {
             let record = self.source.record(stream, String::from_utf8_lossy(chunk).into_owned());
-            write_record(&self.file, &self.path, &record)?;
+            let buf = encode(&record);
+            let mut file = self.file.lock().expect("log writers do not panic while writing");
+            write_encoded(&file, &self.path, &buf)?;
+            let unchecked = self.unchecked.fetch_add(buf.len() as u64, Ordering::Relaxed) + buf.len() as u64;
+            if unchecked >= SIZE_CHECK_BYTES {
+                self.unchecked.store(0, Ordering::Relaxed);
+                self.rotate_if_full(&mut file)?;
+            }
         }
+        Ok(())
+    }
+
+    /// Rotates the file once it is full. Another writer of the same instance (the control
+    /// plane's, or an older shim's) may have rotated it already: then this one only moves on
+    /// to the new file, so no segment is renamed twice and lost.
+    fn rotate_if_full(&self, file: &mut File) -> Result<(), LogError> {
+        let ours = file.metadata().map_err(LogError::io("stat log file", &self.path))?;
+        if ours.len() < MAX_SEGMENT_BYTES {
+            return Ok(());
+        }
+        let current = match fs::metadata(&self.path) {
+            Ok(current) => Some(current),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+            Err(source) => return Err(LogError::Io { action: "stat log file", path: self.path.clone(), source }),
+        };
+        if current.is_some_and(|current| current.ino() == ours.ino() && current.dev() == ours.dev()) {
+            let rotated = rotated_log_path(&self.path);
+            fs::rename(&self.path, &rotated).map_err(LogError::io("rotate log file", &self.path))?;
+        }
+        *file = open_append(&self.path)?;
         Ok(())
     }
 
@@ -150,12 +206,20 @@ fn open_append(path: &Path) -> Result<File, LogError> {
     OpenOptions::new().create(true).append(true).open(path).map_err(LogError::io("open log file", path))
 }
 
-fn write_record(mut file: &File, path: &Path, record: &LogRecord) -> Result<(), LogError> {
+fn write_record(file: &File, path: &Path, record: &LogRecord) -> Result<(), LogError> {
+    write_encoded(file, path, &encode(record))
+}
+
+fn encode(record: &LogRecord) -> Vec<u8> {
     let mut buf = serde_json::to_vec(record).expect("a LogRecord always serializes: it has only strings and numbers");
     buf.push(b'\n');
+    buf
+}
+
+fn write_encoded(mut file: &File, path: &Path, buf: &[u8]) -> Result<(), LogError> {
     // One `write_all` of the whole record: with O_APPEND, Linux writes it at the end of the
     // file in one piece, so concurrent writers do not interleave within a record.
-    file.write_all(&buf).map_err(LogError::io("append to log file", path))
+    file.write_all(buf).map_err(LogError::io("append to log file", path))
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {

@@ -180,3 +180,91 @@ fn a_held_line_is_written_once_the_stream_is_quiet_not_at_its_end() {
     capture.join().unwrap().unwrap();
     assert_eq!(all(dir.path()).len(), 1);
 }
+
+/// Writes numbered lines of about 100 bytes until the writer's file was rotated `rotations`
+/// times, and ten more; returns how many lines were written.
+fn flood(writer: &LogWriter, rotations: usize) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let padding = "x".repeat(60);
+    let inode = || std::fs::metadata(writer.path()).unwrap().ino();
+    let (mut current, mut seen, mut n) = (inode(), 0, 0);
+    while seen < rotations {
+        writer.write_line(Stream::Stdout, format!("line {n:08} {padding}").as_bytes()).unwrap();
+        n += 1;
+        if inode() != current {
+            (current, seen) = (inode(), seen + 1);
+        }
+    }
+    for _ in 0..10 {
+        writer.write_line(Stream::Stdout, format!("line {n:08} {padding}").as_bytes()).unwrap();
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn issue_9_a_flooding_instance_keeps_two_bounded_files_and_a_tail_reads_its_last_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = source("hello-web-v7-f1");
+    let writer = LogWriter::open(dir.path(), source.clone()).unwrap();
+    let written = flood(&writer, 3);
+    // Two files: the current one and the last rotated one, each within a segment and a check.
+    let names: std::collections::BTreeSet<String> = std::fs::read_dir(dir.path().join("hello"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["hello-web-v7-f1.log", "hello-web-v7-f1.log.1"].map(str::to_owned).into());
+    let total: u64 = names.iter().map(|n| std::fs::metadata(dir.path().join("hello").join(n)).unwrap().len()).sum();
+    assert!(total <= 2 * logs::MAX_SEGMENT_BYTES + 512 * 1024, "{total} bytes kept");
+
+    let app = source.app.clone();
+    let tail = read_app(dir.path(), &app, &ReadOptions { tail: Some(3), ..Default::default() }).unwrap();
+    let expected: Vec<String> = (written - 3..written).map(|n| format!("line {n:08} ")).collect();
+    let got: Vec<String> = tail.iter().map(|r| r.line[..14].to_owned()).collect();
+    assert_eq!(got, expected);
+    // The whole history kept is in order and ends with the last line: nothing read twice.
+    let history = all(dir.path());
+    let numbers: Vec<usize> = history.iter().map(|r| r.line[5..13].parse().unwrap()).collect();
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "records are consecutive");
+    assert_eq!(numbers.last(), Some(&(written - 1)));
+    // A tail longer than the current file reaches into the rotated one.
+    let current_lines = std::fs::read_to_string(writer.path()).unwrap().lines().count();
+    let long = read_app(dir.path(), &app, &ReadOptions { tail: Some(current_lines + 5), ..Default::default() });
+    assert_eq!(long.unwrap().len(), current_lines + 5);
+}
+
+#[tokio::test]
+async fn issue_9_following_a_log_through_its_rotation_delivers_each_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = source("hello-web-v7-f2");
+    let writer = LogWriter::open(dir.path(), source.clone()).unwrap();
+    writer.write_line(Stream::Stdout, b"line 00000000 before").unwrap();
+    let options = ReadOptions { tail: Some(1), ..Default::default() };
+    let mut follow = follow(dir.path(), &source.app, options).await.unwrap();
+    assert!(next(&mut follow).await.line.starts_with("line 00000000"));
+    // Written from another thread, so the follower polls while the file rotates under it.
+    let written = {
+        let writer = Arc::new(writer);
+        let writing = Arc::clone(&writer);
+        tokio::task::spawn_blocking(move || {
+            // Continues the numbering after the line above. About 12 MB of records: one rotation,
+            // so even a follower that polls only once it is all written has lost nothing.
+            for n in 1..=60_000usize {
+                writing.write_line(Stream::Stdout, format!("line {n:08} {}", "y".repeat(60)).as_bytes()).unwrap();
+            }
+            60_001
+        })
+        .await
+        .unwrap()
+    };
+    let mut expected = 1;
+    while expected < written {
+        let record = next(&mut follow).await;
+        let n: usize = record.line[5..13].parse().unwrap();
+        assert_eq!(n, expected, "each record once, in order");
+        expected += 1;
+    }
+    let current = instance_log_path(dir.path(), &source.app, &source.instance);
+    let rotated = std::fs::metadata(logs::rotated_log_path(&current)).unwrap().len();
+    assert!(rotated >= logs::MAX_SEGMENT_BYTES && std::fs::metadata(&current).unwrap().len() < rotated);
+}

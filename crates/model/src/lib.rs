@@ -8,11 +8,14 @@ mod name;
 pub mod pipeline;
 mod route;
 mod spec;
+mod user;
 
 pub use env::{check_env_var, EnvVarError};
 pub use name::{AppName, Digest, InstanceId, NameError, ProcessType, ReleaseId};
 pub use route::{Backend, BackendStatus, Balance, HealthCheck, ProxyStatus, RouteTable, Site};
 pub use spec::{
     AppSpec, BuildStep, DeploySpec, DurationRange, DurationRangeError, HealthSpec, HumanDuration, InvalidSpec,
-    RoutingSpec, Strategy, VarScope, POLL_INTERVAL_RANGE, TEST_TIMEOUT_RANGE,
+    RoutingSpec, Strategy, VarScope, BUILD_TIMEOUT_RANGE, DEFAULT_BUILD_TIMEOUT, POLL_INTERVAL_RANGE,
+    TEST_TIMEOUT_RANGE,
 };
+pub use user::AppUser;

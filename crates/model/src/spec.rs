@@ -17,6 +17,7 @@
 //! | `deploy.drain_timeout` | 0 to 1h | 0 stops at once; long-lived connections get an hour |
 //! | `deploy.stop_grace` | 0 to 1h | 0 is SIGKILL at once |
 //! | `pipeline.test.timeout` | 1s to 6h | 6h is the job limit of GitHub Actions |
+//! | `build_timeout` | 1s to 6h | the same for a build; the default is 30 minutes |
 
 use crate::env::{check_command, check_env_key, check_env_len, check_env_var};
 use crate::{AppName, Balance, ProcessType};
@@ -82,6 +83,16 @@ const fn secs(n: u64) -> Duration {
 /// `pipeline.test.timeout`: the whole test step.
 pub const TEST_TIMEOUT_RANGE: DurationRange = DurationRange::new(secs(1), secs(6 * 3600));
 
+/// `build_timeout`: all build steps together, or the image build.
+pub const BUILD_TIMEOUT_RANGE: DurationRange = DurationRange::new(secs(1), secs(6 * 3600));
+
+/// The build timeout when `drover.yml` names none: twice Heroku's fixed 15 minutes.
+pub const DEFAULT_BUILD_TIMEOUT: Duration = secs(30 * 60);
+
+fn default_build_timeout() -> Duration {
+    DEFAULT_BUILD_TIMEOUT
+}
+
 /// How often a source is polled (`drover source set --poll`): not a busy loop, and at least
 /// once a day.
 pub const POLL_INTERVAL_RANGE: DurationRange = DurationRange::new(secs(1), secs(24 * 3600));
@@ -98,6 +109,9 @@ pub struct AppSpec {
     /// the image is the artifact. Exclusive with `build`.
     #[serde(default)]
     pub dockerfile: Option<String>,
+    /// How long the build (every step, or the image build) may take before it is stopped.
+    #[serde(default = "default_build_timeout")]
+    pub build_timeout: Duration,
     pub env: BTreeMap<String, String>,
     /// Instances per process type. Types absent here run one instance.
     pub scale: BTreeMap<ProcessType, u32>,
@@ -138,6 +152,7 @@ impl AppSpec {
             processes,
             build: Vec::new(),
             dockerfile: None,
+            build_timeout: DEFAULT_BUILD_TIMEOUT,
             env: BTreeMap::new(),
             scale: BTreeMap::new(),
             health: HealthSpec::default(),
@@ -211,6 +226,7 @@ impl AppSpec {
             ("deploy.deadline", self.deploy.deadline, DeploySpec::DEADLINE_RANGE),
             ("deploy.drain_timeout", self.deploy.drain_timeout, DeploySpec::DRAIN_TIMEOUT_RANGE),
             ("deploy.stop_grace", self.deploy.stop_grace, DeploySpec::STOP_GRACE_RANGE),
+            ("build_timeout", self.build_timeout, BUILD_TIMEOUT_RANGE),
         ];
         if let Some(test) = &self.pipeline.test {
             durations.push(("pipeline.test.timeout", test.timeout, TEST_TIMEOUT_RANGE));
@@ -412,8 +428,8 @@ mod tests {
         let mut spec = hello();
         spec.pipeline.test = Some(crate::pipeline::TestSpec { run: vec!["make test".to_owned()], timeout: secs(600) });
         assert_eq!(verdict(&spec), "ok", "the defaults are valid");
-        assert_eq!(spec.durations().len(), 7);
-        let setters: [(&str, SetDuration); 7] = [
+        assert_eq!(spec.durations().len(), 8);
+        let setters: [(&str, SetDuration); 8] = [
             ("health.interval", |s, d| s.health.interval = d),
             ("health.timeout", |s, d| s.health.timeout = d),
             ("health.start_period", |s, d| s.health.start_period = d),
@@ -421,6 +437,7 @@ mod tests {
             ("deploy.drain_timeout", |s, d| s.deploy.drain_timeout = d),
             ("deploy.stop_grace", |s, d| s.deploy.stop_grace = d),
             ("pipeline.test.timeout", |s, d| s.pipeline.test.as_mut().unwrap().timeout = d),
+            ("build_timeout", |s, d| s.build_timeout = d),
         ];
         for (field, set) in setters {
             let (_, _, range) = *spec.durations().iter().find(|(name, _, _)| *name == field).unwrap();

@@ -62,6 +62,8 @@ pub(crate) struct Invocation<'a> {
     pub deadline: Option<Instant>,
     /// Between SIGTERM and SIGKILL when stopping.
     pub grace: Duration,
+    /// Who runs the command; `None` is this process's user.
+    pub user: Option<model::AppUser>,
 }
 
 /// Runs `invocation.command` with `sh -c` and stdin from `/dev/null`, calling `on_line` with each
@@ -89,6 +91,10 @@ pub(crate) fn run(
         .stdout(writer.try_clone().map_err(error("create a pipe for"))?)
         .stderr(writer)
         .process_group(0);
+    if let Some(user) = invocation.user {
+        // SAFETY: become_user makes only raw system calls on a copied value.
+        unsafe { std::os::unix::process::CommandExt::pre_exec(&mut sh, move || sandbox::become_user(user)) };
+    }
     let child = sh.spawn().map_err(error("start"))?;
     // `sh` still owns our copies of the pipe's write end; the reader sees end-of-file only once
     // they are closed and every process holding the other copies has exited.

@@ -47,6 +47,10 @@ pub struct TestStep {
     pub work_dir: PathBuf,
     /// For the whole step, all commands together.
     pub timeout: Duration,
+    /// The app's own user (this process must be root), or `None` to run the commands as this
+    /// process's user. `work_dir` is handed to the user while the commands run and taken back
+    /// before the reports in it are read.
+    pub user: Option<model::AppUser>,
 }
 
 /// How a test step went.
@@ -172,6 +176,9 @@ pub(crate) fn run_with_grace(
         fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
     }
     let env = environment(&step.env, &reports_dir, &tmp_dir, &home_dir);
+    if let Some(user) = step.user {
+        sandbox::hand_over(&work_dir, user).map_err(io_error("hand to the app user", &work_dir))?;
+    }
 
     // No deadline if the timeout is too large to add to a clock reading.
     let deadline = started.checked_add(step.timeout);
@@ -186,7 +193,8 @@ pub(crate) fn run_with_grace(
             exit = ExitSummary::TimedOut { command_idx, command };
             break;
         }
-        let invocation = Invocation { command: &command, cwd: &artifact_dir, env: &env, deadline, grace };
+        let invocation =
+            Invocation { command: &command, cwd: &artifact_dir, env: &env, deadline, grace, user: step.user };
         let status = match command::run(&invocation, on_line, on_spawn, cancel)? {
             Ending::Exited(status) => status,
             Ending::TimedOut => {
@@ -212,6 +220,11 @@ pub(crate) fn run_with_grace(
         break;
     }
 
+    if step.user.is_some() {
+        // Before reading: a process of the user still running could otherwise swap a report
+        // for a link to one of root's files between the check and the read.
+        sandbox::take_back(&work_dir).map_err(io_error("take back from the app user", &work_dir))?;
+    }
     let found = reports::collect(&reports_dir);
     tracing::debug!(
         exit = %exit,
@@ -265,6 +278,7 @@ mod tests {
             artifact_dir,
             work_dir: dir.path().join("work"),
             timeout: Duration::from_secs(3600),
+            user: None,
         };
         let cancel = AtomicBool::new(false);
         let mut lines = Vec::new();

@@ -40,6 +40,7 @@ impl Fixture {
             artifact_dir: self.artifact(),
             work_dir: self.work(),
             timeout: Duration::from_secs(600),
+            user: None,
         }
     }
 
@@ -396,4 +397,35 @@ fn an_empty_step_passes() {
     assert!(lines.is_empty());
     assert_eq!(outcome.exit, ExitSummary::Succeeded);
     assert!(outcome.passed());
+}
+
+#[test]
+fn issue_9_commands_run_as_the_app_user_whose_reports_are_read_only_once_taken_back() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: running tests as another user needs root");
+        return;
+    }
+    let fixture = Fixture::new();
+    // The server's scratch directory is 0711: an app user passes through to its own work dir.
+    fs::set_permissions(fixture.dir.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    let private = fixture.dir.path().join("token");
+    fs::write(&private, "root's").unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o600)).unwrap();
+    let user = model::AppUser::numbered(43).unwrap();
+    let mut step = fixture.step(&[
+        &format!("id -u; cat {} || echo denied; touch not-written || echo read-only", private.display()),
+        &write_report("a.xml", r#"<testsuite name="s" tests="1"><testcase name="t"/></testsuite>"#),
+    ]);
+    step.user = Some(user);
+    let (outcome, lines) = fixture.run(&step);
+    assert!(outcome.passed(), "{outcome:?} {lines:?}");
+    assert_eq!(lines[0], user.uid.to_string(), "{lines:?}");
+    assert!(lines.contains(&"denied".to_owned()) && lines.contains(&"read-only".to_owned()), "{lines:?}");
+    assert_eq!(outcome.report.unwrap().tests, 1);
+    // Taken back before the reports were read: root's, and nobody else may write.
+    use std::os::unix::fs::MetadataExt;
+    for rel in ["", "reports", "reports/a.xml", "home"] {
+        let metadata = fs::symlink_metadata(fixture.work().join(rel)).unwrap();
+        assert_eq!((metadata.uid(), metadata.mode() & 0o022), (0, 0), "{rel}");
+    }
 }

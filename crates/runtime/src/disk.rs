@@ -50,6 +50,9 @@ pub(crate) struct SpecFile {
     pub sealed_env: Vec<crate::SealedVar>,
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// The user the app runs as; `None` (and in specs written before users) the shim's own.
+    #[serde(default)]
+    pub user: Option<model::AppUser>,
 }
 
 impl SpecFile {
@@ -74,6 +77,7 @@ impl SpecFile {
             isolation,
             sealed_env: spec.sealed_env.clone(),
             key_file: key_file.map(Path::to_owned),
+            user: spec.user,
         }
     }
 
@@ -93,6 +97,7 @@ impl SpecFile {
             artifact: Artifact::Slug(self.slug_dir.clone()),
             stop_grace: self.stop_grace(),
             sealed_env: self.sealed_env.clone(),
+            user: self.user,
         }
     }
 }
@@ -132,6 +137,10 @@ pub(crate) struct ShimFile {
     pub isolation: IsolationMode,
     /// Whether `/tmp` is a private tmpfs (only with `mount-namespace`).
     pub private_tmp: bool,
+    /// Whether `/proc` shows the app only its own user's processes (only with
+    /// `mount-namespace` and a user of its own).
+    #[serde(default)]
+    pub private_proc: bool,
     /// Why the shim failed, for [`ShimState::Failed`].
     pub error: Option<String>,
 }
@@ -208,6 +217,7 @@ mod tests {
             artifact: Artifact::Slug(PathBuf::from("/srv/slugs/abc")),
             stop_grace: Duration::from_millis(2500),
             sealed_env: Vec::new(),
+            user: None,
         };
         let slug_dir = Path::new("/srv/slugs/abc");
         let file = SpecFile::new(&spec, slug_dir, Path::new("/var/lib/drover/logs"), IsolationRequest::Off, None);
@@ -231,6 +241,7 @@ mod tests {
             last_exit: Some("exited with code 1".to_owned()),
             isolation: IsolationMode::MountNamespace,
             private_tmp: true,
+            private_proc: true,
             error: None,
         };
         let json: serde_json::Value = serde_json::to_value(&file).unwrap();

@@ -1,5 +1,6 @@
-//! What the shim does in the app's process between `fork` and `exec`: tie the app's life to the
-//! shim's, and wall it off in a private mount namespace where the kernel allows it.
+//! What the shim does in the app's process between `fork` and `exec`: wall it off in a private
+//! mount namespace where the kernel allows it, become the app's own user when it has one, and
+//! tie the app's life to the shim's.
 //!
 //! Everything that can allocate or fail in ordinary ways (building C strings, `statvfs`) is
 //! done in [`ChildSetup::plan`], in the shim, before forking. [`ChildSetup::apply`] runs in the
@@ -19,6 +20,8 @@ use std::ptr;
 const ISOLATED: u8 = 1;
 /// Bit in the report byte: `/tmp` is a private tmpfs.
 const PRIVATE_TMP: u8 = 2;
+/// Bit in the report byte: `/proc` is a fresh instance that shows only the user's processes.
+const PRIVATE_PROC: u8 = 4;
 
 /// Whether to try isolating apps at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -43,10 +46,17 @@ pub(crate) struct ChildSetup {
     remount_flags: libc::c_ulong,
     /// A tmpfs on `/tmp` would hide the slug or instance directory if either lives there.
     private_tmp: bool,
+    /// Who the app runs as; `None` keeps the shim's user.
+    user: Option<model::AppUser>,
 }
 
 impl ChildSetup {
-    pub(crate) fn plan(request: IsolationRequest, slug_dir: &Path, instance_dir: &Path) -> io::Result<Self> {
+    pub(crate) fn plan(
+        request: IsolationRequest,
+        slug_dir: &Path,
+        instance_dir: &Path,
+        user: Option<model::AppUser>,
+    ) -> io::Result<Self> {
         let slug_dir = slug_dir.canonicalize()?;
         let instance_dir = instance_dir.canonicalize()?;
         let under_tmp = |path: &Path| path.starts_with("/tmp");
@@ -54,7 +64,7 @@ impl ChildSetup {
         let slug_dir = CString::new(slug_dir.as_os_str().as_bytes()).map_err(io::Error::other)?;
         let remount_flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | mount_flags_of(&slug_dir)?;
         let shim_pid = libc::pid_t::try_from(std::process::id()).map_err(io::Error::other)?;
-        Ok(Self { shim_pid, request, slug_dir, remount_flags, private_tmp })
+        Ok(Self { shim_pid, request, slug_dir, remount_flags, private_tmp, user })
     }
 
     /// Runs in the forked app process before `exec`; writes the report byte to `report_fd`.
@@ -63,13 +73,23 @@ impl ChildSetup {
     /// and it may have inherited ignored signals (`nohup`, a shell's background job); both
     /// survive `exec`, and an app that cannot see SIGTERM cannot stop gracefully.
     ///
+    /// An app with a user of its own becomes it after the mounts (which need root) and before
+    /// anything else; that cannot fail quietly: the app does not start as root instead.
+    ///
     /// The app gets `PR_SET_PDEATHSIG(SIGKILL)`: if the shim is killed (even with SIGKILL), the
     /// kernel kills the app's main process, so a dead shim does not leave an unsupervised app
     /// behind. Processes the app forks do not inherit it; `stop` and `remove` clean those up.
     /// The signal is tied to the thread that forked, which is why the shim forks from its main
-    /// thread only.
+    /// thread only, and a change of user clears it, which is why it is set last.
     pub(crate) fn apply(&self, report_fd: RawFd) -> io::Result<()> {
         reset_signals()?;
+        let report = match self.request {
+            IsolationRequest::BestEffort => self.isolate(),
+            IsolationRequest::Off => 0,
+        };
+        if let Some(user) = self.user {
+            sandbox::become_user(user)?;
+        }
         // SAFETY: prctl and getppid are plain system calls without memory arguments.
         unsafe {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
@@ -79,10 +99,6 @@ impl ChildSetup {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
         }
-        let report = match self.request {
-            IsolationRequest::BestEffort => self.isolate(),
-            IsolationRequest::Off => 0,
-        };
         // SAFETY: writes one byte from a live stack variable to a descriptor the shim keeps open
         // until the spawn returns.
         unsafe { libc::write(report_fd, ptr::from_ref(&report).cast(), 1) };
@@ -125,6 +141,20 @@ impl ChildSetup {
             {
                 report |= PRIVATE_TMP;
             }
+            // A fresh proc instance (one per mount since Linux 5.8) with `hidepid=invisible`
+            // shows a non-root user only its own processes: not the shim, not Drover, not
+            // another app's command lines and mounts. Meaningless for an app that stays root.
+            if self.user.is_some()
+                && libc::mount(
+                    c"proc".as_ptr(),
+                    c"/proc".as_ptr(),
+                    c"proc".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    c"hidepid=invisible".as_ptr().cast(),
+                ) == 0
+            {
+                report |= PRIVATE_PROC;
+            }
             report
         }
     }
@@ -148,11 +178,22 @@ fn reset_signals() -> io::Result<()> {
     Ok(())
 }
 
-/// What the report byte says: the isolation mode and whether `/tmp` is private.
-pub(crate) fn outcome(report: u8) -> (IsolationMode, bool) {
-    match report & ISOLATED {
-        0 => (IsolationMode::None, false),
-        _ => (IsolationMode::MountNamespace, report & PRIVATE_TMP != 0),
+/// What the report byte says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub mode: IsolationMode,
+    /// `/tmp` is a private tmpfs.
+    pub private_tmp: bool,
+    /// `/proc` shows only the app user's processes.
+    pub private_proc: bool,
+}
+
+pub(crate) fn outcome(report: u8) -> Outcome {
+    let isolated = report & ISOLATED != 0;
+    Outcome {
+        mode: if isolated { IsolationMode::MountNamespace } else { IsolationMode::None },
+        private_tmp: isolated && report & PRIVATE_TMP != 0,
+        private_proc: isolated && report & PRIVATE_PROC != 0,
     }
 }
 
@@ -182,14 +223,17 @@ mod tests {
 
     #[test]
     fn report_byte_maps_to_modes() {
+        let (none, ns) = (IsolationMode::None, IsolationMode::MountNamespace);
         let table = [
-            (0, (IsolationMode::None, false)),
-            (PRIVATE_TMP, (IsolationMode::None, false)),
-            (ISOLATED, (IsolationMode::MountNamespace, false)),
-            (ISOLATED | PRIVATE_TMP, (IsolationMode::MountNamespace, true)),
+            (0, (none, false, false)),
+            (PRIVATE_TMP | PRIVATE_PROC, (none, false, false)),
+            (ISOLATED, (ns, false, false)),
+            (ISOLATED | PRIVATE_TMP, (ns, true, false)),
+            (ISOLATED | PRIVATE_PROC, (ns, false, true)),
+            (ISOLATED | PRIVATE_TMP | PRIVATE_PROC, (ns, true, true)),
         ];
-        for (report, expected) in table {
-            assert_eq!(outcome(report), expected, "{report}");
+        for (report, (mode, private_tmp, private_proc)) in table {
+            assert_eq!(outcome(report), Outcome { mode, private_tmp, private_proc }, "{report}");
         }
     }
 
@@ -200,7 +244,7 @@ mod tests {
         // own directory: a checkout may itself live under /tmp.
         let elsewhere = Path::new("/usr");
         let plan = |slug: &Path, instance: &Path| {
-            ChildSetup::plan(IsolationRequest::BestEffort, slug, instance).unwrap().private_tmp
+            ChildSetup::plan(IsolationRequest::BestEffort, slug, instance, None).unwrap().private_tmp
         };
         assert!(plan(elsewhere, elsewhere));
         assert!(!plan(under_tmp.path(), elsewhere));

@@ -58,6 +58,10 @@ pub struct InstanceSpec {
     /// Secret environment variables, sealed. Only the supervisor opens them, into the app's
     /// environment; every log line of the app is masked for their values.
     pub sealed_env: Vec<SealedVar>,
+    /// The app's own unprivileged user, or `None` to run it as the runtime's user. The process
+    /// runtime must then be root: it switches to the user and hands it the instance's `HOME`
+    /// and `TMPDIR`. A container has users of its own; the Docker runtime keeps its image's.
+    pub user: Option<model::AppUser>,
 }
 
 /// What an instance runs.

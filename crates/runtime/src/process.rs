@@ -134,8 +134,11 @@ impl Runtime for ProcessRuntime {
         let _starting = self.inner.starting.claim(&spec.id)?;
         let dir = self.inner.instance_dir(&spec.id);
         fs::create_dir_all(&self.inner.root).map_err(RuntimeError::io("create", &self.inner.root))?;
+        // Apps with users of their own pass through both to reach their HOME and TMPDIR; no
+        // one but root may list or change them.
+        set_traverse_only(&self.inner.root)?;
         match fs::create_dir(&dir) {
-            Ok(()) => {}
+            Ok(()) => set_traverse_only(&dir)?,
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(RuntimeError::AlreadyExists { id: spec.id });
             }
@@ -312,6 +315,12 @@ pub(crate) fn validate_command_and_env(spec: &InstanceSpec) -> Result<(), Runtim
 }
 
 /// The slug an instance runs from: an existing directory, by absolute path.
+/// Mode 0711: others may pass through to what they know the name of, nothing more.
+fn set_traverse_only(dir: &Path) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o711)).map_err(RuntimeError::io("set permissions on", dir))
+}
+
 fn slug_dir(spec: &InstanceSpec) -> Result<&Path, RuntimeError> {
     let invalid = |reason: String| Err(RuntimeError::InvalidSpec { id: spec.id.clone(), reason });
     let slug_dir = match &spec.artifact {
@@ -542,6 +551,7 @@ mod tests {
             artifact: Artifact::Slug(PathBuf::from("/")),
             stop_grace: Duration::from_secs(1),
             sealed_env: Vec::new(),
+            user: None,
         }
     }
 
@@ -557,6 +567,7 @@ mod tests {
             last_exit: Some("exited with code 1".to_owned()),
             isolation: IsolationMode::MountNamespace,
             private_tmp: false,
+            private_proc: false,
             error: None,
         }
     }

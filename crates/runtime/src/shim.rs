@@ -102,6 +102,17 @@ pub fn run(instance_dir: &Path) -> Result<(), ShimError> {
     shim.supervise()
 }
 
+/// Creates the app's `HOME` or `TMPDIR`, empty and its user's alone (0700): handed to the app's
+/// user when it has one. Instance directories are never reused, so it cannot exist yet.
+fn create_private_dir(path: &Path, user: Option<model::AppUser>) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().mode(0o700).create(path)?;
+    match user {
+        Some(user) => sandbox::hand_over(path, user),
+        None => Ok(()),
+    }
+}
+
 /// The signals the shim takes with `sigtimedwait` instead of letting them act.
 fn supervised_signals() -> SigSet {
     let mut signals = SigSet::empty();
@@ -158,6 +169,7 @@ impl Shim {
             last_exit: None,
             isolation: IsolationMode::None,
             private_tmp: false,
+            private_proc: false,
             error: None,
         };
         disk::write_json(&dir.join(disk::SHIM_FILE), &state)?;
@@ -189,7 +201,7 @@ impl Shim {
         let home = dir.join(disk::HOME_DIR);
         let tmp = dir.join(disk::TMP_DIR);
         for private in [&home, &tmp] {
-            fs::create_dir_all(private)
+            create_private_dir(private, spec.user)
                 .map_err(|source| ShimError::Setup { action: "create HOME and TMPDIR", source })?;
         }
         let mut env = app_env(spec, std::env::var("PATH").ok(), &home, &tmp);
@@ -199,7 +211,7 @@ impl Shim {
         for (name, value) in secrets {
             env.entry(name).or_insert(value);
         }
-        let setup = ChildSetup::plan(spec.isolation, &spec.slug_dir, dir)
+        let setup = ChildSetup::plan(spec.isolation, &spec.slug_dir, dir, spec.user)
             .map_err(|source| ShimError::Setup { action: "prepare the slug directory", source })?;
         Ok((log, masker, env, setup))
     }
@@ -270,17 +282,26 @@ impl Shim {
             Ok(1) => report[0],
             _ => 0,
         };
-        let (isolation, private_tmp) = isolation::outcome(report);
+        let outcome = isolation::outcome(report);
 
         let pid = child.id();
-        let description = match (isolation, private_tmp) {
-            (IsolationMode::MountNamespace, true) => "mount namespace, read-only slug, private /tmp",
-            (IsolationMode::MountNamespace, false) => "mount namespace, read-only slug",
-            (IsolationMode::None, _) => "none",
+        let mut description = match outcome.mode {
+            IsolationMode::MountNamespace => "mount namespace, read-only slug".to_owned(),
+            IsolationMode::None => "none".to_owned(),
+        };
+        if outcome.private_tmp {
+            description.push_str(", private /tmp");
+        }
+        if outcome.private_proc {
+            description.push_str(", private /proc");
+        }
+        let user = match self.spec.user {
+            Some(user) => format!("app user {}", user.uid),
+            None => "drover's own user".to_owned(),
         };
         // Before the output threads start, so the log reads in order; the pipes hold the app's
         // first output meanwhile.
-        self.note(&format!("started pid {pid} (isolation: {description})"));
+        self.note(&format!("started pid {pid} as {user} (isolation: {description})"));
 
         let (done, drained) = mpsc::channel();
         let outputs: [(Stream, Option<Box<dyn Read + Send>>); 2] = [
@@ -322,8 +343,9 @@ impl Shim {
         self.state.state = ShimState::Running;
         self.state.child_pid = Some(pid);
         self.state.child_start_time = procfs::stat(pid).map(|stat| stat.start_time);
-        self.state.isolation = isolation;
-        self.state.private_tmp = private_tmp;
+        self.state.isolation = outcome.mode;
+        self.state.private_tmp = outcome.private_tmp;
+        self.state.private_proc = outcome.private_proc;
         self.save();
         Ok(App { child, pid, started: Instant::now(), drained, n_readers })
     }
@@ -541,6 +563,7 @@ mod tests {
             isolation: IsolationRequest::BestEffort,
             sealed_env: Vec::new(),
             key_file: None,
+            user: None,
         };
         let env = app_env(&spec, Some("/usr/bin".to_owned()), Path::new("/i/home"), Path::new("/i/tmp"));
         let expected = [

@@ -69,6 +69,7 @@ impl Fixture {
             artifact: Artifact::Image(IMAGE.to_owned()),
             stop_grace: Duration::from_secs(1),
             sealed_env: Vec::new(),
+            user: None,
         }
     }
 

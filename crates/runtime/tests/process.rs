@@ -55,6 +55,7 @@ impl Fixture {
             artifact: Artifact::Slug(self.slug()),
             stop_grace: Duration::from_secs(5),
             sealed_env: Vec::new(),
+            user: None,
         }
     }
 
@@ -396,6 +397,60 @@ async fn slug_is_read_only_and_tmp_private_when_isolated() {
         Isolation::Container => panic!("the process runtime made a container"),
     }
     let _ = fs::remove_file(on_host);
+    fixture.runtime.stop(&id).await.unwrap();
+}
+
+#[tokio::test]
+async fn issue_9_an_app_with_a_user_of_its_own_reaches_nothing_of_root_or_of_other_processes() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: running an app as another user needs root");
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let fixture = Fixture::new();
+    // As the server's data directory: others pass through, and list nothing.
+    fs::set_permissions(fixture.dir.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    let token = fixture.dir.path().join("token");
+    fs::write(&token, "root's").unwrap();
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
+    // This test process stands for the server, or for another app: root's, with an environment.
+    let other = std::process::id();
+    let probe = format!(
+        r#"
+    id -u
+    cat {token} 2>/dev/null || echo token-denied
+    cat /proc/{other}/environ >/dev/null 2>&1 && echo environ-read || echo environ-denied
+    if [ -e /proc/{other} ]; then echo other-visible; else echo other-hidden; fi
+    if echo x > ./written 2>/dev/null; then echo cwd-writable; else echo cwd-read-only; fi
+    echo x > "$HOME/ok" && echo x > "$TMPDIR/ok" && echo home-writable
+    exec sleep 1000"#,
+        token = token.display()
+    );
+    let user = model::AppUser::numbered(44).unwrap();
+    let mut spec = fixture.spec("u9", &probe);
+    spec.user = Some(user);
+    let id = spec.id.clone();
+    fixture.runtime.start(spec).await.unwrap();
+    fixture.wait_for_line(&id, Stream::Stdout, "home-writable");
+    let out: Vec<String> =
+        fixture.logs(&id).into_iter().filter(|r| r.stream == Stream::Stdout).map(|r| r.line).collect();
+    let private_proc = fixture.shim_json(&id)["private_proc"] == true;
+    let expected_other = if private_proc { "other-hidden" } else { "other-visible" };
+    assert_eq!(
+        out,
+        [&user.uid.to_string(), "token-denied", "environ-denied", expected_other, "cwd-read-only", "home-writable"],
+    );
+    // Isolated here (root, a kernel with per-mount proc options): /proc is the app's own.
+    if fixture.shim_json(&id)["isolation"] == "mount-namespace" {
+        assert!(private_proc, "{}", fixture.shim_json(&id));
+    }
+    let system: Vec<String> =
+        fixture.logs(&id).into_iter().filter(|r| r.stream == Stream::System).map(|r| r.line).collect();
+    assert!(system.iter().any(|l| l.contains(&format!("as app user {}", user.uid))), "{system:?}");
+    for dir in ["home", "tmp"] {
+        let metadata = fs::metadata(fixture.dir.path().join("instances").join(id.as_str()).join(dir)).unwrap();
+        assert_eq!((metadata.uid(), metadata.mode() & 0o777), (user.uid, 0o700), "{dir}");
+    }
     fixture.runtime.stop(&id).await.unwrap();
 }
 

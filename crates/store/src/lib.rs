@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 mod hosts;
+mod users;
 pub use hosts::{own_host, ReleaseRefused};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,8 @@ pub enum StoreError {
     /// The release would serve another app's host, or take over a pipeline stage's app.
     #[error(transparent)]
     Refused(#[from] ReleaseRefused),
+    #[error("every one of the {} app users is given out", model::AppUser::COUNT)]
+    NoAppUser,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -561,6 +564,12 @@ CREATE TABLE host_claims (
     app TEXT NOT NULL
 );
 CREATE INDEX host_claims_by_app ON host_claims (app);
+"#,
+    r#"
+CREATE TABLE app_users (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL UNIQUE
+);
 "#,
 ];
 

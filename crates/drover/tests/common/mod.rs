@@ -119,6 +119,16 @@ impl Drop for Drover {
     }
 }
 
+/// A directory outside Drover's that an app's own code (its build steps, tests and instances,
+/// which run as the app's user when the tests run as root) may write, for a test's witness
+/// files: sticky and open to all, like `/tmp`.
+pub fn shared_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    dir
+}
+
 /// Writes an app directory from the bundled example, with fast health checks and `extra` YAML.
 pub fn app_dir(name: &str, extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
