@@ -21,6 +21,7 @@
 //!     inputs: [requirements.txt]   # a cached layer: reused while its inputs are unchanged
 //!     outputs: [.deps]
 //!   - python3 -m compileall -q .
+//! build_timeout: 30m         # every step together, or the image build; 1s to 6h
 //! env: {GREETING: hello}     # numbers and booleans are kept as written; not PORT, HOME,
 //!                            # TMPDIR or DROVER_*, which drover sets
 //! scale: {web: 2}            # 0 to 100 per declared process; 1 when absent
