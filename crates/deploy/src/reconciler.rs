@@ -10,6 +10,11 @@
 //! as an `app.error` event and in its deploy's log, and the app is tried again after a back-off,
 //! while every other app is planned, applied and routed as usual. Only what every app needs (the
 //! runtime's and the proxy's view) fails a whole pass.
+//!
+//! Starts and stops run in the background, so a pass never waits on one: a slow start (a large
+//! slug to unpack, a runtime that takes its time) delays neither the routes the pass publishes
+//! nor any other app. An instance being started counts as alive and not ready; when its start
+//! fails, the next pass records the error against its app, with the same back-off.
 
 use crate::plan::{self, Action, Desired, Life, Observed, Outcome, Rollout};
 use artifact::ArtifactStore;
@@ -71,11 +76,25 @@ pub struct Reconciler<R: Runtime> {
     /// Host suffix for app sites, e.g. `localhost` gives `hello.localhost`.
     domain: String,
     stopping: Arc<Mutex<HashSet<InstanceId>>>,
+    /// Instances whose start runs in the background; their records already exist.
+    starting: Arc<Mutex<HashSet<InstanceId>>>,
+    /// How the background starts end, for the next pass to record.
+    started: (tokio::sync::mpsc::UnboundedSender<Started>, tokio::sync::mpsc::UnboundedReceiver<Started>),
     published: Option<Vec<Site>>,
     /// Apps whose last pass failed: what failed, and when to try again.
     failing: HashMap<AppName, Failing>,
     /// What the proxy last refused of each app's site, so each refusal is recorded once.
     refused: HashMap<AppName, String>,
+}
+
+/// How a background start ended.
+#[derive(Debug)]
+struct Started {
+    app: AppName,
+    id: InstanceId,
+    deploy_id: Option<u64>,
+    /// What failed, if it did.
+    error: Option<String>,
 }
 
 /// An app whose last pass failed.
@@ -109,6 +128,8 @@ impl<R: Runtime> Reconciler<R> {
             artifacts,
             domain,
             stopping: Default::default(),
+            starting: Default::default(),
+            started: tokio::sync::mpsc::unbounded_channel(),
             published: None,
             failing: HashMap::new(),
             refused: HashMap::new(),
@@ -121,6 +142,7 @@ impl<R: Runtime> Reconciler<R> {
 
     /// One pass of observe, plan, apply and publish.
     pub async fn tick(&mut self) -> Result<(), ReconcileError> {
+        let starting = self.starting.lock().expect("never poisoned").clone();
         let statuses: HashMap<InstanceId, InstanceStatus> =
             self.runtime.list().await?.into_iter().map(|s| (s.spec.id.clone(), s)).collect();
         let proxy_status: HashMap<InstanceId, BackendStatus> =
@@ -133,20 +155,48 @@ impl<R: Runtime> Reconciler<R> {
 
         self.stop_orphans(&statuses, &rows);
         let deploys = self.finish_superseded(&apps, deploys, now);
+        let failed_starts = self.record_starts();
         let due: Vec<&AppState> = apps
             .iter()
             .filter(|app| self.failing.get(&app.name).is_none_or(|failing| failing.retry_at_ms <= now))
             .collect();
-        let observed = Observation { rows: &rows, deploys: &deploys, statuses: &statuses, proxy: &proxy_status };
+        let observed = Observation {
+            rows: &rows,
+            deploys: &deploys,
+            statuses: &statuses,
+            proxy: &proxy_status,
+            starting: &starting,
+        };
         let passes = due.iter().map(|app| self.reconcile_app(app, &observed, now));
         let results = futures_util::future::join_all(passes).await;
         for (app, result) in due.into_iter().zip(results) {
             match result {
-                Ok(()) => self.app_succeeded(&app.name),
-                Err(e) => self.app_failed(app, &deploys, &e, now),
+                Ok(()) if !failed_starts.contains_key(&app.name) => self.app_succeeded(&app.name),
+                Ok(()) => {}
+                Err(e) => self.app_failed(app, &deploys, &e.to_string(), now),
+            }
+        }
+        for (app, error) in failed_starts {
+            if let Some(app) = apps.iter().find(|a| a.name == app) {
+                self.app_failed(app, &deploys, &error, now);
             }
         }
         self.publish_routes(now).await
+    }
+
+    /// Takes in how the background starts since the last pass ended: a line in the deploy's log
+    /// for each, and the error of each app whose start failed (the last one, if several did).
+    fn record_starts(&mut self) -> HashMap<AppName, String> {
+        let mut failed = HashMap::new();
+        while let Ok(started) = self.started.1.try_recv() {
+            match started.error {
+                None => self.note(started.deploy_id, &started.app, &format!("started {}", started.id)),
+                Some(error) => {
+                    failed.insert(started.app, error);
+                }
+            }
+        }
+        failed
     }
 
     /// Plans and applies one app: purges it once destroyed and drained, else makes its instances
@@ -172,7 +222,7 @@ impl<R: Runtime> Reconciler<R> {
             .rows
             .iter()
             .filter(|r| r.app == app.name)
-            .map(|r| self.observe(r, observed.statuses.get(&r.id), observed.proxy.get(&r.id)))
+            .map(|r| self.observe(r, observed.statuses.get(&r.id), observed.proxy.get(&r.id), observed.starting))
             .collect();
         for action in plan::plan(&desired, &instances, now) {
             self.apply(&app.name, &desired, action, now).await?;
@@ -218,8 +268,8 @@ impl<R: Runtime> Reconciler<R> {
 
     /// Records a failed pass against `app` alone: an event and a line in its deploy's log when
     /// the error is new, and a later retry.
-    fn app_failed(&mut self, app: &AppState, deploys: &[store::Deploy], error: &ReconcileError, now: u64) {
-        let error = error.to_string();
+    fn app_failed(&mut self, app: &AppState, deploys: &[store::Deploy], error: &str, now: u64) {
+        let error = error.to_owned();
         let count = self.failing.get(&app.name).map_or(0, |f| f.count) + 1;
         let retry_at_ms = now + Failing::backoff_ms(count);
         let new = self.failing.get(&app.name).is_none_or(|f| f.error != error);
@@ -234,9 +284,18 @@ impl<R: Runtime> Reconciler<R> {
             warn!(app = %app.name, error = %e, "could not record the app's error");
         }
     }
-    fn observe(&self, row: &InstanceRow, status: Option<&InstanceStatus>, health: Option<&BackendStatus>) -> Observed {
+    fn observe(
+        &self,
+        row: &InstanceRow,
+        status: Option<&InstanceStatus>,
+        health: Option<&BackendStatus>,
+        starting: &HashSet<InstanceId>,
+    ) -> Observed {
         let life = if self.stopping.lock().expect("never poisoned").contains(&row.id) {
             Life::Stopping
+        } else if starting.contains(&row.id) && status.is_none_or(|s| s.state != InstanceState::Running) {
+            // Not running yet, and not lost either: its start is under way.
+            Life::Alive { ready: false, consecutive_failures: 0, restarts: 0, inflight: 0, last_error: None }
         } else {
             match status {
                 None => Life::Dead,
@@ -287,8 +346,7 @@ impl<R: Runtime> Reconciler<R> {
         match action {
             Action::Start { process, routed } => {
                 let (release, spec) = desired.target.as_ref().expect("the planner starts instances only for a target");
-                let id = self.start(app, *release, spec, &process, routed, now).await?;
-                self.note(deploy_id, app, &format!("started {id}"));
+                self.spawn_start(app, *release, spec, &process, routed, now, deploy_id)?;
             }
             Action::Route { id } => {
                 self.store().set_routed(&id, true)?;
@@ -369,7 +427,11 @@ impl<R: Runtime> Reconciler<R> {
         }
     }
 
-    async fn start(
+    /// Records a new instance and starts it in the background; how the start ended is recorded
+    /// by the next pass. The record comes first, so a crash in between leaves a record of a dead
+    /// instance (forgotten next pass), never an instance nobody knows about.
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_start(
         &self,
         app: &AppName,
         release: ReleaseId,
@@ -377,19 +439,8 @@ impl<R: Runtime> Reconciler<R> {
         process: &ProcessType,
         routed: bool,
         now: u64,
-    ) -> Result<InstanceId, ReconcileError> {
-        let digest = self.store().release(app, release)?.digest;
-        // An app built from a Dockerfile runs its image; any other its unpacked slug.
-        let artifact = match spec.dockerfile {
-            Some(_) => runtime::Artifact::Image(digest.to_string()),
-            None => {
-                let artifacts = self.artifacts.clone();
-                let slug_dir = tokio::task::spawn_blocking(move || artifacts.unpacked(&digest))
-                    .await
-                    .expect("unpacking does not panic")?;
-                runtime::Artifact::Slug(slug_dir)
-            }
-        };
+        deploy_id: Option<u64>,
+    ) -> Result<(), ReconcileError> {
         let id = InstanceId::new(app, process, release, &random_suffix());
         let port = if process.is_web() { Some(self.free_port()?) } else { None };
         let row = InstanceRow {
@@ -402,34 +453,67 @@ impl<R: Runtime> Reconciler<R> {
             draining_since_ms: None,
             created_at_ms: now,
         };
-        // The record is written before the start, so a crash in between leaves a record of a
-        // dead instance (forgotten next pass), never an instance nobody knows about.
-        self.store().insert_instance(&row)?;
-        let env = spec.run_env();
-        let sealed_env = sealed_secrets(&self.store(), &spec.var_scope())?;
-        // Each app runs as its own user when the server may switch users (is root).
-        let user = match sandbox::can_switch_users() {
-            true => Some(self.store().app_user(app)?),
-            false => None,
+        let (env, sealed_env, user) = {
+            let mut store = self.store();
+            let sealed_env = sealed_secrets(&store, &spec.var_scope())?;
+            // Each app runs as its own user when the server may switch users (is root).
+            let user = match sandbox::can_switch_users() {
+                true => Some(store.app_user(app)?),
+                false => None,
+            };
+            store.insert_instance(&row)?;
+            (spec.run_env(), sealed_env, user)
         };
-        let instance = InstanceSpec {
-            id: id.clone(),
-            app: app.clone(),
-            release,
-            process: process.clone(),
-            command: spec.processes.get(process).cloned().unwrap_or_default(),
-            env,
-            port,
-            artifact,
-            stop_grace: spec.deploy.stop_grace,
-            sealed_env,
-            user,
-        };
-        if let Err(e) = self.runtime.start(instance).await {
-            self.store().delete_instance(&id)?;
-            return Err(e.into());
-        }
-        Ok(id)
+        self.starting.lock().expect("never poisoned").insert(id.clone());
+        let digest = self.store().release(app, release).map(|r| r.digest);
+        let (runtime, store, artifacts, starting) =
+            (self.runtime.clone(), self.store.clone(), self.artifacts.clone(), self.starting.clone());
+        let done = self.started.0.clone();
+        let (app, process, spec) = (app.clone(), process.clone(), spec.clone());
+        tokio::spawn(async move {
+            let started = async {
+                // An app built from a Dockerfile runs its image; any other its unpacked slug.
+                let digest = digest?;
+                let artifact = match spec.dockerfile {
+                    Some(_) => runtime::Artifact::Image(digest.to_string()),
+                    None => {
+                        let slug_dir = tokio::task::spawn_blocking(move || artifacts.unpacked(&digest))
+                            .await
+                            .expect("unpacking does not panic")?;
+                        runtime::Artifact::Slug(slug_dir)
+                    }
+                };
+                let instance = InstanceSpec {
+                    id: id.clone(),
+                    app: app.clone(),
+                    release,
+                    command: spec.processes.get(&process).cloned().unwrap_or_default(),
+                    process,
+                    env,
+                    port,
+                    artifact,
+                    stop_grace: spec.deploy.stop_grace,
+                    sealed_env,
+                    user,
+                };
+                runtime.start(instance).await?;
+                Ok::<(), ReconcileError>(())
+            }
+            .await;
+            let error = match started {
+                Ok(()) => None,
+                Err(e) => {
+                    if let Err(e) = store.lock().expect("never poisoned").delete_instance(&id) {
+                        warn!(instance = %id, error = %e, "could not delete a failed instance's record");
+                    }
+                    Some(e.to_string())
+                }
+            };
+            starting.lock().expect("never poisoned").remove(&id);
+            // The receiver lives as long as the reconciler; without it nobody records anything.
+            let _ = done.send(Started { app, id, deploy_id, error });
+        });
+        Ok(())
     }
 
     /// A loopback port no instance of ours holds.
@@ -567,6 +651,9 @@ struct Observation<'a> {
     deploys: &'a [store::Deploy],
     statuses: &'a HashMap<InstanceId, InstanceStatus>,
     proxy: &'a HashMap<InstanceId, BackendStatus>,
+    /// The starts under way when the pass began, before the runtime was asked what runs: one
+    /// that ends meanwhile is still seen as starting, never as lost.
+    starting: &'a HashSet<InstanceId>,
 }
 
 fn random_suffix() -> String {

@@ -321,11 +321,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Server(ServerCommand::Run(flags)) => {
             init_tracing();
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(api::server::run(api::server::ServerOptions {
+            let served = rt.block_on(api::server::run(api::server::ServerOptions {
                 data,
                 overrides: flags.into(),
                 exe: std::env::current_exe()?,
-            }))?;
+            }));
+            // A blocking task stuck on a file that never answers (a hung mount, a FIFO) must not
+            // keep a stopped server alive; what it was doing is redone by the next server.
+            rt.shutdown_timeout(std::time::Duration::from_secs(5));
+            served?;
             Ok(0)
         }
         command => {

@@ -453,3 +453,43 @@ fn issue_9_attack_apps_builds_and_tests_run_as_users_of_their_own_and_reach_noth
         }
     }
 }
+
+#[test]
+fn issue_9_attack_a_start_that_hangs_delays_no_other_app_and_no_route() {
+    let drover = Drover::new();
+    drover.start();
+    let stuck = app_dir("aaa-stuck", "");
+    deploy(&drover, stuck.path());
+    let digest = drover.json(&["releases", "aaa-stuck"])[0]["digest"].as_str().unwrap().to_owned();
+    let hex = digest.strip_prefix("sha256:").unwrap().to_owned();
+    // Its next instance must unpack the slug again, and the slug is now a FIFO nobody writes
+    // to: opening it blocks, as a file on a hung network mount would.
+    let unpacked = drover.path("artifacts/unpacked").join(&hex);
+    std::process::Command::new("chmod").args(["-R", "u+w"]).arg(&unpacked).status().unwrap();
+    std::fs::remove_dir_all(&unpacked).unwrap();
+    let slug = drover.path("artifacts/slugs").join(format!("{hex}.tar.gz"));
+    std::fs::remove_file(&slug).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&slug).status().unwrap();
+    assert!(made.success());
+    drover.ok(&["scale", "web=2", "-a", "aaa-stuck"]);
+    wait_until("the stuck start to begin", Duration::from_secs(30), || drover.instances("aaa-stuck").len() == 2);
+
+    // While it hangs, another app deploys, is routed and serves, and the stuck app's running
+    // instance keeps serving.
+    let fine = app_dir("zzz-fine", "");
+    let out = deploy(&drover, fine.path());
+    assert!(out.contains("is live"), "{out}");
+    assert_eq!(drover.get("zzz-fine", "/").0, 200);
+    assert_eq!(drover.get("aaa-stuck", "/").0, 200);
+    assert_eq!(drover.instances("aaa-stuck").len(), 2, "the stuck start is still under way");
+
+    // Once the file answers (empty: not the slug), the start fails and is recorded against its
+    // app alone; the FIFO is gone before it answers, so the retries fail at once.
+    let writer = std::fs::OpenOptions::new().write(true).open(&slug).unwrap();
+    std::fs::remove_file(&slug).unwrap();
+    drop(writer);
+    wait_until("the failed start to be recorded", Duration::from_secs(30), || {
+        drover.json(&["events", "aaa-stuck"]).to_string().contains("app.error")
+    });
+    assert!(!drover.json(&["events", "zzz-fine"]).to_string().contains("app.error"));
+}
