@@ -45,7 +45,7 @@ impl Follow {
 pub async fn follow(root: &Path, app: &AppName, options: ReadOptions) -> Result<Follow, LogError> {
     let tail = options.tail;
     let tailer = Tailer::new(root, app, options);
-    let (tailer, history) = first_poll(tailer).await?;
+    let (tailer, history) = on_blocking_pool(tailer, Tailer::first_poll).await?;
     let mut history = history?;
     keep_tail(&mut history, tail);
     let (sender, records) = mpsc::channel(1024);
@@ -53,20 +53,14 @@ pub async fn follow(root: &Path, app: &AppName, options: ReadOptions) -> Result<
     Ok(Follow { records })
 }
 
-/// The tailer's first read, on the blocking pool.
-async fn first_poll(mut tailer: Tailer) -> Result<(Tailer, Result<Vec<LogRecord>, LogError>), LogError> {
+/// Reads with `read` (the first read or a later poll) on the blocking pool, since file reads
+/// block, and hands the tailer back with what it read.
+async fn on_blocking_pool(
+    mut tailer: Tailer,
+    read: fn(&mut Tailer) -> Result<Vec<LogRecord>, LogError>,
+) -> Result<(Tailer, Result<Vec<LogRecord>, LogError>), LogError> {
     tokio::task::spawn_blocking(move || {
-        let records = tailer.first_poll();
-        (tailer, records)
-    })
-    .await
-    .map_err(LogError::Reader)
-}
-
-/// Polls on the blocking pool, since file reads block.
-async fn poll(mut tailer: Tailer) -> Result<(Tailer, Result<Vec<LogRecord>, LogError>), LogError> {
-    tokio::task::spawn_blocking(move || {
-        let records = tailer.poll();
+        let records = read(&mut tailer);
         (tailer, records)
     })
     .await
@@ -86,7 +80,7 @@ async fn run(mut tailer: Tailer, history: Vec<LogRecord>, sender: mpsc::Sender<L
         if sender.is_closed() {
             return;
         }
-        let records = match poll(tailer).await {
+        let records = match on_blocking_pool(tailer, Tailer::poll).await {
             Ok((returned, records)) => {
                 tailer = returned;
                 records
