@@ -24,7 +24,11 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         // Not under /tmp: the shim mounts a private tmpfs there, which would hide the slug.
-        let dir = tempfile::Builder::new().prefix("runtime-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        Self::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")))
+    }
+
+    fn new_in(base: &Path) -> Self {
+        let dir = tempfile::Builder::new().prefix("runtime-").tempdir_in(base).unwrap();
         fs::create_dir(dir.path().join("slug")).unwrap();
         fs::write(dir.path().join("slug/Procfile"), "web: ./server\n").unwrap();
         let runtime = runtime_for(dir.path());
@@ -407,7 +411,10 @@ async fn issue_9_an_app_with_a_user_of_its_own_reaches_nothing_of_root_or_of_oth
         return;
     }
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let fixture = Fixture::new();
+    // Somewhere every directory above lets others pass, as the server demands of its data
+    // directory (a checkout, and its target directory, may be inside a private one); and not
+    // under /tmp, which the shim replaces with a private tmpfs.
+    let fixture = Fixture::new_in(Path::new("/var/tmp"));
     // As the server's data directory: others pass through, and list nothing.
     fs::set_permissions(fixture.dir.path(), fs::Permissions::from_mode(0o711)).unwrap();
     let token = fixture.dir.path().join("token");
