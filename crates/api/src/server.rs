@@ -368,7 +368,8 @@ async fn reconcile_loop(ctx: Arc<Ctx>) {
         AdminClient::new(ctx.data.proxy_socket()),
         ctx.artifacts.clone(),
         ctx.settings.domain.clone(),
-    );
+    )
+    .with_logs_root(ctx.data.logs());
     let mut failures = 0u32;
     loop {
         let pass = ctx.tick_lock.lock().await;

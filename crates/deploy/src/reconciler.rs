@@ -81,6 +81,8 @@ pub struct Reconciler<R: Runtime> {
     /// How the background starts end, for the next pass to record.
     started: (tokio::sync::mpsc::UnboundedSender<Started>, tokio::sync::mpsc::UnboundedReceiver<Started>),
     published: Option<Vec<Site>>,
+    /// Where instances' logs are, so a purged app's go with it (`None`: left alone).
+    logs_root: Option<std::path::PathBuf>,
     /// Apps whose last pass failed: what failed, and when to try again.
     failing: HashMap<AppName, Failing>,
     /// What the proxy last refused of each app's site, so each refusal is recorded once.
@@ -131,9 +133,17 @@ impl<R: Runtime> Reconciler<R> {
             starting: Default::default(),
             started: tokio::sync::mpsc::unbounded_channel(),
             published: None,
+            logs_root: None,
             failing: HashMap::new(),
             refused: HashMap::new(),
         }
+    }
+
+    /// Removes a purged app's logs from `root`, so a later app of the same name (a preview of a
+    /// new branch with the same slug) starts with none of them.
+    pub fn with_logs_root(mut self, root: std::path::PathBuf) -> Self {
+        self.logs_root = Some(root);
+        self
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -205,6 +215,14 @@ impl<R: Runtime> Reconciler<R> {
         if app.destroyed && !observed.rows.iter().any(|r| r.app == app.name) {
             if self.store().purge_app(&app.name)? {
                 info!(app = %app.name, "destroyed app removed");
+                if let Some(root) = &self.logs_root {
+                    let dir = logs::app_dir(root, &app.name);
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            warn!(app = %app.name, error = %e, "could not remove a destroyed app's logs");
+                        }
+                    }
+                }
             }
             return Ok(());
         }

@@ -201,6 +201,8 @@ fn push_test_preview_staging_approval_production() {
         !apps.as_array().unwrap().iter().any(|a| a["name"] == "feature-login-shop")
     });
     assert_eq!(drover.get("feature-login-shop", "/").0, 404);
+    // Its logs went with it: a later app of that name starts with none of another's.
+    assert!(!drover.path("logs/feature-login-shop").exists());
 }
 
 #[test]
@@ -246,13 +248,16 @@ fn a_cancelled_run_stops_its_tests_and_a_newer_push_supersedes_a_queued_one() {
     assert_eq!(run_json(&drover, &queued)["status"], "superseded");
     assert_eq!(run_json(&drover, &newest)["status"], "queued", "one run per app at a time");
 
+    // The queued run goes first: once the slow one ends it would start, and its own tests
+    // carry the same marker.
+    drover.ok(&["cancel", &newest]);
     drover.ok(&["cancel", &slow]);
     wait_until("the cancelled run's test processes to end", std::time::Duration::from_secs(30), || {
         let ps = std::process::Command::new("pgrep").args(["-f", &marker]).output().unwrap();
         ps.stdout.is_empty()
     });
     assert_eq!(run_json(&drover, &slow)["status"], "cancelled");
-    drover.ok(&["cancel", &newest]);
+    assert_eq!(run_json(&drover, &newest)["status"], "cancelled");
 }
 
 #[test]
