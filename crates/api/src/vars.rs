@@ -51,10 +51,7 @@ pub(crate) fn step_env(ctx: &Ctx, spec: &AppSpec) -> Result<(BTreeMap<String, St
 /// The user the build and test steps of `app` run as on this machine: its own when the server
 /// is root, else the server's (`None`).
 pub(crate) fn step_user(ctx: &Ctx, app: &model::AppName) -> Result<Option<model::AppUser>, String> {
-    if !sandbox::can_switch_users() {
-        return Ok(None);
-    }
-    ctx.store().app_user(app).map(Some).map_err(|e| e.to_string())
+    deploy::reconciler::app_user(&mut ctx.store(), app).map_err(|e| e.to_string())
 }
 
 /// [`step_env`] with the secrets apart from the plain env, for a step that must pass them

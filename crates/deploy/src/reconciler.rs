@@ -48,6 +48,15 @@ pub fn sealed_secrets(store: &Store, scope: &model::VarScope) -> Result<Vec<runt
         .collect())
 }
 
+/// The user `app`'s code runs as on this machine: its own when this process may switch users
+/// (is root), else this process's (`None`). For instances, builds and tests alike.
+pub fn app_user(store: &mut Store, app: &AppName) -> Result<Option<model::AppUser>, store::StoreError> {
+    match sandbox::can_switch_users() {
+        true => store.app_user(app).map(Some),
+        false => Ok(None),
+    }
+}
+
 /// Milliseconds since the Unix epoch: the one place the reconciler reads the clock.
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -471,19 +480,15 @@ impl<R: Runtime> Reconciler<R> {
             draining_since_ms: None,
             created_at_ms: now,
         };
-        let (env, sealed_env, user) = {
+        let (env, sealed_env, user, digest) = {
             let mut store = self.store();
             let sealed_env = sealed_secrets(&store, &spec.var_scope())?;
-            // Each app runs as its own user when the server may switch users (is root).
-            let user = match sandbox::can_switch_users() {
-                true => Some(store.app_user(app)?),
-                false => None,
-            };
+            let user = app_user(&mut store, app)?;
+            let digest = store.release(app, release).map(|r| r.digest);
             store.insert_instance(&row)?;
-            (spec.run_env(), sealed_env, user)
+            (spec.run_env(), sealed_env, user, digest)
         };
         self.starting.lock().expect("never poisoned").insert(id.clone());
-        let digest = self.store().release(app, release).map(|r| r.digest);
         let (runtime, store, artifacts, starting) =
             (self.runtime.clone(), self.store.clone(), self.artifacts.clone(), self.starting.clone());
         let done = self.started.0.clone();
