@@ -157,6 +157,19 @@ fn issue_9_f6_git_remote_pushes_with_the_token_in_no_command_line_and_no_file() 
 }
 
 /// Deploys DIR by hand and returns the CLI's output, failing the test if the deploy failed.
+/// Removes the artifact of `app`'s latest release, unpacked and packed, and returns where the
+/// packed slug was.
+fn remove_artifact(drover: &Drover, app: &str) -> std::path::PathBuf {
+    let digest = drover.json(&["releases", app])[0]["digest"].as_str().unwrap().to_owned();
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let unpacked = drover.path("artifacts/unpacked").join(hex);
+    std::process::Command::new("chmod").args(["-R", "u+w"]).arg(&unpacked).status().unwrap();
+    std::fs::remove_dir_all(&unpacked).unwrap();
+    let slug = drover.path("artifacts/slugs").join(format!("{hex}.tar.gz"));
+    std::fs::remove_file(&slug).unwrap();
+    slug
+}
+
 fn deploy(drover: &Drover, dir: &Path) -> String {
     drover.ok(&["deploy", dir.to_str().unwrap()])
 }
@@ -302,13 +315,8 @@ fn issue_9_f2_a_broken_app_never_slows_an_unrelated_deploy() {
     // The broken app sorts first, so a pass that stopped at its error would reach nothing else.
     let broken = app_dir("aaa-broken", "");
     deploy(&drover, broken.path());
-    let digest = drover.json(&["releases", "aaa-broken"])[0]["digest"].as_str().unwrap().to_owned();
-    let hex = digest.strip_prefix("sha256:").unwrap();
     // Its artifact is lost, so no new instance of it can start.
-    let unpacked = drover.path("artifacts/unpacked").join(hex);
-    std::process::Command::new("chmod").args(["-R", "u+w"]).arg(&unpacked).status().unwrap();
-    std::fs::remove_dir_all(&unpacked).unwrap();
-    std::fs::remove_file(drover.path("artifacts/slugs").join(format!("{hex}.tar.gz"))).unwrap();
+    remove_artifact(&drover, "aaa-broken");
     drover.ok(&["scale", "web=3", "-a", "aaa-broken"]);
     wait_until("the broken app's error to be recorded", Duration::from_secs(30), || {
         drover.json(&["events", "aaa-broken"]).to_string().contains("app.error")
@@ -460,15 +468,9 @@ fn issue_9_attack_a_start_that_hangs_delays_no_other_app_and_no_route() {
     drover.start();
     let stuck = app_dir("aaa-stuck", "");
     deploy(&drover, stuck.path());
-    let digest = drover.json(&["releases", "aaa-stuck"])[0]["digest"].as_str().unwrap().to_owned();
-    let hex = digest.strip_prefix("sha256:").unwrap().to_owned();
     // Its next instance must unpack the slug again, and the slug is now a FIFO nobody writes
     // to: opening it blocks, as a file on a hung network mount would.
-    let unpacked = drover.path("artifacts/unpacked").join(&hex);
-    std::process::Command::new("chmod").args(["-R", "u+w"]).arg(&unpacked).status().unwrap();
-    std::fs::remove_dir_all(&unpacked).unwrap();
-    let slug = drover.path("artifacts/slugs").join(format!("{hex}.tar.gz"));
-    std::fs::remove_file(&slug).unwrap();
+    let slug = remove_artifact(&drover, "aaa-stuck");
     let made = std::process::Command::new("mkfifo").arg(&slug).status().unwrap();
     assert!(made.success());
     drover.ok(&["scale", "web=2", "-a", "aaa-stuck"]);
